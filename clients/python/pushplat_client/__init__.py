@@ -1,0 +1,1 @@
+"""pushplat Python SDK."""

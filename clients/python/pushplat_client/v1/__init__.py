@@ -1,0 +1,1 @@
+"""Generated from protos/pushplat/v1 by scripts/gen-protos. Do not edit."""

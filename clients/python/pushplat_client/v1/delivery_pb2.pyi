@@ -1,0 +1,57 @@
+from . import message_pb2 as _message_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Envelope(_message.Message):
+    __slots__ = ("user_id", "device_id", "message", "delivery")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    device_id: str
+    message: _message_pb2.Message
+    delivery: _message_pb2.DeliveryMode
+    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., delivery: _Optional[_Union[_message_pb2.DeliveryMode, str]] = ...) -> None: ...
+
+class Routed(_message.Message):
+    __slots__ = ("device_id", "session_id", "message")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    session_id: str
+    message: _message_pb2.Message
+    def __init__(self, device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ...) -> None: ...
+
+class DeliverRequest(_message.Message):
+    __slots__ = ("edge_id", "items")
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    edge_id: str
+    items: _containers.RepeatedCompositeFieldContainer[Routed]
+    def __init__(self, edge_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Routed, _Mapping]]] = ...) -> None: ...
+
+class DeliverResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OUTCOME_UNSPECIFIED: _ClassVar[DeliverResponse.Outcome]
+        QUEUED: _ClassVar[DeliverResponse.Outcome]
+        NO_SESSION: _ClassVar[DeliverResponse.Outcome]
+        QUEUE_FULL: _ClassVar[DeliverResponse.Outcome]
+        EXPIRED: _ClassVar[DeliverResponse.Outcome]
+    OUTCOME_UNSPECIFIED: DeliverResponse.Outcome
+    QUEUED: DeliverResponse.Outcome
+    NO_SESSION: DeliverResponse.Outcome
+    QUEUE_FULL: DeliverResponse.Outcome
+    EXPIRED: DeliverResponse.Outcome
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedScalarFieldContainer[DeliverResponse.Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[DeliverResponse.Outcome, str]]] = ...) -> None: ...

@@ -1,0 +1,95 @@
+from . import message_pb2 as _message_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ClientFrame(_message.Message):
+    __slots__ = ("hello", "ack", "ping")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    ack: Ack
+    ping: Ping
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("token", "user_id", "device_id", "client_version")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    user_id: str
+    device_id: str
+    client_version: str
+    def __init__(self, token: _Optional[str] = ..., user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., client_version: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("message_ids",)
+    MESSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    message_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, message_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Ping(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerFrame(_message.Message):
+    __slots__ = ("welcome", "pushes", "go_away", "pong")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    PUSHES_FIELD_NUMBER: _ClassVar[int]
+    GO_AWAY_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
+    welcome: Welcome
+    pushes: PushBatch
+    go_away: GoAway
+    pong: Pong
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., pushes: _Optional[_Union[PushBatch, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("session_id", "edge_id", "heartbeat_interval_ms")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    edge_id: str
+    heartbeat_interval_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+
+class PushBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_message_pb2.Message, _Mapping]]] = ...) -> None: ...
+
+class GoAway(_message.Message):
+    __slots__ = ("reason", "reconnect_after_ms", "detail")
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REASON_UNSPECIFIED: _ClassVar[GoAway.Reason]
+        MAX_AGE: _ClassVar[GoAway.Reason]
+        DRAINING: _ClassVar[GoAway.Reason]
+        REPLACED: _ClassVar[GoAway.Reason]
+        HEARTBEAT_TIMEOUT: _ClassVar[GoAway.Reason]
+    REASON_UNSPECIFIED: GoAway.Reason
+    MAX_AGE: GoAway.Reason
+    DRAINING: GoAway.Reason
+    REPLACED: GoAway.Reason
+    HEARTBEAT_TIMEOUT: GoAway.Reason
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    reason: GoAway.Reason
+    reconnect_after_ms: int
+    detail: str
+    def __init__(self, reason: _Optional[_Union[GoAway.Reason, str]] = ..., reconnect_after_ms: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Pong(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
