@@ -1,0 +1,3 @@
+from pushplat.cli import main
+
+raise SystemExit(main())

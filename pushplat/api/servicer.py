@@ -1,0 +1,112 @@
+"""PushServicer: validates sends, stamps ids, and publishes to the lane for their priority.
+
+A Send answers once the message is in its lane (fire-and-forget); it never reports a message
+as accepted that the lane did not take.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from pushplat_client.v1 import delivery_pb2, message_pb2, push_pb2, push_pb2_grpc
+
+from pushplat.auth import ApiKeyChecker
+from pushplat.config import Config
+from pushplat.logs import kv
+from pushplat.messages import lane_of, new_message_id, now_ms, priority_name
+from pushplat.metrics import MESSAGES_IN
+from pushplat.queue import LaneProducer, QueueUnavailable
+
+log = logging.getLogger("pushplat.api")
+
+
+class InvalidSend(ValueError):
+    """A SendRequest that can never succeed; the message says which field is wrong."""
+
+
+class SendValidator:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def envelope(self, request: push_pb2.SendRequest) -> delivery_pb2.Envelope:
+        """Validate request and build the Envelope to publish, or raise InvalidSend."""
+        target = request.WhichOneof("target")
+        if target is None or not getattr(request, target):
+            raise InvalidSend("a target is required: set user_id or device_id")
+        size = len(request.payload)
+        if size > self.config.max_payload_bytes:
+            raise InvalidSend(f"payload is {size} bytes; the limit is {self.config.max_payload_bytes} bytes")
+        if not 0 <= request.ttl_seconds <= self.config.max_ttl_seconds:
+            limit = self.config.max_ttl_seconds
+            raise InvalidSend(f"ttl_seconds must be between 0 and {limit}, got {request.ttl_seconds}")
+        if request.priority not in message_pb2.Priority.values():
+            raise InvalidSend(f"unknown priority {request.priority}")
+        if request.delivery not in message_pb2.DeliveryMode.values():
+            raise InvalidSend(f"unknown delivery mode {request.delivery}")
+        created = now_ms()
+        ttl = request.ttl_seconds or self.config.default_ttl_seconds
+        message = message_pb2.Message(
+            message_id=new_message_id(),
+            payload=request.payload,
+            content_type=request.content_type,
+            priority=request.priority or message_pb2.PRIORITY_NORMAL,
+            created_at_ms=created,
+            expires_at_ms=created + ttl * 1000,
+            collapse_key=request.collapse_key,
+            requires_ack=request.delivery == message_pb2.AT_LEAST_ONCE,
+            labels=request.labels,
+        )
+        envelope = delivery_pb2.Envelope(message=message, delivery=request.delivery)
+        setattr(envelope, target, getattr(request, target))
+        return envelope
+
+
+class PushServicer(push_pb2_grpc.PushServicer):
+    def __init__(self, config: Config, producer: LaneProducer) -> None:
+        self.validator = SendValidator(config)
+        self.producer = producer
+        self.api_keys = ApiKeyChecker(config.api_keys)
+
+    async def Send(self, request: push_pb2.SendRequest, context: grpc.aio.ServicerContext) -> push_pb2.SendResponse:
+        await self.api_keys.require(context)
+        try:
+            envelope = self.validator.envelope(request)
+        except InvalidSend as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await self._publish([envelope], context)
+        return push_pb2.SendResponse(message_id=envelope.message.message_id)
+
+    async def SendBatch(
+        self, request: push_pb2.SendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.SendBatchResponse:
+        await self.api_keys.require(context)
+        envelopes = []
+        for index, item in enumerate(request.requests):
+            try:
+                envelopes.append(self.validator.envelope(item))
+            except InvalidSend as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"requests[{index}]: {exc}")
+        await self._publish(envelopes, context)
+        return push_pb2.SendBatchResponse(
+            responses=[push_pb2.SendResponse(message_id=e.message.message_id) for e in envelopes]
+        )
+
+    async def _publish(self, envelopes: list[delivery_pb2.Envelope], context: grpc.aio.ServicerContext) -> None:
+        for envelope in envelopes:
+            lane = lane_of(envelope.message.priority)
+            try:
+                await self.producer.publish(lane, envelope)
+            except QueueUnavailable as exc:
+                log.warning(kv("send.unavailable", message=envelope.message.message_id, error=str(exc)))
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"queue unavailable, message not accepted: {exc}")
+            MESSAGES_IN.labels(priority_name(envelope.message.priority)).inc()
+            target = envelope.WhichOneof("target")
+            log.debug(
+                kv(
+                    "send.accepted",
+                    message=envelope.message.message_id,
+                    lane=lane,
+                    **{target: getattr(envelope, target)},
+                )
+            )

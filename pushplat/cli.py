@@ -1,0 +1,381 @@
+"""The `pushplat` command. Every option can also be set as PUSHPLAT_<OPTION> in the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pushplat import __version__
+from pushplat.config import Config
+
+ENV_PREFIX = "PUSHPLAT_"
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def add_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    help: str,
+    default: Any = None,
+    type: Callable[[str], Any] = str,
+    repeat: bool = False,
+    switch: bool = False,
+    required: bool = False,
+    metavar: str | None = None,
+) -> None:
+    """An option whose default comes from PUSHPLAT_<OPTION>; says so in --help."""
+    env = env_name(flag)
+    raw = os.environ.get(env)
+    text = f"{help} [env {env}"
+    if switch:
+        value = raw.lower() in ("1", "true", "yes", "on") if raw is not None else bool(default)
+        parser.add_argument(flag, action="store_true", default=value, help=text + "]")
+        return
+    if repeat:
+        value = [v for v in raw.split(",") if v] if raw is not None else list(default or [])
+        parser.add_argument(
+            flag,
+            action="append",
+            type=type,
+            default=None,
+            metavar=metavar,
+            help=text + ", comma-separated; repeatable]",
+        )
+        parser.set_defaults(**{_dest(flag) + "_env": value})
+        return
+    value = type(raw) if raw is not None else default
+    if value is not None and not required:
+        text += f"; default {value}"
+    parser.add_argument(
+        flag, type=type, default=value, metavar=metavar, required=required and value is None, help=text + "]"
+    )
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _repeated(args: argparse.Namespace, flag: str) -> list[str]:
+    given = getattr(args, _dest(flag))
+    return given if given is not None else getattr(args, _dest(flag) + "_env")
+
+
+def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: bool) -> None:
+    d = Config()
+    add_option(parser, "--host", default=d.host, help="interface to listen on")
+    if "edge" in roles:
+        add_option(
+            parser,
+            "--edge-port",
+            type=int,
+            default=d.edge_port,
+            help="port for device streams (Edge.Connect); 0 picks a free port",
+        )
+        add_option(
+            parser,
+            "--delivery-port",
+            type=int,
+            default=d.delivery_port,
+            help="internal port where routers hand messages to this edge (Delivery.Deliver)",
+        )
+        add_option(
+            parser, "--advertise-host", default="", help="host routers use to reach the delivery port (default: --host)"
+        )
+        add_option(parser, "--edge-id", default="", help="this edge's id in the registry (default: host-pid-random)")
+        add_option(
+            parser,
+            "--auth-secret",
+            default="",
+            help="HS256 secret for device tokens; without it auth is off and Hello ids are trusted",
+        )
+        add_option(
+            parser,
+            "--heartbeat-interval-ms",
+            type=int,
+            default=d.heartbeat_interval_ms,
+            help="how often clients must ping; silent for 3 intervals means dead",
+        )
+        add_option(
+            parser,
+            "--max-age-seconds",
+            type=float,
+            default=d.max_age_seconds,
+            help="maximum connection age, less up to 10%% at random",
+        )
+        add_option(
+            parser,
+            "--drain-seconds",
+            type=float,
+            default=d.drain_seconds,
+            help="on SIGTERM, spread clients' reconnects over this many seconds",
+        )
+        add_option(
+            parser,
+            "--session-queue-limit",
+            type=int,
+            default=d.session_queue_limit,
+            help="messages buffered per device stream before drops",
+        )
+    if "api" in roles:
+        add_option(
+            parser,
+            "--api-port",
+            type=int,
+            default=d.api_port,
+            help="port for backends (Push.Send); 0 picks a free port",
+        )
+        add_option(
+            parser,
+            "--api-key",
+            repeat=True,
+            metavar="KEY",
+            help="require 'authorization: Bearer KEY' on Push calls; without it the api is open",
+        )
+        add_option(
+            parser, "--max-payload-bytes", type=int, default=d.max_payload_bytes, help="largest accepted payload"
+        )
+    if not dev:
+        add_option(
+            parser,
+            "--registry",
+            default=d.registry,
+            help="push registry: memory://, redis://host:port/db or redis+cluster://host:port",
+        )
+        add_option(
+            parser, "--queue", default=d.queue, help="priority lanes: memory:// or kafka://host:port[,host:port]"
+        )
+        add_option(
+            parser,
+            "--topic-prefix",
+            default=d.topic_prefix,
+            help="Kafka topics are <prefix>.high, <prefix>.normal, <prefix>.low",
+        )
+    add_option(
+        parser,
+        "--metrics-port",
+        type=int,
+        default=d.metrics_port,
+        help="serve Prometheus /metrics on this port; 0 turns it off",
+    )
+    add_option(parser, "--log-level", default=d.log_level, help="debug, info, warning or error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushplat",
+        description="pushplat: push messages to devices over long-lived gRPC streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"pushplat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser(
+        "dev",
+        help="api, router and edge in one process on in-memory stores",
+        description="Run the whole platform in one process on in-memory registry and lanes.",
+    )
+    _server_options(dev, ("api", "router", "edge"), dev=True)
+    for role, text in (
+        ("api", "the Push service: validates sends and publishes them to the lanes"),
+        ("router", "consumes the lanes and hands messages to edges"),
+        ("edge", "holds device streams and pushes messages down them"),
+    ):
+        p = sub.add_parser(role, help=f"run only the {role} role", description=f"Run {text}.")
+        _server_options(p, (role,), dev=False)
+
+    send = sub.add_parser(
+        "send",
+        help='send one message; prints {"message_id": ...}',
+        description="Send one message through Push.Send and print the response as JSON.",
+    )
+    add_option(send, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
+    target = send.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user", help="send to every device of this user")
+    target.add_argument("--device", help="send to this device only")
+    send.add_argument(
+        "--priority", choices=("high", "normal", "low"), default="normal", help="lane to travel in (default normal)"
+    )
+    send.add_argument("--ttl", type=int, default=0, help="seconds the message stays deliverable (0: server default)")
+    send.add_argument("--collapse-key", default="", help="a newer message with this key replaces an older one")
+    send.add_argument("--idempotency-key", default="", help="repeat sends with this key are deduplicated")
+    send.add_argument("--content-type", default="text/plain", help="content type of the payload")
+    send.add_argument("--at-least-once", action="store_true", help="keep in the inbox until the device acks")
+    send.add_argument("--label", action="append", default=[], metavar="K=V", help="a label (repeatable)")
+    add_option(send, "--api-key", default="", help="API key sent as 'authorization: Bearer KEY'")
+    send.add_argument("payload", help="message payload (text); '-' reads standard input")
+
+    listen = sub.add_parser(
+        "listen",
+        help="receive messages as a device; prints one JSON line each",
+        description="Connect as a device, print one JSON line per message, ack each one.",
+    )
+    add_option(listen, "--edge", default="127.0.0.1:50051", help="edge address HOST:PORT")
+    add_option(listen, "--user", default="", help="user id (auth off only)")
+    add_option(listen, "--device", default="", help="device id (auth off only, required then)")
+    add_option(listen, "--token", default="", help="device token from `pushplat token` (auth on)")
+    listen.add_argument("--count", type=int, default=0, help="exit after this many messages (0: run until Ctrl-C)")
+
+    token = sub.add_parser(
+        "token",
+        help="mint a device token for the configured secret",
+        description="Mint an HS256 JWT with sub=USER, device=DEVICE and exp.",
+    )
+    add_option(
+        token,
+        "--secret",
+        default=os.environ.get("PUSHPLAT_AUTH_SECRET", ""),
+        help="HS256 secret (also read from PUSHPLAT_AUTH_SECRET)",
+    )
+    token.add_argument("--user", required=True, help="user id (the sub claim)")
+    token.add_argument("--device", required=True, help="device id (the device claim)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    roles = ("api", "router", "edge") if args.command == "dev" else (args.command,)
+    config = Config(roles=roles)
+    for name in vars(args):
+        if hasattr(config, name) and name != "roles":
+            value = getattr(args, name)
+            if value is not None:
+                setattr(config, name, value)
+    if "api" in roles:
+        config.api_keys = _repeated(args, "--api-key")
+    return config
+
+
+async def _run_server(config: Config) -> int:
+    from pushplat.server import Server, StartupError
+
+    server = Server(config)
+    try:
+        await server.start()
+    except StartupError as exc:
+        print(f"pushplat {args_command(config)}: {exc}", file=sys.stderr)
+        await server.stop()
+        return 2
+    await server.serve_until_signal()
+    return 0
+
+
+def args_command(config: Config) -> str:
+    return "dev" if len(config.roles) > 1 else config.roles[0]
+
+
+async def _send(args: argparse.Namespace) -> int:
+    from pushplat_client import PushError, PushSender
+
+    payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
+    labels = dict(item.split("=", 1) for item in args.label)
+    async with PushSender(args.api, api_key=args.api_key or None) as sender:
+        try:
+            response = await sender.send(
+                user_id=args.user,
+                device_id=args.device,
+                payload=payload,
+                content_type=args.content_type,
+                priority=args.priority,
+                ttl_seconds=args.ttl,
+                collapse_key=args.collapse_key,
+                idempotency_key=args.idempotency_key,
+                at_least_once=args.at_least_once,
+                labels=labels,
+            )
+        except PushError as exc:
+            print(f"pushplat send: {exc.code.name}: {exc.details}", file=sys.stderr)
+            return 1
+    print(json.dumps({"message_id": response.message_id, "duplicate": response.duplicate}))
+    return 0
+
+
+def message_json(message: Any) -> dict[str, Any]:
+    from pushplat.messages import priority_name
+
+    try:
+        payload: str = message.payload.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        import base64
+
+        payload, encoding = base64.b64encode(message.payload).decode(), "base64"
+    out = {
+        "message_id": message.message_id,
+        "payload": payload,
+        "priority": priority_name(message.priority),
+        "created_at_ms": message.created_at_ms,
+    }
+    if encoding != "utf-8":
+        out["payload_encoding"] = encoding
+    for field in ("content_type", "collapse_key", "expires_at_ms"):
+        if getattr(message, field):
+            out[field] = getattr(message, field)
+    if message.labels:
+        out["labels"] = dict(message.labels)
+    return out
+
+
+async def _listen(args: argparse.Namespace) -> int:
+    from pushplat_client import PushClient, PushError
+
+    if not args.token and not args.device:
+        print("pushplat listen: give --token, or --device when auth is off", file=sys.stderr)
+        return 2
+    received = 0
+    try:
+        async with PushClient(args.edge, token=args.token or None, user_id=args.user, device_id=args.device) as client:
+            async for message in client:
+                print(json.dumps(message_json(message)), flush=True)
+                received += 1
+                if args.count and received >= args.count:
+                    break
+    except PushError as exc:
+        print(f"pushplat listen: {exc.code.name}: {exc.details}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from pushplat.auth import mint_token
+
+    if not args.secret:
+        print("pushplat token: give --secret or set PUSHPLAT_AUTH_SECRET", file=sys.stderr)
+        return 2
+    print(mint_token(args.secret, args.user, args.device, args.ttl))
+    return 0
+
+
+def _run(coro: Any) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pushplat.logs import setup_logging
+
+    if args.command in ("dev", "api", "router", "edge"):
+        config = config_from_args(args)
+        setup_logging(config.log_level)
+        return _run(_run_server(config))
+    setup_logging("warning")
+    try:
+        if args.command == "send":
+            return _run(_send(args))
+        if args.command == "listen":
+            return _run(_listen(args))
+        return _token(args)
+    except KeyboardInterrupt:
+        return 130

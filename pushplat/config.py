@@ -1,0 +1,70 @@
+"""One Config object for every role. The CLI fills it from flags and PUSHPLAT_* variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+ROLES = ("api", "router", "edge")
+
+
+@dataclass
+class Config:
+    roles: tuple[str, ...] = ROLES
+    host: str = "127.0.0.1"
+    edge_port: int = 50051
+    api_port: int = 50052
+    # Routers reach edges here (Delivery service); kept off the client-facing port so that a
+    # layer-4 balancer in front of edge_port never sees internal traffic.
+    delivery_port: int = 50053
+    # The host routers use to reach this edge's delivery port; defaults to `host`.
+    advertise_host: str = ""
+    # Prometheus metrics over HTTP; 0 turns them off.
+    metrics_port: int = 0
+    edge_id: str = ""
+
+    registry: str = "memory://"
+    queue: str = "memory://"
+    topic_prefix: str = "pushplat"
+
+    auth_secret: str = ""
+    api_keys: list[str] = field(default_factory=list)
+
+    max_payload_bytes: int = 64 * 1024
+    default_ttl_seconds: int = 24 * 3600
+    max_ttl_seconds: int = 28 * 24 * 3600
+
+    heartbeat_interval_ms: int = 30_000
+    # A session silent for this many heartbeat intervals is closed.
+    heartbeat_misses: int = 3
+    hello_timeout_seconds: float = 10.0
+    # Each session lives max_age_seconds minus a random share of up to max_age_jitter.
+    max_age_seconds: float = 1800.0
+    max_age_jitter: float = 0.1
+    # GoAway(MAX_AGE) asks the client to come back within [0, reconnect_spread_ms).
+    reconnect_spread_ms: int = 5_000
+    goaway_grace_seconds: float = 5.0
+    drain_seconds: float = 30.0
+    session_queue_limit: int = 10_000
+
+    registry_ttl_seconds: float = 60.0
+    router_batch_size: int = 256
+    deliver_timeout_seconds: float = 5.0
+    lane_capacity: int = 1_000_000
+
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.edge_id:
+            # Unique per process so that a restarted edge never inherits a dead one's sessions.
+            self.edge_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_secret)
+
+    @property
+    def heartbeat_timeout_seconds(self) -> float:
+        return self.heartbeat_interval_ms * self.heartbeat_misses / 1000.0

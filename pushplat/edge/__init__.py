@@ -1,0 +1,72 @@
+"""The edge role: device streams, the local hub, registration and the Delivery service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from pushplat.auth import PushAuthHandler
+from pushplat.config import Config
+from pushplat.edge.delivery import DeliveryServicer
+from pushplat.edge.hub import Hub
+from pushplat.edge.registration import PushRegistrationHandler
+from pushplat.edge.servicer import EdgeServicer, SessionLifetimes
+from pushplat.edge.session import GoAwayReason
+from pushplat.logs import kv
+from pushplat.registry import Registry
+
+log = logging.getLogger("pushplat.edge")
+
+__all__ = ["EdgeNode"]
+
+
+class EdgeNode:
+    def __init__(self, config: Config, registry: Registry) -> None:
+        self.config = config
+        self.hub = Hub()
+        self.registration = PushRegistrationHandler(registry, self.hub, config.edge_id, config.registry_ttl_seconds)
+        self.lifetimes = SessionLifetimes(config, self.hub)
+        self.servicer = EdgeServicer(
+            config, self.hub, self.registration, PushAuthHandler(config.auth_secret), self.lifetimes
+        )
+        self.delivery = DeliveryServicer(self.hub, config.edge_id)
+
+    async def start(self, delivery_address: str) -> None:
+        """Publish where routers reach this edge, then start the lifetime sweeper."""
+        await self.registration.start(delivery_address)
+        self.lifetimes.start()
+
+    async def drain(self, window_seconds: float) -> None:
+        """Stop accepting, leave the registry, and spread the clients' reconnects over the window."""
+        self.servicer.accepting = False
+        await self.registration.withdraw_edge()
+        sessions = list(self.hub)
+        count = len(sessions)
+        log.info(kv("edge.drain_start", edge=self.config.edge_id, sessions=count, window_s=window_seconds))
+        # Send the GoAways evenly over the window rather than all at once: clients stay served
+        # until their turn and the peak reconnect rate elsewhere stays at clients / window.
+        started = time.monotonic()
+        for i, session in enumerate(sessions):
+            wait = started + window_seconds * i / max(count, 1) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            session.go_away(
+                GoAwayReason.DRAINING,
+                0,
+                "edge is shutting down",
+                grace_seconds=self.config.goaway_grace_seconds,
+            )
+        remaining = started + window_seconds + self.config.goaway_grace_seconds - time.monotonic()
+        try:
+            await asyncio.wait_for(self.hub.empty.wait(), max(remaining, 0.0))
+        except TimeoutError:
+            pass
+        left = len(self.hub.streams())
+        log.info(kv("edge.drain_done", edge=self.config.edge_id, remaining=left))
+
+    async def stop(self) -> None:
+        await self.lifetimes.stop()
+        await self.registration.stop()
+        for session in self.hub.streams():
+            session.kill("shutdown")

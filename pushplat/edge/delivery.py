@@ -1,0 +1,53 @@
+"""DeliveryServicer: routers hand batches to this edge, which queues them on device streams."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc
+
+from pushplat.edge.hub import Hub
+from pushplat.logs import kv
+from pushplat.messages import is_expired, now_ms
+from pushplat.metrics import DROPPED
+
+log = logging.getLogger("pushplat.edge")
+Outcome = delivery_pb2.DeliverResponse.Outcome
+
+
+class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
+    def __init__(self, hub: Hub, edge_id: str) -> None:
+        self.hub = hub
+        self.edge_id = edge_id
+
+    async def Deliver(
+        self, request: delivery_pb2.DeliverRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.DeliverResponse:
+        if request.edge_id and request.edge_id != self.edge_id:
+            # A stale route: the registry named an edge that has since restarted on this address.
+            return delivery_pb2.DeliverResponse(outcomes=[Outcome.NO_SESSION] * len(request.items))
+        outcomes = [self.deliver_one(item) for item in request.items]
+        return delivery_pb2.DeliverResponse(outcomes=outcomes)
+
+    def deliver_one(self, item: delivery_pb2.Routed, at_ms: int | None = None) -> int:
+        if is_expired(item.message, at_ms or now_ms()):
+            DROPPED.labels("expired").inc()
+            return Outcome.EXPIRED
+        session = self.hub.get(item.device_id)
+        if session is None or session.closed:
+            DROPPED.labels("no_session").inc()
+            return Outcome.NO_SESSION
+        if not session.outbound.push(item.message):
+            DROPPED.labels("queue_full").inc()
+            log.warning(
+                kv(
+                    "deliver.queue_full",
+                    device=item.device_id,
+                    session=session.session_id,
+                    message=item.message.message_id,
+                    limit=session.outbound.limit,
+                )
+            )
+            return Outcome.QUEUE_FULL
+        return Outcome.QUEUED

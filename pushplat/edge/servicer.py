@@ -1,0 +1,238 @@
+"""EdgeServicer: the device-facing `Edge.Connect` stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from pushplat_client.v1 import edge_pb2, edge_pb2_grpc
+
+from pushplat.auth import AuthError, PushAuthHandler
+from pushplat.config import Config
+from pushplat.edge.hub import Hub
+from pushplat.edge.registration import PushRegistrationHandler
+from pushplat.edge.session import GoAwayReason, Session
+from pushplat.logs import kv
+from pushplat.messages import new_session_id, now_ms, priority_name
+from pushplat.metrics import ACKS, CONNECTS, DISCONNECTS, MESSAGES_OUT, OPEN_CONNECTIONS, SEND_TO_PUSH
+
+log = logging.getLogger("pushplat.edge")
+
+
+class EdgeServicer(edge_pb2_grpc.EdgeServicer):
+    def __init__(
+        self,
+        config: Config,
+        hub: Hub,
+        registration: PushRegistrationHandler,
+        auth: PushAuthHandler,
+        lifetimes: SessionLifetimes,
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.registration = registration
+        self.auth = auth
+        self.lifetimes = lifetimes
+        self.accepting = True
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
+    ) -> None:
+        frames = request_iterator.__aiter__()
+        hello = await self._read_hello(frames, context)
+        if hello is None:
+            return
+        if not self.accepting:
+            CONNECTS.labels("draining").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "edge is draining; reconnect elsewhere")
+        try:
+            identity = self.auth.identify(hello.token, hello.user_id, hello.device_id)
+        except AuthError as exc:
+            CONNECTS.labels("unauthenticated").inc()
+            log.info(kv("session.refused", peer=context.peer(), reason=str(exc)))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+
+        session = Session(
+            session_id=new_session_id(),
+            user_id=identity.user_id,
+            device_id=identity.device_id,
+            edge_id=self.config.edge_id,
+            queue_limit=self.config.session_queue_limit,
+            max_age_seconds=self.lifetimes.draw_max_age(),
+            peer=context.peer(),
+        )
+        await self._open(session, hello.client_version)
+        reader = asyncio.create_task(self._read(frames, session), name=f"read-{session.session_id}")
+        writer = asyncio.create_task(self._write(context, session), name=f"write-{session.session_id}")
+        killed = asyncio.create_task(session.killed.wait())
+        try:
+            # A dead peer can leave a write pending forever; `killed` lets the sweeper end it.
+            await asyncio.wait({writer, killed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, writer, killed):
+                task.cancel()
+            await asyncio.gather(reader, writer, killed, return_exceptions=True)
+            session.close(session.close_reason or "stream_ended")
+            await self._close(session)
+
+    async def _write(self, context: grpc.aio.ServicerContext, session: Session) -> None:
+        await context.write(
+            edge_pb2.ServerFrame(
+                welcome=edge_pb2.Welcome(
+                    session_id=session.session_id,
+                    edge_id=self.config.edge_id,
+                    heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+                )
+            )
+        )
+        while (batch := await session.outbound.next_frames()) is not None:
+            for frame in batch:
+                if frame.HasField("pushes"):
+                    self._count_out(frame.pushes.messages)
+                await context.write(frame)
+
+    async def _read_hello(
+        self, frames: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
+    ) -> edge_pb2.Hello | None:
+        try:
+            first = await asyncio.wait_for(anext(frames), self.config.hello_timeout_seconds)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            CONNECTS.labels("no_hello").inc()
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no Hello within {self.config.hello_timeout_seconds:g}s of connecting",
+            )
+        if first.WhichOneof("frame") != "hello":
+            CONNECTS.labels("bad_first_frame").inc()
+            got = first.WhichOneof("frame") or "an empty frame"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the first frame must be Hello, got {got}")
+        return first.hello
+
+    async def _open(self, session: Session, client_version: str) -> None:
+        replaced = self.hub.attach(session)
+        if replaced is not None:
+            replaced.go_away(GoAwayReason.REPLACED, 0, "a newer connection for this device took over", grace_seconds=0)
+            replaced.close("replaced")
+        OPEN_CONNECTIONS.set(len(self.hub))
+        CONNECTS.labels("ok").inc()
+        await self.registration.register(session)
+        log.info(
+            kv(
+                "session.open",
+                device=session.device_id,
+                user=session.user_id,
+                session=session.session_id,
+                peer=session.peer,
+                client=client_version,
+                replaced=replaced.session_id if replaced else None,
+            )
+        )
+
+    async def _close(self, session: Session) -> None:
+        if self.hub.detach(session):
+            await asyncio.shield(self.registration.unregister(session))
+        OPEN_CONNECTIONS.set(len(self.hub))
+        DISCONNECTS.labels(session.close_reason).inc()
+        dropped = len(session.outbound.drain_messages())
+        log.info(
+            kv(
+                "session.close",
+                device=session.device_id,
+                session=session.session_id,
+                reason=session.close_reason,
+                seconds=round(time.monotonic() - session.opened_at, 3),
+                unsent=dropped or None,
+            )
+        )
+
+    async def _read(self, frames: AsyncIterator[edge_pb2.ClientFrame], session: Session) -> None:
+        try:
+            async for frame in frames:
+                session.touch()
+                kind = frame.WhichOneof("frame")
+                if kind == "ping":
+                    session.outbound.control(edge_pb2.ServerFrame(pong=edge_pb2.Pong()))
+                elif kind == "ack":
+                    ACKS.inc(len(frame.ack.message_ids))
+                    await self.on_ack(session, list(frame.ack.message_ids))
+                elif kind == "hello":
+                    log.info(kv("session.extra_hello", device=session.device_id, session=session.session_id))
+            session.close(session.close_reason or "client_closed")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken stream ends only this session
+            session.close(session.close_reason or "stream_error")
+            log.debug(kv("session.read_error", session=session.session_id, error=repr(exc)))
+
+    async def on_ack(self, session: Session, message_ids: list[str]) -> None:
+        """Hook for the inbox: at-least-once messages leave it when acked."""
+
+    @staticmethod
+    def _count_out(messages: list) -> None:
+        now = now_ms()
+        for message in messages:
+            MESSAGES_OUT.labels(priority_name(message.priority)).inc()
+            SEND_TO_PUSH.observe(max(now - message.created_at_ms, 0) / 1000.0)
+
+
+class SessionLifetimes:
+    """Randomized lifetimes and the sweeper that enforces them and the heartbeat timeout.
+
+    One sweeper per edge instead of a timer per session keeps idle connections cheap.
+    """
+
+    def __init__(self, config: Config, hub: Hub, rng: object | None = None) -> None:
+        import random
+
+        self.config = config
+        self.hub = hub
+        self.rng = rng if isinstance(rng, random.Random) else random.Random()
+        self._task: asyncio.Task[None] | None = None
+
+    def draw_max_age(self) -> float:
+        """Max age minus a random share of up to max_age_jitter, so reconnects don't line up."""
+        return self.config.max_age_seconds * (1.0 - self.rng.uniform(0.0, self.config.max_age_jitter))
+
+    def draw_reconnect_ms(self, spread_ms: int | None = None) -> int:
+        return int(self.rng.uniform(0, spread_ms if spread_ms is not None else self.config.reconnect_spread_ms))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sweep_loop(), name="session-sweeper")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def sweep(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        timeout = self.config.heartbeat_timeout_seconds
+        for session in self.hub.streams():
+            if session.closed:
+                # Closed but its stream has not ended: a write is stuck on a slow or dead peer.
+                if session.closed_at is not None and now - session.closed_at > self.config.goaway_grace_seconds:
+                    session.kill(session.close_reason)
+                continue
+            if session.goaway_deadline is not None:
+                if now >= session.goaway_deadline:
+                    session.kill(session.close_reason or "goaway_expired")
+            elif now - session.last_seen > timeout:
+                session.kill("heartbeat_timeout")
+            elif now >= session.expires_at:
+                session.go_away(
+                    GoAwayReason.MAX_AGE,
+                    self.draw_reconnect_ms(),
+                    "connection reached its maximum age",
+                    grace_seconds=self.config.goaway_grace_seconds,
+                )
+
+    async def _sweep_loop(self) -> None:
+        interval = min(1.0, self.config.heartbeat_interval_ms / 4000.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()

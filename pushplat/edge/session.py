@@ -1,0 +1,151 @@
+"""One device's connection: identity, lifetime and a priority-ordered outbound queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from pushplat_client.v1 import edge_pb2, message_pb2
+
+from pushplat.messages import LANES, is_expired, lane_of, now_ms
+
+GoAwayReason = edge_pb2.GoAway.Reason
+
+
+class OutboundQueue:
+    """Frames waiting for the stream. Control frames go first, then high, normal, low messages.
+
+    A slow device builds a backlog here; a high message still overtakes every queued
+    normal and low one because each priority has its own deque.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._control: deque[edge_pb2.ServerFrame] = deque()
+        self._lanes: dict[str, deque[message_pb2.Message]] = {lane: deque() for lane in LANES}
+        self._size = 0
+        self._ready = asyncio.Event()
+        self._closed = False
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, message: message_pb2.Message) -> bool:
+        """Queue a message; False when the queue is full or closed (the caller counts the drop)."""
+        if self._closed or self._size >= self.limit:
+            return False
+        self._lanes[lane_of(message.priority)].append(message)
+        self._size += 1
+        self._ready.set()
+        return True
+
+    def control(self, frame: edge_pb2.ServerFrame) -> None:
+        self._control.append(frame)
+        self._ready.set()
+
+    def close(self) -> None:
+        """Stop taking messages; frames already queued as control still go out."""
+        self._closed = True
+        self._ready.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def drain_messages(self) -> list[message_pb2.Message]:
+        """Everything not yet written, highest priority first (for counting or re-queueing)."""
+        left = [m for lane in LANES for m in self._lanes[lane]]
+        for lane in LANES:
+            self._lanes[lane].clear()
+        self._size = 0
+        return left
+
+    async def next_frames(self, max_messages: int = 64) -> list[edge_pb2.ServerFrame] | None:
+        """Wait for frames to write; None once closed and nothing is left to send."""
+        while True:
+            frames: list[edge_pb2.ServerFrame] = list(self._control)
+            self._control.clear()
+            if not self._closed:
+                batch = self._take_messages(max_messages)
+                if batch:
+                    frames.append(edge_pb2.ServerFrame(pushes=edge_pb2.PushBatch(messages=batch)))
+            if frames:
+                return frames
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+
+    def _take_messages(self, max_messages: int) -> list[message_pb2.Message]:
+        batch: list[message_pb2.Message] = []
+        now = now_ms()
+        for lane in LANES:
+            queue = self._lanes[lane]
+            while queue and len(batch) < max_messages:
+                message = queue.popleft()
+                self._size -= 1
+                if is_expired(message, now):
+                    self.expired += 1
+                    continue
+                batch.append(message)
+            if batch:
+                # One lane per batch keeps a high batch from waiting on low serialization.
+                break
+        return batch
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        user_id: str,
+        device_id: str,
+        edge_id: str,
+        queue_limit: int,
+        max_age_seconds: float,
+        peer: str = "",
+    ) -> None:
+        self.session_id = session_id
+        self.user_id = user_id
+        self.device_id = device_id
+        self.edge_id = edge_id
+        self.peer = peer
+        self.opened_at = time.monotonic()
+        self.expires_at = self.opened_at + max_age_seconds
+        self.last_seen = self.opened_at
+        self.outbound = OutboundQueue(queue_limit)
+        self.close_reason = ""
+        # Set once a GoAway went out; the session is closed if the client lingers past it.
+        self.goaway_deadline: float | None = None
+        # Set to end the stream at once, even with a write stuck on a dead peer.
+        self.killed = asyncio.Event()
+        self.closed_at: float | None = None
+
+    def touch(self) -> None:
+        self.last_seen = time.monotonic()
+
+    def go_away(self, reason: int, reconnect_after_ms: int, detail: str, grace_seconds: float) -> None:
+        if self.goaway_deadline is not None:
+            return
+        self.goaway_deadline = time.monotonic() + grace_seconds
+        self.close_reason = edge_pb2.GoAway.Reason.Name(reason).lower()
+        frame = edge_pb2.GoAway(reason=reason, reconnect_after_ms=reconnect_after_ms, detail=detail)
+        self.outbound.control(edge_pb2.ServerFrame(go_away=frame))
+
+    def close(self, reason: str) -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+        if self.closed_at is None:
+            self.closed_at = time.monotonic()
+        self.outbound.close()
+
+    def kill(self, reason: str) -> None:
+        self.close(reason)
+        self.killed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self.outbound.closed

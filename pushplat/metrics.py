@@ -1,0 +1,31 @@
+"""Prometheus metrics shared by every role. Open connections is the autoscaling signal."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+OPEN_CONNECTIONS = Gauge("pushplat_open_connections", "Device streams currently open on this edge")
+CONNECTS = Counter("pushplat_connects_total", "Device streams accepted", ["result"])
+DISCONNECTS = Counter("pushplat_disconnects_total", "Device streams closed", ["reason"])
+MESSAGES_IN = Counter("pushplat_messages_in_total", "Messages accepted by the api", ["priority"])
+MESSAGES_OUT = Counter("pushplat_messages_out_total", "Messages written to device streams", ["priority"])
+DROPPED = Counter("pushplat_messages_dropped_total", "Messages not pushed", ["reason"])
+ACKS = Counter("pushplat_acks_total", "Message ids acked by devices")
+SEND_TO_PUSH = Histogram(
+    "pushplat_send_to_push_seconds",
+    "From the Send call to the write on the device stream",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REGISTRY_LATENCY = Histogram(
+    "pushplat_registry_seconds",
+    "Registry call latency",
+    ["op"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+LANE_LAG = Gauge("pushplat_lane_lag_seconds", "Age of the newest message a router took, per lane", ["lane"])
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Expose /metrics over HTTP on its own thread; port 0 means off."""
+    if port:
+        start_http_server(port, addr=host)

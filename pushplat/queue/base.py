@@ -1,0 +1,60 @@
+"""Priority lanes between the api and the routers: one lane per priority (high, normal, low).
+
+Producers publish Envelopes; consumers fetch Records from the lanes they ask for and commit
+them once the router has handed them to an edge (or dropped them for want of a route).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushplat_client.v1 import delivery_pb2
+
+
+class QueueUnavailable(Exception):
+    """The lanes cannot take or give messages right now."""
+
+
+@dataclass
+class Record:
+    lane: str
+    envelope: delivery_pb2.Envelope
+    # Where the backend keeps it (e.g. Kafka partition and offset), for commit.
+    position: Any = field(default=None)
+
+
+def target_key(envelope: delivery_pb2.Envelope) -> str:
+    """Partition key: one target's messages share a partition and so stay in order."""
+    which = envelope.WhichOneof("target")
+    return f"{which}:{getattr(envelope, which)}" if which else ""
+
+
+class LaneProducer(ABC):
+    async def start(self) -> None:
+        """Connect; raise QueueUnavailable with a clear message if the backend is unreachable."""
+
+    @abstractmethod
+    async def publish(self, lane: str, envelope: delivery_pb2.Envelope) -> None:
+        """Return once the envelope is durably in the lane; raise QueueUnavailable otherwise."""
+
+    async def close(self) -> None:
+        return None
+
+
+class LaneConsumer(ABC):
+    async def start(self) -> None:
+        """Connect and join the consumer group."""
+
+    @abstractmethod
+    async def fetch(self, lanes: Collection[str], max_records: int, timeout: float) -> list[Record]:
+        """Up to max_records from the given lanes, each lane in order; waits up to timeout."""
+
+    @abstractmethod
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Mark records as done so they are not redelivered."""
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,61 @@
+"""In-process lanes for the embedded platform: three FIFO deques and a wake-up event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Collection, Sequence
+
+from pushplat_client.v1 import delivery_pb2
+
+from pushplat.messages import LANES
+from pushplat.queue.base import LaneConsumer, LaneProducer, QueueUnavailable, Record
+
+
+class MemoryLanes:
+    """The shared lanes; hand the same instance to the producer and the consumer."""
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self.lanes: dict[str, deque[Record]] = {lane: deque() for lane in LANES}
+        self.ready = asyncio.Event()
+
+    def depth(self, lane: str) -> int:
+        return len(self.lanes[lane])
+
+
+class MemoryLaneProducer(LaneProducer):
+    def __init__(self, lanes: MemoryLanes) -> None:
+        self._lanes = lanes
+
+    async def publish(self, lane: str, envelope: delivery_pb2.Envelope) -> None:
+        queue = self._lanes.lanes[lane]
+        if len(queue) >= self._lanes.capacity:
+            raise QueueUnavailable(f"lane {lane} is full ({self._lanes.capacity} messages)")
+        queue.append(Record(lane, envelope))
+        self._lanes.ready.set()
+
+
+class MemoryLaneConsumer(LaneConsumer):
+    def __init__(self, lanes: MemoryLanes) -> None:
+        self._lanes = lanes
+
+    async def fetch(self, lanes: Collection[str], max_records: int, timeout: float) -> list[Record]:
+        if not any(self._lanes.lanes[lane] for lane in lanes) and timeout > 0:
+            self._lanes.ready.clear()
+            try:
+                await asyncio.wait_for(self._lanes.ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        records: list[Record] = []
+        for lane in LANES:
+            if lane not in lanes:
+                continue
+            queue = self._lanes.lanes[lane]
+            while queue and len(records) < max_records:
+                records.append(queue.popleft())
+        return records
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        # Taking a record from a deque already removes it: nothing is redelivered in-process.
+        return None

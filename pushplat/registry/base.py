@@ -1,0 +1,61 @@
+"""The push registry: which edge and session hold each device, and where each edge listens.
+
+Maps device -> Route, user -> {devices}, edge_id -> delivery address. Every entry has a TTL
+that its owner refreshes, so a dead edge's entries expire on their own.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class RegistryUnavailable(Exception):
+    """The registry backend cannot be reached or failed."""
+
+
+@dataclass(frozen=True)
+class Route:
+    device_id: str
+    user_id: str
+    edge_id: str
+    session_id: str
+
+
+class Registry(ABC):
+    @abstractmethod
+    async def register(self, route: Route, ttl_seconds: float) -> None:
+        """Point the device at this session (replacing any older one) and add it to its user."""
+
+    @abstractmethod
+    async def unregister(self, route: Route) -> bool:
+        """Compare-and-delete: remove the device's entry only if it still names route's session."""
+
+    @abstractmethod
+    async def refresh(self, routes: Sequence[Route], ttl_seconds: float) -> None:
+        """Extend the TTL of entries this edge still owns."""
+
+    @abstractmethod
+    async def lookup_devices(self, device_ids: Sequence[str]) -> dict[str, Route]:
+        """Live routes for these devices; absent devices are left out."""
+
+    @abstractmethod
+    async def lookup_users(self, user_ids: Sequence[str]) -> dict[str, list[Route]]:
+        """Live routes of every connected device of these users."""
+
+    @abstractmethod
+    async def set_edge(self, edge_id: str, address: str, ttl_seconds: float) -> None:
+        """Publish (or refresh) where routers reach this edge's Delivery service."""
+
+    @abstractmethod
+    async def remove_edge(self, edge_id: str) -> None: ...
+
+    @abstractmethod
+    async def edge_addresses(self, edge_ids: Sequence[str]) -> dict[str, str]: ...
+
+    async def ping(self) -> None:
+        """Raise RegistryUnavailable if the backend is unreachable."""
+
+    async def close(self) -> None:
+        return None

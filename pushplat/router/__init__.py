@@ -1,0 +1,141 @@
+"""The router role: consume the priority lanes, look targets up, hand batches to edges."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import grpc
+from pushplat_client.v1 import delivery_pb2
+
+from pushplat.config import Config
+from pushplat.logs import kv
+from pushplat.messages import is_expired, now_ms
+from pushplat.metrics import DROPPED, LANE_LAG
+from pushplat.queue import LaneConsumer, Record
+from pushplat.registry import Registry, Route
+from pushplat.router.edge_clients import EdgeClients
+from pushplat.router.scheduler import LaneScheduler
+
+log = logging.getLogger("pushplat.router")
+
+__all__ = ["RouterNode"]
+
+
+class RouterNode:
+    def __init__(self, config: Config, registry: Registry, consumer: LaneConsumer) -> None:
+        self.config = config
+        self.registry = registry
+        self.consumer = consumer
+        self.scheduler = LaneScheduler(buffer_limit=max(2 * config.router_batch_size, 64))
+        self.edges = EdgeClients(config.deliver_timeout_seconds)
+        self._task: asyncio.Task[None] | None = None
+        self.poll_timeout = 0.5
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name="router")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.edges.close()
+        await self.consumer.close()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            hungry = self.scheduler.hungry_lanes()
+            if hungry:
+                timeout = 0.0 if self.scheduler.buffered() else self.poll_timeout
+                try:
+                    self.scheduler.add(await self.consumer.fetch(hungry, self.config.router_batch_size, timeout))
+                except Exception as exc:
+                    failures += 1
+                    log.warning(kv("router.fetch_failed", error=repr(exc), attempt=failures))
+                    await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                    continue
+            batch = self.scheduler.take(self.config.router_batch_size)
+            if not batch:
+                continue
+            try:
+                await self.route(batch)
+                await self.consumer.commit(batch)
+                failures = 0
+            except Exception as exc:
+                # Keep the batch uncommitted and retry: a registry blip must not lose messages.
+                failures += 1
+                log.warning(kv("router.route_failed", error=repr(exc), records=len(batch), attempt=failures))
+                for lane_records in _by_lane(batch).values():
+                    self.scheduler.buffers[lane_records[0].lane].extendleft(reversed(lane_records))
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+
+    async def route(self, records: list[Record]) -> None:
+        """Hand each record to the edge(s) holding its target, one Deliver call per edge."""
+        now = now_ms()
+        live: list[Record] = []
+        for record in records:
+            if is_expired(record.envelope.message, now):
+                DROPPED.labels("expired").inc()
+            else:
+                live.append(record)
+                LANE_LAG.labels(record.lane).set(max(now - record.envelope.message.created_at_ms, 0) / 1000)
+        if not live:
+            return
+        device_ids = {r.envelope.device_id for r in live if r.envelope.WhichOneof("target") == "device_id"}
+        user_ids = {r.envelope.user_id for r in live if r.envelope.WhichOneof("target") == "user_id"}
+        device_routes, user_routes = await asyncio.gather(
+            self.registry.lookup_devices(sorted(device_ids)) if device_ids else _empty_dict(),
+            self.registry.lookup_users(sorted(user_ids)) if user_ids else _empty_dict(),
+        )
+        per_edge: dict[str, list[delivery_pb2.Routed]] = defaultdict(list)
+        for record in live:
+            envelope = record.envelope
+            routes: list[Route]
+            if envelope.WhichOneof("target") == "device_id":
+                route = device_routes.get(envelope.device_id)
+                routes = [route] if route else []
+            else:
+                routes = user_routes.get(envelope.user_id, [])
+            if not routes:
+                DROPPED.labels("no_route").inc()
+                continue
+            for route in routes:
+                per_edge[route.edge_id].append(
+                    delivery_pb2.Routed(
+                        device_id=route.device_id, session_id=route.session_id, message=envelope.message
+                    )
+                )
+        if not per_edge:
+            return
+        addresses = await self.registry.edge_addresses(sorted(per_edge))
+        await asyncio.gather(
+            *(self._deliver(edge_id, addresses.get(edge_id), items) for edge_id, items in per_edge.items())
+        )
+
+    async def _deliver(self, edge_id: str, address: str | None, items: list[delivery_pb2.Routed]) -> None:
+        if address is None:
+            DROPPED.labels("edge_gone").inc(len(items))
+            log.info(kv("router.edge_gone", edge=edge_id, messages=len(items)))
+            return
+        try:
+            await self.edges.deliver(address, delivery_pb2.DeliverRequest(edge_id=edge_id, items=items))
+        except Exception as exc:
+            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
+            # The edge died or hung: its sessions' registry entries expire; at-least-once
+            # messages wait in the inbox for the reconnect.
+            DROPPED.labels("edge_unreachable").inc(len(items))
+            log.warning(kv("router.deliver_failed", edge=edge_id, address=address, messages=len(items), error=details))
+
+
+async def _empty_dict() -> dict:
+    return {}
+
+
+def _by_lane(records: list[Record]) -> dict[str, list[Record]]:
+    grouped: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        grouped[record.lane].append(record)
+    return grouped
