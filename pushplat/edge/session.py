@@ -32,6 +32,9 @@ class OutboundQueue:
     def __len__(self) -> int:
         return self._size
 
+    def depth(self, lane: str) -> int:
+        return len(self._lanes[lane])
+
     def push(self, message: message_pb2.Message) -> bool:
         """Queue a message; False when the queue is full or closed (the caller counts the drop)."""
         if self._closed or self._size >= self.limit:

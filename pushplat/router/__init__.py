@@ -37,10 +37,19 @@ class RouterNode:
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="router")
 
-    async def stop(self) -> None:
+    async def pause(self) -> None:
+        """Stop taking from the lanes (operators: hold delivery during maintenance; tests: build a backlog)."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def resume(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="router")
+
+    async def stop(self) -> None:
+        await self.pause()
         await self.edges.close()
         await self.consumer.close()
 

@@ -84,8 +84,17 @@ POM
   log "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars into $LIBS in $((SECONDS - start))s"
 }
 
+# new_cluster_id: a random Kafka cluster id (base64url UUID, 22 chars). Like Kafka's
+# own Uuid.randomUuid() it never starts with '-', which argparse4j would take for a flag.
 new_cluster_id() {
-  python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())'
+  python3 - <<'PY'
+import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    if not cid.startswith("-"):
+        print(cid)
+        break
+PY
 }
 
 start() {
@@ -136,8 +145,8 @@ L4J
   local jvm=("${JAVA_OPTS[@]}" -Djava.awt.headless=true -Dlog4j2.shutdownHookEnabled=false
     "-Dlog4j2.configurationFile=$DIR/log4j2.properties" "-Dkafka.logs.dir=$DIR"
     -cp "$LIBS/*")
-  if ! java "${jvm[@]}" kafka.tools.StorageTool format -t "$(new_cluster_id)" \
-    -c "$DIR/server.properties" --standalone >"$DIR/format.log" 2>&1; then
+  if ! java "${jvm[@]}" kafka.tools.StorageTool format --cluster-id="$(new_cluster_id)" \
+    --config "$DIR/server.properties" --standalone >"$DIR/format.log" 2>&1; then
     tail_log "$DIR/format.log"
     die "kafka storage format failed (log: $DIR/format.log)"
   fi

@@ -35,7 +35,7 @@ tail_log() {
 abs_state_dir() {
   [[ -n "${1:-}" ]] || die "missing STATE_DIR argument"
   mkdir -p "$1" || die "cannot create state dir $1"
-  (cd "$1" && pwd)
+  (cd "$1" && pwd -P)
 }
 
 # append_env STATE_DIR NAME VALUE: append `export NAME=VALUE` to STATE_DIR/env.

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from pushplat.config import Config
+from pushplat.server import Server
+from tests.helpers import Api, RawDevice
+
+
+@pytest.fixture
+async def start_platform() -> AsyncIterator[Callable[..., object]]:
+    """Start an embedded platform (all roles, in-memory stores) on free ports; stopped afterwards."""
+    servers: list[Server] = []
+
+    async def start(**overrides: object) -> Server:
+        config = Config(edge_port=0, api_port=0, delivery_port=0, **overrides)
+        server = Server(config)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def platform(start_platform: Callable[..., object]) -> Server:
+    return await start_platform()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., object]]:
+    """Factory for RawDevice / Api clients that are closed after the test."""
+    opened: list[RawDevice | Api] = []
+
+    def make(kind: str, address: str, **kwargs: object) -> RawDevice | Api:
+        client = RawDevice(address) if kind == "device" else Api(address, **kwargs)
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        await client.close()

@@ -1,0 +1,103 @@
+"""Shared test helpers: free ports, bounded waits, raw device streams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll condition until it holds; fail after timeout (a bounded wait, never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def require_env(name: str) -> str:
+    """A service URL from scripts/test; in CI a missing service is a failure, never a skip."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not set: scripts/test must start this service in CI")
+    pytest.skip(f"{name} is not set (run scripts/test to start the real service)")
+    raise AssertionError("unreachable")
+
+
+class RawDevice:
+    """A device stream driven frame by frame, for protocol-level tests."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.call = edge_pb2_grpc.EdgeStub(self.channel).Connect()
+
+    async def hello(self, *, user_id: str = "", device_id: str = "", token: str = "") -> edge_pb2.Welcome:
+        await self.call.write(
+            edge_pb2.ClientFrame(
+                hello=edge_pb2.Hello(user_id=user_id, device_id=device_id, token=token, client_version="test")
+            )
+        )
+        frame = await asyncio.wait_for(self.call.read(), 10)
+        assert frame.HasField("welcome"), frame
+        return frame.welcome
+
+    async def read_messages(self, count: int, timeout: float = 10.0, ack: bool = True) -> list:
+        messages: list = []
+        async with asyncio.timeout(timeout):
+            while len(messages) < count:
+                frame = await self.call.read()
+                assert frame is not grpc.aio.EOF, f"stream ended after {len(messages)} messages"
+                if frame.HasField("pushes"):
+                    batch = list(frame.pushes.messages)
+                    messages.extend(batch)
+                    if ack:
+                        await self.call.write(
+                            edge_pb2.ClientFrame(ack=edge_pb2.Ack(message_ids=[m.message_id for m in batch]))
+                        )
+        return messages
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await self.channel.close()
+
+
+class Api:
+    def __init__(self, address: str, api_key: str | None = None) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = push_pb2_grpc.PushStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
+
+    async def send(self, **fields: object) -> push_pb2.SendResponse:
+        return await self.stub.Send(push_pb2.SendRequest(**fields), metadata=self.metadata, timeout=10)
+
+    async def send_many(self, requests: list[dict], concurrency: int = 100) -> list[push_pb2.SendResponse]:
+        """Send concurrently, in bounded parallel windows; responses come back in request order."""
+        responses: list[push_pb2.SendResponse] = []
+        for i in range(0, len(requests), concurrency):
+            responses += await asyncio.gather(*(self.send(**r) for r in requests[i : i + concurrency]))
+        return responses
+
+    async def close(self) -> None:
+        await self.channel.close()
