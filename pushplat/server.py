@@ -124,6 +124,8 @@ class Server:
         if "edge" in roles and not config.auth_enabled:
             detail = "no --auth-secret: Hello.user_id and Hello.device_id are trusted as sent"
             log.warning(kv("auth.off", detail=detail))
+        if "edge" in roles and config.auth_enabled and len(config.auth_secret.encode()) < 32:
+            log.warning(kv("auth.weak_secret", detail="--auth-secret is under 32 bytes; RFC 7518 asks for 32+"))
         if "api" in roles and not config.api_keys:
             log.warning(kv("api_key.off", detail="no --api-key: any caller may use the Push service"))
 

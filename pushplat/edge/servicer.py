@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.message import DecodeError
 from pushplat_client.v1 import edge_pb2, edge_pb2_grpc
 
 from pushplat.auth import AuthError, PushAuthHandler
@@ -71,6 +72,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         try:
             # A dead peer can leave a write pending forever; `killed` lets the sweeper end it.
             await asyncio.wait({writer, killed}, return_when=asyncio.FIRST_COMPLETED)
+            if session.protocol_error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, session.protocol_error)
         finally:
             for task in (reader, writer, killed):
                 task.cancel()
@@ -101,6 +104,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             first = await asyncio.wait_for(anext(frames), self.config.hello_timeout_seconds)
         except StopAsyncIteration:
             return None
+        except DecodeError as exc:
+            CONNECTS.labels("malformed").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ClientFrame: {exc}")
         except TimeoutError:
             CONNECTS.labels("no_hello").inc()
             await context.abort(
@@ -165,6 +171,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             session.close(session.close_reason or "client_closed")
         except asyncio.CancelledError:
             raise
+        except DecodeError as exc:
+            session.protocol_error = f"malformed ClientFrame: {exc}"
+            session.kill("malformed_frame")
         except Exception as exc:  # a broken stream ends only this session
             session.close(session.close_reason or "stream_error")
             log.debug(kv("session.read_error", session=session.session_id, error=repr(exc)))

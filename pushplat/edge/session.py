@@ -126,6 +126,8 @@ class Session:
         # Set to end the stream at once, even with a write stuck on a dead peer.
         self.killed = asyncio.Event()
         self.closed_at: float | None = None
+        # Set when the client broke the protocol; the stream then ends with INVALID_ARGUMENT.
+        self.protocol_error = ""
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

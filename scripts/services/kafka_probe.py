@@ -51,7 +51,7 @@ def main():
         lo, hi = versions[API_METADATA]
         v = max(lo, 4)
         if v > min(hi, 8):
-            raise RuntimeError("no non-flexible Metadata version in %s" % ((lo, hi),))
+            raise RuntimeError(f"no non-flexible Metadata version in {(lo, hi)}")
         body = struct.pack(">i", 0) + b"\x00"  # topics: empty array; allow_auto_create
         if v >= 8:
             body += b"\x00\x00"  # include cluster/topic authorized operations
@@ -78,6 +78,6 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     try:
         main()
-    except Exception as e:  # noqa: BLE001 - a probe reports any failure as not ready
-        print("not ready: %s: %s" % (type(e).__name__, e), file=sys.stderr)
+    except Exception as e:
+        print(f"not ready: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
