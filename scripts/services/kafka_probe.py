@@ -43,7 +43,7 @@ def main():
         data = request(sock, API_VERSIONS, 0, 1, b"")
         err, count = struct.unpack(">hi", data[:6])
         if err:
-            raise RuntimeError("ApiVersions error %d" % err)
+            raise RuntimeError(f"ApiVersions error {err}")
         versions = {}
         for i in range(count):
             key, lo, hi = struct.unpack(">hhh", data[6 + 6 * i: 12 + 6 * i])
@@ -69,8 +69,8 @@ def main():
             off += 6 + max(rlen, 0)
             brokers.append((node_id, bhost, bport))
     if not any(b[2] == port for b in brokers):
-        raise RuntimeError("broker list %r lacks port %d" % (brokers, port))
-    print("ok metadata v%d brokers=%r" % (v, brokers))
+        raise RuntimeError(f"broker list {brokers!r} lacks port {port}")
+    print(f"ok metadata v{v} brokers={brokers!r}")
 
 
 if __name__ == "__main__":
