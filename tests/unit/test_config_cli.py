@@ -1,0 +1,24 @@
+from pushplat.cli import build_parser, config_from_args
+
+
+def test_flags_and_environment_fill_one_config(monkeypatch):
+    monkeypatch.setenv("PUSHPLAT_EDGE_PORT", "6000")
+    monkeypatch.setenv("PUSHPLAT_API_KEY", "k1,k2")
+    args = build_parser().parse_args(["dev", "--api-port", "6001", "--auth-secret", "s"])
+    config = config_from_args(args)
+    assert (config.edge_port, config.api_port, config.auth_secret) == (6000, 6001, "s")
+    assert config.api_keys == ["k1", "k2"]
+    assert config.roles == ("api", "router", "edge")
+
+
+def test_repeated_api_key_flags_override_the_environment(monkeypatch):
+    monkeypatch.setenv("PUSHPLAT_API_KEY", "env-key")
+    args = build_parser().parse_args(["api", "--api-key", "a", "--api-key", "b", "--queue", "kafka://h:1"])
+    config = config_from_args(args)
+    assert config.api_keys == ["a", "b"] and config.roles == ("api",) and config.queue == "kafka://h:1"
+
+
+def test_defaults():
+    config = config_from_args(build_parser().parse_args(["dev"]))
+    assert (config.edge_port, config.api_port, config.max_payload_bytes) == (50051, 50052, 65536)
+    assert config.api_keys == [] and not config.auth_enabled
