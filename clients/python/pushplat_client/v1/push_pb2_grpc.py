@@ -45,6 +45,16 @@ class PushStub:
                 request_serializer=pushplat_dot_v1_dot_push__pb2.SendBatchRequest.SerializeToString,
                 response_deserializer=pushplat_dot_v1_dot_push__pb2.SendBatchResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/pushplat.v1.Push/GetStatus',
+                request_serializer=pushplat_dot_v1_dot_push__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=pushplat_dot_v1_dot_push__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
+        self.GetPresence = channel.unary_unary(
+                '/pushplat.v1.Push/GetPresence',
+                request_serializer=pushplat_dot_v1_dot_push__pb2.GetPresenceRequest.SerializeToString,
+                response_deserializer=pushplat_dot_v1_dot_push__pb2.GetPresenceResponse.FromString,
+                _registered_method=True)
 
 
 class PushServicer:
@@ -64,6 +74,20 @@ class PushServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """The last known state of a message on each target device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPresence(self, request, context):
+        """A user's connected devices and the edge each one is on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PushServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +100,16 @@ def add_PushServicer_to_server(servicer, server):
                     servicer.SendBatch,
                     request_deserializer=pushplat_dot_v1_dot_push__pb2.SendBatchRequest.FromString,
                     response_serializer=pushplat_dot_v1_dot_push__pb2.SendBatchResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=pushplat_dot_v1_dot_push__pb2.GetStatusRequest.FromString,
+                    response_serializer=pushplat_dot_v1_dot_push__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'GetPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPresence,
+                    request_deserializer=pushplat_dot_v1_dot_push__pb2.GetPresenceRequest.FromString,
+                    response_serializer=pushplat_dot_v1_dot_push__pb2.GetPresenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +167,60 @@ class Push:
             '/pushplat.v1.Push/SendBatch',
             pushplat_dot_v1_dot_push__pb2.SendBatchRequest.SerializeToString,
             pushplat_dot_v1_dot_push__pb2.SendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushplat.v1.Push/GetStatus',
+            pushplat_dot_v1_dot_push__pb2.GetStatusRequest.SerializeToString,
+            pushplat_dot_v1_dot_push__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushplat.v1.Push/GetPresence',
+            pushplat_dot_v1_dot_push__pb2.GetPresenceRequest.SerializeToString,
+            pushplat_dot_v1_dot_push__pb2.GetPresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
