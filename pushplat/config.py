@@ -49,6 +49,10 @@ class Config:
     drain_seconds: float = 30.0
     session_queue_limit: int = 10_000
 
+    # A repeat Send with the same idempotency_key within this window is a duplicate.
+    idempotency_window_seconds: float = 24 * 3600.0
+    # How long the inbox remembers that a device belongs to a user (refreshed on connect).
+    device_memory_seconds: float = 30 * 24 * 3600.0
     registry_ttl_seconds: float = 60.0
     router_batch_size: int = 256
     deliver_timeout_seconds: float = 5.0

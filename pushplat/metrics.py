@@ -29,3 +29,15 @@ def serve_metrics(host: str, port: int) -> None:
     """Expose /metrics over HTTP on its own thread; port 0 means off."""
     if port:
         start_http_server(port, addr=host)
+
+
+LABELLED_EVENTS = Counter(
+    "pushplat_labelled_events_total",
+    "Deliveries and acks per message label, for A/B comparisons",
+    ["state", "label", "value"],
+)
+INBOX_SIZE = Histogram(
+    "pushplat_inbox_replay_messages",
+    "Messages replayed from a device's inbox on connect",
+    buckets=(0, 1, 5, 10, 50, 100, 500, 1000),
+)

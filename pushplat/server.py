@@ -15,9 +15,12 @@ from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc, edge_pb2, edge_p
 from pushplat.api import PushServicer
 from pushplat.config import Config
 from pushplat.edge import EdgeNode
+from pushplat.idempotency import IdempotencyStore, open_idempotency
+from pushplat.inbox import Inbox, open_inbox
 from pushplat.logs import kv
 from pushplat.metrics import serve_metrics
 from pushplat.queue import LaneConsumer, LaneProducer, check_queue_url
+from pushplat.receipts import Receipts, open_receipts
 from pushplat.registry import Registry, open_registry
 from pushplat.router import RouterNode
 
@@ -54,6 +57,9 @@ class Server:
 
     def __post_init__(self) -> None:
         self.registry: Registry | None = None
+        self.inbox: Inbox | None = None
+        self.idempotency: IdempotencyStore | None = None
+        self.receipts: Receipts | None = None
         self.producer: LaneProducer | None = None
         self.consumer: LaneConsumer | None = None
         self.edge: EdgeNode | None = None
@@ -75,6 +81,11 @@ class Server:
                 )
             self.registry = open_registry(config.registry)
             await self.registry.ping()
+            # The inbox, idempotency keys and message status live beside the registry.
+            self.inbox = open_inbox(config.registry)
+            self.idempotency = open_idempotency(config.registry)
+            self.receipts = open_receipts(config)
+            await self.receipts.start()
             self.producer, self.consumer = _open_lanes(config, roles)
             if self.producer is not None:
                 await self.producer.start()
@@ -84,7 +95,7 @@ class Server:
             raise StartupError(f"cannot open backends: {exc}") from exc
 
         if "edge" in roles:
-            self.edge = EdgeNode(config, self.registry)
+            self.edge = EdgeNode(config, self.registry, self.inbox, self.receipts)
             delivery_server = self._new_server()
             delivery_pb2_grpc.add_DeliveryServicer_to_server(self.edge.delivery, delivery_server)
             self.ports.delivery = self._bind(delivery_server, config.delivery_port, "delivery")
@@ -95,11 +106,14 @@ class Server:
             await self._serve_meta(edge_server, [edge_pb2.DESCRIPTOR.services_by_name["Edge"].full_name])
         if "api" in roles:
             api_server = self._new_server()
-            push_pb2_grpc.add_PushServicer_to_server(PushServicer(config, self.producer), api_server)
+            push = PushServicer(
+                config, self.producer, idempotency=self.idempotency, receipts=self.receipts, registry=self.registry
+            )
+            push_pb2_grpc.add_PushServicer_to_server(push, api_server)
             self.ports.api = self._bind(api_server, config.api_port, "api")
             await self._serve_meta(api_server, [push_pb2.DESCRIPTOR.services_by_name["Push"].full_name])
         if "router" in roles:
-            self.router = RouterNode(config, self.registry, self.consumer)
+            self.router = RouterNode(config, self.registry, self.consumer, self.inbox, self.receipts)
 
         if self.edge:
             await self.edge.start(f"{config.advertise_host or config.host}:{self.ports.delivery}")
@@ -148,8 +162,9 @@ class Server:
         await asyncio.gather(*(server.stop(grace=1.0) for server in self._servers))
         if self.producer:
             await self.producer.close()
-        if self.registry:
-            await self.registry.close()
+        for store in (self.receipts, self.idempotency, self.inbox, self.registry):
+            if store is not None:
+                await store.close()
         self._stopped.set()
         log.info(kv("server.stopped", edge_id=self.config.edge_id))
 

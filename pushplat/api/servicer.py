@@ -13,10 +13,13 @@ from pushplat_client.v1 import delivery_pb2, message_pb2, push_pb2, push_pb2_grp
 
 from pushplat.auth import ApiKeyChecker
 from pushplat.config import Config
+from pushplat.idempotency import IdempotencyStore, IdempotencyUnavailable
 from pushplat.logs import kv
 from pushplat.messages import lane_of, new_message_id, now_ms, priority_name
 from pushplat.metrics import MESSAGES_IN
 from pushplat.queue import LaneProducer, QueueUnavailable
+from pushplat.receipts import Receipts, State, receipt
+from pushplat.registry import Registry, RegistryUnavailable
 
 log = logging.getLogger("pushplat.api")
 
@@ -63,10 +66,22 @@ class SendValidator:
 
 
 class PushServicer(push_pb2_grpc.PushServicer):
-    def __init__(self, config: Config, producer: LaneProducer) -> None:
+    def __init__(
+        self,
+        config: Config,
+        producer: LaneProducer,
+        *,
+        idempotency: IdempotencyStore,
+        receipts: Receipts,
+        registry: Registry,
+    ) -> None:
+        self.config = config
         self.validator = SendValidator(config)
         self.producer = producer
         self.api_keys = ApiKeyChecker(config.api_keys)
+        self.idempotency = idempotency
+        self.receipts = receipts
+        self.registry = registry
 
     async def Send(self, request: push_pb2.SendRequest, context: grpc.aio.ServicerContext) -> push_pb2.SendResponse:
         await self.api_keys.require(context)
@@ -74,8 +89,7 @@ class PushServicer(push_pb2_grpc.PushServicer):
             envelope = self.validator.envelope(request)
         except InvalidSend as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        await self._publish([envelope], context)
-        return push_pb2.SendResponse(message_id=envelope.message.message_id)
+        return await self._accept(request.idempotency_key, envelope, context)
 
     async def SendBatch(
         self, request: push_pb2.SendBatchRequest, context: grpc.aio.ServicerContext
@@ -87,26 +101,73 @@ class PushServicer(push_pb2_grpc.PushServicer):
                 envelopes.append(self.validator.envelope(item))
             except InvalidSend as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"requests[{index}]: {exc}")
-        await self._publish(envelopes, context)
-        return push_pb2.SendBatchResponse(
-            responses=[push_pb2.SendResponse(message_id=e.message.message_id) for e in envelopes]
+        responses = []
+        for item, envelope in zip(request.requests, envelopes, strict=True):
+            responses.append(await self._accept(item.idempotency_key, envelope, context, accepted=len(responses)))
+        return push_pb2.SendBatchResponse(responses=responses)
+
+    async def GetStatus(
+        self, request: push_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.GetStatusResponse:
+        await self.api_keys.require(context)
+        if not request.message_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message_id is required")
+        status = await self.receipts.status(request.message_id)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no status for message {request.message_id}")
+        return status
+
+    async def GetPresence(
+        self, request: push_pb2.GetPresenceRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.GetPresenceResponse:
+        await self.api_keys.require(context)
+        if not request.user_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
+        try:
+            routes = (await self.registry.lookup_users([request.user_id])).get(request.user_id, [])
+        except RegistryUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc}")
+        return push_pb2.GetPresenceResponse(
+            user_id=request.user_id,
+            devices=[
+                push_pb2.PresenceDevice(device_id=r.device_id, edge_id=r.edge_id, session_id=r.session_id)
+                for r in sorted(routes, key=lambda r: r.device_id)
+            ],
         )
 
-    async def _publish(self, envelopes: list[delivery_pb2.Envelope], context: grpc.aio.ServicerContext) -> None:
-        for envelope in envelopes:
-            lane = lane_of(envelope.message.priority)
+    async def _accept(
+        self, key: str, envelope: delivery_pb2.Envelope, context: grpc.aio.ServicerContext, accepted: int = 0
+    ) -> push_pb2.SendResponse:
+        """Claim the idempotency key (if any), publish, and answer; never report an unqueued message."""
+        message = envelope.message
+        if key:
             try:
-                await self.producer.publish(lane, envelope)
-            except QueueUnavailable as exc:
-                log.warning(kv("send.unavailable", message=envelope.message.message_id, error=str(exc)))
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"queue unavailable, message not accepted: {exc}")
-            MESSAGES_IN.labels(priority_name(envelope.message.priority)).inc()
-            target = envelope.WhichOneof("target")
-            log.debug(
-                kv(
-                    "send.accepted",
-                    message=envelope.message.message_id,
-                    lane=lane,
+                holder = await self.idempotency.claim(key, message.message_id, self.config.idempotency_window_seconds)
+            except IdempotencyUnavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"idempotency store unavailable: {exc}")
+            if holder is not None:
+                log.info(kv("send.duplicate", idempotency_key=key, message=holder))
+                return push_pb2.SendResponse(message_id=holder, duplicate=True)
+        lane = lane_of(message.priority)
+        try:
+            await self.producer.publish(lane, envelope)
+        except QueueUnavailable as exc:
+            if key:
+                await self.idempotency.release(key, message.message_id)
+            log.warning(kv("send.unavailable", message=message.message_id, error=str(exc)))
+            done = f"; the first {accepted} of the batch were accepted" if accepted else ""
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"queue unavailable, message not accepted{done}: {exc}")
+        MESSAGES_IN.labels(priority_name(message.priority)).inc()
+        target = envelope.WhichOneof("target")
+        await self.receipts.emit(
+            [
+                receipt(
+                    message.message_id,
+                    State.DELIVERY_STATE_ACCEPTED,
+                    labels=message.labels,
                     **{target: getattr(envelope, target)},
                 )
-            )
+            ]
+        )
+        log.debug(kv("send.accepted", message=message.message_id, lane=lane, **{target: getattr(envelope, target)}))
+        return push_pb2.SendResponse(message_id=message.message_id)

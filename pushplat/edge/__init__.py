@@ -13,7 +13,9 @@ from pushplat.edge.hub import Hub
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.servicer import EdgeServicer, SessionLifetimes
 from pushplat.edge.session import GoAwayReason
+from pushplat.inbox import Inbox
 from pushplat.logs import kv
+from pushplat.receipts import Receipts
 from pushplat.registry import Registry
 
 log = logging.getLogger("pushplat.edge")
@@ -22,13 +24,19 @@ __all__ = ["EdgeNode"]
 
 
 class EdgeNode:
-    def __init__(self, config: Config, registry: Registry) -> None:
+    def __init__(self, config: Config, registry: Registry, inbox: Inbox, receipts: Receipts) -> None:
         self.config = config
         self.hub = Hub()
         self.registration = PushRegistrationHandler(registry, self.hub, config.edge_id, config.registry_ttl_seconds)
         self.lifetimes = SessionLifetimes(config, self.hub)
         self.servicer = EdgeServicer(
-            config, self.hub, self.registration, PushAuthHandler(config.auth_secret), self.lifetimes
+            config,
+            self.hub,
+            self.registration,
+            PushAuthHandler(config.auth_secret),
+            self.lifetimes,
+            inbox,
+            receipts,
         )
         self.delivery = DeliveryServicer(self.hub, config.edge_id)
 

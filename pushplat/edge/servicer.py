@@ -9,16 +9,18 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.message import DecodeError
-from pushplat_client.v1 import edge_pb2, edge_pb2_grpc
+from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, message_pb2
 
 from pushplat.auth import AuthError, PushAuthHandler
 from pushplat.config import Config
 from pushplat.edge.hub import Hub
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.session import GoAwayReason, Session
+from pushplat.inbox import Inbox
 from pushplat.logs import kv
 from pushplat.messages import new_session_id, now_ms, priority_name
-from pushplat.metrics import ACKS, CONNECTS, DISCONNECTS, MESSAGES_OUT, OPEN_CONNECTIONS, SEND_TO_PUSH
+from pushplat.metrics import ACKS, CONNECTS, DISCONNECTS, INBOX_SIZE, MESSAGES_OUT, OPEN_CONNECTIONS, SEND_TO_PUSH
+from pushplat.receipts import Receipts, State, receipt
 
 log = logging.getLogger("pushplat.edge")
 
@@ -31,8 +33,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         registration: PushRegistrationHandler,
         auth: PushAuthHandler,
         lifetimes: SessionLifetimes,
+        inbox: Inbox,
+        receipts: Receipts,
     ) -> None:
         self.config = config
+        self.inbox = inbox
+        self.receipts = receipts
         self.hub = hub
         self.registration = registration
         self.auth = auth
@@ -95,6 +101,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             for frame in batch:
                 if frame.HasField("pushes"):
                     self._count_out(frame.pushes.messages)
+                    session.sent(list(frame.pushes.messages))
                 await context.write(frame)
 
     async def _read_hello(
@@ -120,6 +127,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         return first.hello
 
     async def _open(self, session: Session, client_version: str) -> None:
+        session.outbound.hold()
         replaced = self.hub.attach(session)
         if replaced is not None:
             replaced.go_away(GoAwayReason.REPLACED, 0, "a newer connection for this device took over", grace_seconds=0)
@@ -127,6 +135,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         OPEN_CONNECTIONS.set(len(self.hub))
         CONNECTS.labels("ok").inc()
         await self.registration.register(session)
+        replay = await self._load_inbox(session)
+        session.outbound.release(replay)
         log.info(
             kv(
                 "session.open",
@@ -136,8 +146,22 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 peer=session.peer,
                 client=client_version,
                 replaced=replaced.session_id if replaced else None,
+                replay=len(replay) or None,
             )
         )
+
+    async def _load_inbox(self, session: Session) -> list[message_pb2.Message]:
+        """The device's unacked inbox, oldest first; a failing inbox only delays the replay."""
+        try:
+            await self.inbox.enroll(session.user_id, session.device_id, self.config.device_memory_seconds)
+            replay = await self.inbox.pending(session.device_id)
+        except Exception as exc:
+            log.warning(
+                kv("inbox.replay_failed", device=session.device_id, session=session.session_id, error=repr(exc))
+            )
+            return []
+        INBOX_SIZE.observe(len(replay))
+        return replay
 
     async def _close(self, session: Session) -> None:
         if self.hub.detach(session):
@@ -179,7 +203,25 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             log.debug(kv("session.read_error", session=session.session_id, error=repr(exc)))
 
     async def on_ack(self, session: Session, message_ids: list[str]) -> None:
-        """Hook for the inbox: at-least-once messages leave it when acked."""
+        """At-least-once messages leave the inbox when acked; every ack becomes a receipt."""
+        try:
+            await self.inbox.ack(session.device_id, message_ids)
+        except Exception as exc:
+            # The entry stays and is replayed later; the SDK drops the duplicate.
+            log.warning(kv("inbox.ack_failed", device=session.device_id, error=repr(exc)))
+        await self.receipts.emit(
+            [
+                receipt(
+                    mid,
+                    State.DELIVERY_STATE_ACKED,
+                    device_id=session.device_id,
+                    user_id=session.user_id,
+                    edge_id=session.edge_id,
+                    labels=session.acked(mid),
+                )
+                for mid in message_ids
+            ]
+        )
 
     @staticmethod
     def _count_out(messages: list) -> None:

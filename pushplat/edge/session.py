@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from pushplat_client.v1 import edge_pb2, message_pb2
 
 from pushplat.messages import LANES, is_expired, lane_of, now_ms
 
 GoAwayReason = edge_pb2.GoAway.Reason
+IN_FLIGHT_MEMORY = 4096
 
 
 class OutboundQueue:
@@ -28,6 +29,10 @@ class OutboundQueue:
         self._ready = asyncio.Event()
         self._closed = False
         self.expired = 0
+        # While held, only control frames go out: the edge is loading the inbox replay,
+        # which must reach the device before any message pushed live.
+        self._held = False
+        self._replay: deque[message_pb2.Message] = deque()
 
     def __len__(self) -> int:
         return self._size
@@ -44,6 +49,23 @@ class OutboundQueue:
         self._ready.set()
         return True
 
+    def hold(self) -> None:
+        self._held = True
+
+    def release(self, replay: list[message_pb2.Message]) -> None:
+        """Queue the inbox replay ahead of everything else, then let messages flow."""
+        ids = {m.message_id for m in replay}
+        if ids:
+            # A message both replayed and pushed live would arrive twice; keep the replay copy.
+            for lane in LANES:
+                kept = [m for m in self._lanes[lane] if m.message_id not in ids]
+                self._size -= len(self._lanes[lane]) - len(kept)
+                self._lanes[lane] = deque(kept)
+        self._replay.extend(replay)
+        self._size += len(replay)
+        self._held = False
+        self._ready.set()
+
     def control(self, frame: edge_pb2.ServerFrame) -> None:
         self._control.append(frame)
         self._ready.set()
@@ -59,7 +81,8 @@ class OutboundQueue:
 
     def drain_messages(self) -> list[message_pb2.Message]:
         """Everything not yet written, highest priority first (for counting or re-queueing)."""
-        left = [m for lane in LANES for m in self._lanes[lane]]
+        left = [*self._replay, *(m for lane in LANES for m in self._lanes[lane])]
+        self._replay.clear()
         for lane in LANES:
             self._lanes[lane].clear()
         self._size = 0
@@ -70,7 +93,7 @@ class OutboundQueue:
         while True:
             frames: list[edge_pb2.ServerFrame] = list(self._control)
             self._control.clear()
-            if not self._closed:
+            if not self._closed and not self._held:
                 batch = self._take_messages(max_messages)
                 if batch:
                     frames.append(edge_pb2.ServerFrame(pushes=edge_pb2.PushBatch(messages=batch)))
@@ -84,8 +107,7 @@ class OutboundQueue:
     def _take_messages(self, max_messages: int) -> list[message_pb2.Message]:
         batch: list[message_pb2.Message] = []
         now = now_ms()
-        for lane in LANES:
-            queue = self._lanes[lane]
+        for queue in (self._replay, *(self._lanes[lane] for lane in LANES)):
             while queue and len(batch) < max_messages:
                 message = queue.popleft()
                 self._size -= 1
@@ -128,6 +150,17 @@ class Session:
         self.closed_at: float | None = None
         # Set when the client broke the protocol; the stream then ends with INVALID_ARGUMENT.
         self.protocol_error = ""
+        # Labels of pushed, not yet acked messages, so ack receipts carry them (bounded).
+        self.in_flight: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+    def sent(self, messages: list[message_pb2.Message]) -> None:
+        for message in messages:
+            self.in_flight[message.message_id] = dict(message.labels)
+        while len(self.in_flight) > IN_FLIGHT_MEMORY:
+            self.in_flight.popitem(last=False)
+
+    def acked(self, message_id: str) -> dict[str, str]:
+        return self.in_flight.pop(message_id, {})
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

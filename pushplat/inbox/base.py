@@ -1,0 +1,47 @@
+"""The inbox: store-and-forward for at-least-once messages, per device.
+
+A message is put in each target device's inbox before it is pushed, and leaves when the
+device acks it or its TTL runs out. On every (re)connect the edge replays what is left,
+oldest first. A newer message with the same (device, collapse_key) replaces the older one.
+The inbox also remembers which devices a user has, so a message to a user reaches the
+devices that are offline at send time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from pushplat_client.v1 import message_pb2
+
+
+class InboxUnavailable(Exception):
+    """The inbox backend cannot be reached or failed."""
+
+
+class Inbox(ABC):
+    @abstractmethod
+    async def put(self, device_ids: Sequence[str], message: message_pb2.Message) -> list[str]:
+        """Store message for each device; return the ids of older messages it collapsed."""
+
+    @abstractmethod
+    async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
+        """Remove acked messages; return how many were there."""
+
+    @abstractmethod
+    async def pending(self, device_id: str, limit: int = 1000) -> list[message_pb2.Message]:
+        """Unacked, unexpired messages, oldest first."""
+
+    @abstractmethod
+    async def size(self, device_id: str) -> int: ...
+
+    @abstractmethod
+    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> None:
+        """Remember that device belongs to user (refreshed on every connect)."""
+
+    @abstractmethod
+    async def devices_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Every enrolled device of each user, connected or not."""
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,75 @@
+"""In-process inbox for the embedded platform. Lost with the process (see README: guarantees)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from pushplat_client.v1 import message_pb2
+
+from pushplat.inbox.base import Inbox
+from pushplat.messages import is_expired, now_ms
+from pushplat.metrics import DROPPED
+
+
+class MemoryInbox(Inbox):
+    def __init__(self, max_per_device: int = 10_000) -> None:
+        self.max_per_device = max_per_device
+        # Insertion-ordered dicts: iteration is oldest first.
+        self._boxes: dict[str, dict[str, message_pb2.Message]] = {}
+        self._collapse: dict[str, dict[str, str]] = {}
+        self._users: dict[str, dict[str, float]] = {}
+
+    async def put(self, device_ids: Sequence[str], message: message_pb2.Message) -> list[str]:
+        replaced: list[str] = []
+        for device_id in device_ids:
+            box = self._boxes.setdefault(device_id, {})
+            if message.collapse_key:
+                keys = self._collapse.setdefault(device_id, {})
+                older = keys.get(message.collapse_key)
+                if older is not None and older != message.message_id and box.pop(older, None) is not None:
+                    replaced.append(older)
+                keys[message.collapse_key] = message.message_id
+            box[message.message_id] = message
+            while len(box) > self.max_per_device:
+                # Bounded: the oldest entry goes first, as with a full Redis inbox.
+                del box[next(iter(box))]
+        return replaced
+
+    async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
+        box = self._boxes.get(device_id, {})
+        removed = 0
+        for message_id in message_ids:
+            message = box.pop(message_id, None)
+            if message is not None:
+                removed += 1
+                self._forget_collapse(device_id, message)
+        return removed
+
+    async def pending(self, device_id: str, limit: int = 1000) -> list[message_pb2.Message]:
+        box = self._boxes.get(device_id, {})
+        now = now_ms()
+        expired = [m for m in box.values() if is_expired(m, now)]
+        for message in expired:
+            del box[message.message_id]
+            self._forget_collapse(device_id, message)
+        if expired:
+            DROPPED.labels("expired").inc(len(expired))
+        return list(box.values())[:limit]
+
+    async def size(self, device_id: str) -> int:
+        return len(await self.pending(device_id, limit=self.max_per_device))
+
+    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> None:
+        self._users.setdefault(user_id, {})[device_id] = time.monotonic() + ttl_seconds
+
+    async def devices_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        now = time.monotonic()
+        return {
+            user_id: [d for d, expires in self._users.get(user_id, {}).items() if expires > now] for user_id in user_ids
+        }
+
+    def _forget_collapse(self, device_id: str, message: message_pb2.Message) -> None:
+        keys = self._collapse.get(device_id)
+        if keys and message.collapse_key and keys.get(message.collapse_key) == message.message_id:
+            del keys[message.collapse_key]

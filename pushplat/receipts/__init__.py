@@ -1,0 +1,23 @@
+"""Receipt backends: memory (embedded), or Kafka events plus a Redis status table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pushplat.receipts.base import FINAL_STATES, Receipts, State, merge_status, receipt
+
+if TYPE_CHECKING:
+    from pushplat.config import Config
+
+__all__ = ["FINAL_STATES", "Receipts", "State", "merge_status", "open_receipts", "receipt"]
+
+
+def open_receipts(config: Config) -> Receipts:
+    """Memory when everything runs in one process; otherwise events to Kafka, status in Redis."""
+    if config.registry.startswith("memory:"):
+        from pushplat.receipts.memory import MemoryReceipts
+
+        return MemoryReceipts()
+    from pushplat.receipts.distributed import DistributedReceipts
+
+    return DistributedReceipts.from_config(config)

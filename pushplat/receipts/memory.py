@@ -1,0 +1,31 @@
+"""In-process receipts for the embedded platform: a bounded status table and a recent-events ring."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+
+from pushplat_client.v1 import push_pb2
+
+from pushplat.receipts.base import Receipts, merge_status
+
+
+class MemoryReceipts(Receipts):
+    def __init__(self, max_messages: int = 100_000, max_events: int = 100_000) -> None:
+        self.max_messages = max_messages
+        self._status: OrderedDict[str, push_pb2.GetStatusResponse] = OrderedDict()
+        self.events: deque[push_pb2.Receipt] = deque(maxlen=max_events)
+
+    async def _emit(self, receipts: Sequence[push_pb2.Receipt]) -> None:
+        for r in receipts:
+            self.events.append(r)
+            status = self._status.get(r.message_id)
+            if status is None:
+                status = self._status[r.message_id] = push_pb2.GetStatusResponse()
+                while len(self._status) > self.max_messages:
+                    self._status.popitem(last=False)
+            merge_status(status, r)
+
+    async def status(self, message_id: str) -> push_pb2.GetStatusResponse | None:
+        status = self._status.get(message_id)
+        return push_pb2.GetStatusResponse.FromString(status.SerializeToString()) if status else None
