@@ -48,6 +48,9 @@ class Config:
     goaway_grace_seconds: float = 5.0
     drain_seconds: float = 30.0
     session_queue_limit: int = 10_000
+    # Admission control per edge; 0 turns a limit off.
+    max_connections: int = 100_000
+    max_connects_per_second: float = 1_000.0
 
     # A repeat Send with the same idempotency_key within this window is a duplicate.
     idempotency_window_seconds: float = 24 * 3600.0

@@ -13,6 +13,7 @@ from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, message_pb2
 
 from pushplat.auth import AuthError, PushAuthHandler
 from pushplat.config import Config
+from pushplat.edge.admission import AdmissionControl
 from pushplat.edge.hub import Hub
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.session import GoAwayReason, Session
@@ -44,6 +45,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self.auth = auth
         self.lifetimes = lifetimes
         self.accepting = True
+        self.admission = AdmissionControl(config.max_connections, config.max_connects_per_second)
 
     async def Connect(
         self, request_iterator: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
@@ -55,6 +57,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         if not self.accepting:
             CONNECTS.labels("draining").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "edge is draining; reconnect elsewhere")
+        refusal = self.admission.admit(len(self.hub.streams()))
+        if refusal is not None:
+            CONNECTS.labels("refused").inc()
+            context.set_trailing_metadata((("retry-after-ms", str(refusal.retry_after_ms)),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{refusal.reason}; retry after {refusal.retry_after_ms} ms")
         try:
             identity = self.auth.identify(hello.token, hello.user_id, hello.device_id)
         except AuthError as exc:

@@ -1,0 +1,21 @@
+# One image for every role: `docker run IMAGE dev|api|router|edge [options]`.
+# Options also come from PUSHPLAT_* environment variables (see `pushplat <role> --help`).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+# The SDK ships the generated stubs the server imports, so it is installed first.
+COPY clients/python /app/clients/python
+RUN pip install /app/clients/python
+COPY pyproject.toml README.md /app/
+COPY pushplat /app/pushplat
+RUN pip install /app && useradd --system --uid 10001 pushplat
+
+USER pushplat
+# Listen on all interfaces inside the container; publish only what each role needs.
+ENV PUSHPLAT_HOST=0.0.0.0
+# 50051 device streams (edge), 50052 Push API (api), 50053 Delivery (edge, internal), 9100 metrics.
+EXPOSE 50051 50052 50053 9100
+ENTRYPOINT ["pushplat"]
+CMD ["dev"]

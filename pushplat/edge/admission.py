@@ -1,0 +1,43 @@
+"""Admission control: a cap on open connections and on new connections per second.
+
+A reconnect storm must not take the edge down or starve the sessions it already holds, so
+excess connects are refused early and cheaply with RESOURCE_EXHAUSTED and a retry hint.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Refusal:
+    reason: str
+    retry_after_ms: int
+
+
+class AdmissionControl:
+    def __init__(self, max_connections: int, max_connects_per_second: float, rng: random.Random | None = None) -> None:
+        self.max_connections = max_connections
+        self.rate = max_connects_per_second
+        # Token bucket: a burst of up to one second's worth, refilled continuously.
+        self._tokens = max(max_connects_per_second, 1.0)
+        self._stamp = time.monotonic()
+        self._rng = rng or random.Random()
+
+    def admit(self, open_connections: int) -> Refusal | None:
+        """None to accept; otherwise why not and when to come back (jittered, so retries spread)."""
+        if self.max_connections and open_connections >= self.max_connections:
+            return Refusal("edge is at its connection limit", self._hint(5_000))
+        if self.rate:
+            now = time.monotonic()
+            self._tokens = min(max(self.rate, 1.0), self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens < 1.0:
+                return Refusal("too many new connections per second", self._hint(1_000))
+            self._tokens -= 1.0
+        return None
+
+    def _hint(self, base_ms: int) -> int:
+        return int(base_ms / 2 + self._rng.uniform(0, base_ms))
