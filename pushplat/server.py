@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 
 import grpc
@@ -116,7 +117,7 @@ class Server:
             self.router = RouterNode(config, self.registry, self.consumer, self.inbox, self.receipts)
 
         if self.edge:
-            await self.edge.start(f"{config.advertise_host or config.host}:{self.ports.delivery}")
+            await self.edge.start(f"{advertised_host(config)}:{self.ports.delivery}")
         if self.router:
             await self.router.start()
         for server in self._servers:
@@ -212,6 +213,15 @@ class Server:
             [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server,
         )
+
+
+def advertised_host(config: Config) -> str:
+    """Where routers reach this edge: --advertise-host, else --host unless it is a wildcard."""
+    if config.advertise_host:
+        return config.advertise_host
+    if config.host in ("0.0.0.0", "::", "[::]", ""):
+        return socket.gethostbyname(socket.gethostname())
+    return config.host
 
 
 def _open_lanes(config: Config, roles: set[str]) -> tuple[LaneProducer | None, LaneConsumer | None]:
