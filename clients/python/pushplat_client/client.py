@@ -81,10 +81,7 @@ class PushClient:
         if not edge:
             raise ValueError("PushClient needs the edge address, e.g. '127.0.0.1:50051'")
         if not token and not device_id:
-            raise ValueError(
-                "PushClient needs a token, or a device_id (with user_id) when the edge runs "
-                "without auth"
-            )
+            raise ValueError("PushClient needs a token, or a device_id (with user_id) when the edge runs without auth")
         if heartbeat_interval is not None and heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be > 0, got {heartbeat_interval!r}")
         if connect_timeout <= 0:
@@ -178,8 +175,7 @@ class PushClient:
             self._record_acks((item.message_id,))
         return item
 
-    # The brief's API takes a timeout (like asyncio.wait_for); callers need not wrap it.
-    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the edge has welcomed us. Raises TimeoutError, or the PushError that
         stopped the client."""
         if self._error is not None:
@@ -231,6 +227,9 @@ class PushClient:
                 try:
                     # shield: a timeout here must not cancel the task before we do it below.
                     await asyncio.wait_for(asyncio.shield(task), grace)
+                except asyncio.CancelledError:
+                    task.cancel()  # our caller gave up; do not leave the loop running
+                    raise
                 except Exception:  # TimeoutError included: fall through and cancel
                     pass
             task.cancel()
@@ -264,7 +263,10 @@ class PushClient:
                         delay = max(delay, err.retry_after)
                     log.warning(
                         "connection lost code=%s details=%r retry_in=%.3fs %s",
-                        err.code.name, err.details, delay, self._fields(),
+                        err.code.name,
+                        err.details,
+                        delay,
+                        self._fields(),
                     )
                 else:
                     if self._closing or not self._reconnect:
@@ -305,10 +307,13 @@ class PushClient:
         try:
             call = edge_pb2_grpc.EdgeStub(channel).Connect()
             log.debug("connecting edge=%s %s", self._edge, self._fields())
-            welcome = await self._handshake(call)
-            if welcome is None:
+            first = await self._handshake(call)
+            if first is grpc.aio.EOF:
                 return None
-            interval = self._on_welcome(welcome)
+            if first.HasField("go_away"):
+                # A draining edge may turn us away before welcoming us; that is still a plan.
+                return self._on_go_away(first.go_away)
+            interval = self._on_welcome(first.welcome)
 
             out: asyncio.Queue[_WriteItem] = asyncio.Queue()
             self._out = out
@@ -339,7 +344,8 @@ class PushClient:
                 call.cancel()
             await channel.close()
 
-    async def _handshake(self, call: Any) -> edge_pb2.Welcome | None:
+    async def _handshake(self, call: Any) -> Any:
+        """Send Hello; return the first ServerFrame (a Welcome or a GoAway) or EOF."""
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await call.write(edge_pb2.ClientFrame(hello=self._hello))
@@ -355,11 +361,11 @@ class PushClient:
             # The call finished before Hello went out; its status says why.
             frame = await self._read_status(call)
         if frame is grpc.aio.EOF:
-            return None
+            return frame
         kind = frame.WhichOneof("frame")
-        if kind != "welcome":
+        if kind not in ("welcome", "go_away"):
             raise PushError(grpc.StatusCode.INTERNAL, f"edge sent {kind or 'an empty frame'} before Welcome")
-        return frame.welcome
+        return frame
 
     async def _read_status(self, call: Any) -> Any:
         try:
@@ -382,7 +388,10 @@ class PushClient:
             interval = DEFAULT_HEARTBEAT_INTERVAL
         log.info(
             "connected edge=%s heartbeat=%.3gs connects=%d %s",
-            self._edge_id, interval, self._connects, self._fields(),
+            self._edge_id,
+            interval,
+            self._connects,
+            self._fields(),
         )
         return interval
 
@@ -402,17 +411,21 @@ class PushClient:
             elif kind == "pong":
                 log.debug("pong %s", self._fields())
             elif kind == "go_away":
-                go_away = frame.go_away
-                self._last_go_away = go_away
-                log.info(
-                    "go_away reason=%s reconnect_after_ms=%d detail=%r %s",
-                    _reason_name(go_away.reason),
-                    go_away.reconnect_after_ms, go_away.detail, self._fields(),
-                )
-                return max(go_away.reconnect_after_ms, 0) / 1000.0
+                return self._on_go_away(frame.go_away)
             else:
                 # A newer edge may send frames we do not know; they still prove liveness.
                 log.debug("ignored frame kind=%s %s", kind, self._fields())
+
+    def _on_go_away(self, go_away: edge_pb2.GoAway) -> float:
+        self._last_go_away = go_away
+        log.info(
+            "go_away reason=%s reconnect_after_ms=%d detail=%r %s",
+            _reason_name(go_away.reason),
+            go_away.reconnect_after_ms,
+            go_away.detail,
+            self._fields(),
+        )
+        return max(go_away.reconnect_after_ms, 0) / 1000.0
 
     def _on_pushes(self, messages: Iterable[message_pb2.Message]) -> None:
         count = 0
@@ -476,7 +489,9 @@ class PushClient:
                 )
             if now >= next_ping:
                 out.put_nowait(_PING)
-                next_ping = max(next_ping + interval, now)
+                next_ping += interval
+                if next_ping <= now:  # the loop stalled; do not fire a burst to catch up
+                    next_ping = now + interval
             await asyncio.sleep(max(0.0, min(next_ping, deadline) - now))
 
     # -- acks -------------------------------------------------------------------------
@@ -511,7 +526,6 @@ class PushClient:
             f"PushClient(edge={self._edge!r}, device={self._device_id!r}, "
             f"session={self._session_id!r}, connected={self.connected})"
         )
-
 
 
 def _reason_name(reason: int) -> str:

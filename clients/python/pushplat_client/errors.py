@@ -36,9 +36,7 @@ def is_retriable(code: grpc.StatusCode) -> bool:
 class PushError(Exception):
     """A failed call or stream, with its gRPC status code and the server's explanation."""
 
-    def __init__(
-        self, code: grpc.StatusCode, details: str = "", *, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(f"{code.name}: {details}" if details else code.name)
         self.code = code
         self.details = details

@@ -76,9 +76,7 @@ class PushSender:
         if not api:
             raise ValueError("PushSender needs the api address, e.g. '127.0.0.1:50052'")
         self._api = api
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        )
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._channel_options = list(channel_options)
         self._channel: grpc.aio.Channel | None = None
         self._stub: push_pb2_grpc.PushStub | None = None
@@ -116,7 +114,7 @@ class PushSender:
         at_least_once: bool = False,
         labels: Mapping[str, str] | None = None,
         # A gRPC deadline, not a local timer: the server sees it and stops work past it.
-        timeout: float | None = 10.0,  # noqa: ASYNC109
+        timeout: float | None = 10.0,
     ) -> push_pb2.SendResponse:
         """Send one message to a user (all their devices) or one device."""
         request = make_request(
@@ -140,7 +138,7 @@ class PushSender:
         self,
         requests: Iterable[Mapping[str, Any] | push_pb2.SendRequest],
         *,
-        timeout: float | None = 10.0,  # noqa: ASYNC109 - a gRPC deadline, sent to the server
+        timeout: float | None = 10.0,  # a gRPC deadline, sent to the server
     ) -> list[push_pb2.SendResponse]:
         """Send many messages in one call; all are enqueued or the call fails. Each item is a
         SendRequest or a dict of :meth:`send`'s keyword arguments. Responses are in order."""
@@ -152,6 +150,24 @@ class PushSender:
         except grpc.aio.AioRpcError as err:
             raise error_from_rpc(err) from None
         return list(response.responses)
+
+    async def get_status(self, message_id: str, *, timeout: float | None = 10.0) -> push_pb2.GetStatusResponse:
+        """The last known delivery state of a message, overall and per target device."""
+        try:
+            return await self._get_stub().GetStatus(
+                push_pb2.GetStatusRequest(message_id=message_id), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            raise error_from_rpc(err) from None
+
+    async def get_presence(self, user_id: str, *, timeout: float | None = 10.0) -> push_pb2.GetPresenceResponse:
+        """A user's connected devices and the edge each one is on."""
+        try:
+            return await self._get_stub().GetPresence(
+                push_pb2.GetPresenceRequest(user_id=user_id), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            raise error_from_rpc(err) from None
 
     def __repr__(self) -> str:
         return f"PushSender(api={self._api!r}, api_key={'set' if self._metadata else 'none'})"
