@@ -212,6 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(send, "--api-key", default="", help="API key sent as 'authorization: Bearer KEY'")
     send.add_argument("payload", help="message payload (text); '-' reads standard input")
 
+    status = sub.add_parser(
+        "status",
+        help="show a message's last state on each target device",
+        description="Print Push.GetStatus for MESSAGE_ID as JSON.",
+    )
+    add_option(status, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
+    add_option(status, "--api-key", default="", help="API key sent as 'authorization: Bearer KEY'")
+    status.add_argument("message_id", help="the message_id that `pushplat send` printed")
+
+    presence = sub.add_parser(
+        "presence",
+        help="list a user's connected devices and their edges",
+        description="Print Push.GetPresence for USER as JSON.",
+    )
+    add_option(presence, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
+    add_option(presence, "--api-key", default="", help="API key sent as 'authorization: Bearer KEY'")
+    presence.add_argument("user", help="user id")
+
     listen = sub.add_parser(
         "listen",
         help="receive messages as a device; prints one JSON line each",
@@ -297,6 +315,23 @@ async def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _query(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+    from pushplat_client import PushError, PushSender
+
+    async with PushSender(args.api, api_key=args.api_key or None) as sender:
+        try:
+            if args.command == "status":
+                reply = await sender.get_status(args.message_id)
+            else:
+                reply = await sender.get_presence(args.user)
+        except PushError as exc:
+            print(f"pushplat {args.command}: {exc.code.name}: {exc.details}", file=sys.stderr)
+            return 1
+    print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)))
+    return 0
+
+
 def message_json(message: Any) -> dict[str, Any]:
     from pushplat.messages import priority_name
 
@@ -376,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_send(args))
         if args.command == "listen":
             return _run(_listen(args))
+        if args.command in ("status", "presence"):
+            return _run(_query(args))
         return _token(args)
     except KeyboardInterrupt:
         return 130

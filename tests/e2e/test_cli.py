@@ -183,7 +183,7 @@ async def test_port_in_use_is_a_clear_startup_error(dev_server):
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
 
 
-@pytest.mark.parametrize("command", ["dev", "api", "router", "edge", "send", "listen", "token"])
+@pytest.mark.parametrize("command", ["dev", "api", "router", "edge", "send", "listen", "token", "status", "presence"])
 async def test_every_command_explains_its_options(command):
     code, out, _ = await run(command, "--help")
     assert code == 0 and "usage: pushplat" in out
@@ -215,3 +215,39 @@ async def test_options_come_from_environment_variables(dev_server):
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     assert "event=server.stopped" in err.decode()
+
+
+async def test_status_and_presence(dev_server):
+    server = await dev_server()
+    listener = await asyncio.create_subprocess_exec(
+        *PUSHPLAT,
+        "listen",
+        "--edge",
+        server.edge,
+        "--user",
+        "eve",
+        "--device",
+        "eve-1",
+        "--count",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+    async def online() -> bool:
+        code, out, _ = await run("presence", "--api", server.api, "eve")
+        return code == 0 and [d["device_id"] for d in json.loads(out)["devices"]] == ["eve-1"]
+
+    await eventually(online, 20, what="eve-1 to show up in presence")
+    code, out, err = await run("send", "--api", server.api, "--user", "eve", "--at-least-once", "--label", "ab=x", "hi")
+    message_id = json.loads(out)["message_id"]
+    await asyncio.wait_for(listener.communicate(), 20)
+
+    async def acked() -> bool:
+        code, out, _ = await run("status", "--api", server.api, message_id)
+        devices = json.loads(out)["devices"] if code == 0 else []
+        return any(d["device_id"] == "eve-1" and d["state"] == "DELIVERY_STATE_ACKED" for d in devices)
+
+    await eventually(acked, 20, what="the ack to show in status")
+    code, out, err = await run("status", "--api", server.api, "missing-id")
+    assert code == 1 and "NOT_FOUND" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -64,7 +65,7 @@ class PushClient:
 
     def __init__(
         self,
-        edge: str,
+        edge: str | Sequence[str],
         *,
         token: str | None = None,
         user_id: str = "",
@@ -87,7 +88,13 @@ class PushClient:
         if connect_timeout <= 0:
             raise ValueError(f"connect_timeout must be > 0, got {connect_timeout!r}")
 
-        self._edge = edge
+        # Several addresses ("h1:p,h2:p" or a list): each attempt tries the next one, so a
+        # client without a load balancer still moves to another edge when one dies or drains.
+        self._edges = [e.strip() for e in (edge.split(",") if isinstance(edge, str) else edge) if e.strip()]
+        if not self._edges:
+            raise ValueError("PushClient needs the edge address, e.g. '127.0.0.1:50051'")
+        self._edge_index = random.randrange(len(self._edges))
+        self._edge = self._edges[self._edge_index]
         self._hello = edge_pb2.Hello(
             token=token or "", user_id=user_id, device_id=device_id, client_version=client_version
         )
@@ -301,6 +308,8 @@ class PushClient:
         cleanly; raises PushError when it failed."""
         # A fresh channel (TCP connection) per attempt: behind a layer-4 load balancer a
         # reused channel would stick to the edge that just told us to go away.
+        self._edge = self._edges[self._edge_index % len(self._edges)]
+        self._edge_index += 1
         channel = grpc.aio.insecure_channel(self._edge, options=self._channel_options)
         call: Any = None
         tasks: list[asyncio.Task[Any]] = []
