@@ -35,6 +35,11 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.so_reuseport", 0),
+    # grpc-core cancels calls (CANCELLED, no hint) once ~1,000 wait for the application; a
+    # reconnect storm easily exceeds that. Let them queue, and shed load in AdmissionControl
+    # instead, with RESOURCE_EXHAUSTED and a retry hint.
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 50_000),
 ]
 
 

@@ -60,9 +60,11 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         refusal = self.admission.admit(len(self.hub.streams()))
         if refusal is not None:
             CONNECTS.labels("refused").inc()
-            context.set_trailing_metadata((("retry-after-ms", str(refusal.retry_after_ms)),))
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"{refusal.reason}; retry after {refusal.retry_after_ms} ms")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{refusal.reason}; retry after {refusal.retry_after_ms} ms",
+                trailing_metadata=(("retry-after-ms", str(refusal.retry_after_ms)),),
+            )
         try:
             identity = self.auth.identify(hello.token, hello.user_id, hello.device_id)
         except AuthError as exc:
