@@ -169,5 +169,6 @@ class PushServicer(push_pb2_grpc.PushServicer):
                 )
             ]
         )
-        log.debug(kv("send.accepted", message=message.message_id, lane=lane, **{target: getattr(envelope, target)}))
+        if log.isEnabledFor(logging.DEBUG):  # the hot path: skip formatting when not logged
+            log.debug(kv("send.accepted", message=message.message_id, lane=lane, **{target: getattr(envelope, target)}))
         return push_pb2.SendResponse(message_id=message.message_id)

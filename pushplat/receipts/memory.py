@@ -11,7 +11,8 @@ from pushplat.receipts.base import Receipts, merge_status
 
 
 class MemoryReceipts(Receipts):
-    def __init__(self, max_messages: int = 100_000, max_events: int = 100_000) -> None:
+    # Bounded: about 4-5 KiB per tracked message, so `pushplat dev` stays small under load.
+    def __init__(self, max_messages: int = 20_000, max_events: int = 10_000) -> None:
         self.max_messages = max_messages
         self._status: OrderedDict[str, push_pb2.GetStatusResponse] = OrderedDict()
         self.events: deque[push_pb2.Receipt] = deque(maxlen=max_events)
