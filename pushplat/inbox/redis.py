@@ -1,0 +1,274 @@
+"""Redis / Redis Cluster inbox.
+
+Each device's inbox is four keys that share the device's hash tag, so one Lua script can change
+all of them atomically, also in a cluster (``<prefix>:ib:{<device>}:<suffix>``):
+
+- ``:z``  ZSET message_id -> insertion sequence: the order of the inbox, oldest first;
+- ``:m``  HASH message_id -> serialized ``Message``;
+- ``:x``  ZSET message_id -> expires_at_ms (only messages that expire), to purge expired ones;
+- ``:c``  HASH of the collapse index, both ways: ``k:<collapse_key>`` -> message_id and
+  ``i:<message_id>`` -> collapse_key (so removing a message also clears its collapse entry).
+
+Every write extends the TTL of all four keys to at least the message's remaining lifetime, so
+an abandoned inbox disappears on its own once its last message has expired. A device's users
+are a ZSET ``<prefix>:udev:{<user>}`` of device ids scored by enrollment expiry (ms).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pushplat_client.v1 import message_pb2
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from pushplat.inbox.base import Inbox, InboxUnavailable
+from pushplat.metrics import DROPPED
+from pushplat.redis_support import DEFAULT_PREFIX, INDEX_ADD, RedisStore, Script, hash_tag, ttl_ms
+
+DEFAULT_MAX_PER_DEVICE = 10_000
+# A message that never expires (expires_at_ms == 0) keeps its inbox this long after its put.
+NO_EXPIRY_TTL_MS = 28 * 24 * 3600 * 1000
+# The keys outlive their newest message by this much, so a clock skew between the writer and
+# Redis never removes a message before it expires.
+TTL_SLACK_MS = 60_000
+
+# Shared by the scripts: remove one message from every structure; 1 if it was in the inbox.
+_DROP = """
+local z, m, x, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local function drop(id)
+  local had = redis.call('ZREM', z, id)
+  redis.call('HDEL', m, id)
+  redis.call('ZREM', x, id)
+  local ck = redis.call('HGET', c, 'i:' .. id)
+  if ck then
+    redis.call('HDEL', c, 'i:' .. id)
+    if redis.call('HGET', c, 'k:' .. ck) == id then
+      redis.call('HDEL', c, 'k:' .. ck)
+    end
+  end
+  return had
+end
+"""
+
+# ARGV: message_id, body, collapse_key ('' for none), expires_at_ms (0: never), max size, key ttl.
+# Returns {trimmed, [collapsed id]}. A re-put of the same id keeps its place and collapses nothing.
+_PUT = Script(
+    _DROP
+    + """
+local id, ck = ARGV[1], ARGV[3]
+local result = {0}
+if ck ~= '' then
+  local older = redis.call('HGET', c, 'k:' .. ck)
+  if older and older ~= id and drop(older) == 1 then
+    result[2] = older
+  end
+end
+if not redis.call('ZSCORE', z, id) then
+  local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  local seq = 1
+  if last[2] then seq = tonumber(last[2]) + 1 end
+  redis.call('ZADD', z, seq, id)
+end
+redis.call('HSET', m, id, ARGV[2])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('ZADD', x, ARGV[4], id)
+else
+  redis.call('ZREM', x, id)
+end
+local prev = redis.call('HGET', c, 'i:' .. id)
+if prev and prev ~= ck and redis.call('HGET', c, 'k:' .. prev) == id then
+  redis.call('HDEL', c, 'k:' .. prev)
+end
+if ck ~= '' then
+  redis.call('HSET', c, 'k:' .. ck, id, 'i:' .. id, ck)
+else
+  redis.call('HDEL', c, 'i:' .. id)
+end
+local over = redis.call('ZCARD', z) - tonumber(ARGV[5])
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', z, 0, over - 1)) do
+    result[1] = result[1] + drop(old)
+  end
+end
+local ttl = tonumber(ARGV[6])
+for _, key in ipairs(KEYS) do
+  local pttl = redis.call('PTTL', key)
+  if pttl ~= -2 and pttl < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return result
+""",
+    keys=4,
+)
+
+# ARGV: message ids. Returns how many were in the inbox.
+_ACK = Script(
+    _DROP
+    + """
+local removed = 0
+for _, id in ipairs(ARGV) do
+  removed = removed + drop(id)
+end
+return removed
+""",
+    keys=4,
+)
+
+# ARGV: now (ms), limit. Purges expired messages, then returns
+# {purged, size after the purge, bodies of the oldest `limit` messages}.
+_PENDING = Script(
+    _DROP
+    + """
+local purged = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', x, '-inf', ARGV[1])) do
+  purged = purged + drop(id)
+end
+local bodies = {}
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', z, 0, limit - 1)) do
+    local body = redis.call('HGET', m, id)
+    if body then bodies[#bodies + 1] = body end
+  end
+end
+return {purged, redis.call('ZCARD', z), bodies}
+""",
+    keys=4,
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisInbox(RedisStore, Inbox):
+    """Inbox on a standalone Redis or a Redis Cluster (see the module doc for the keys)."""
+
+    kind = "inbox"
+    unavailable = InboxUnavailable
+    log = logging.getLogger("pushplat.inbox")
+    decode_responses = False  # bodies are serialized protobufs: raw bytes, never text
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        url: str = "",
+        max_per_device: int | None = None,
+    ) -> None:
+        super().__init__(client, prefix=prefix, url=url)
+        self.max_per_device = DEFAULT_MAX_PER_DEVICE if max_per_device is None else max_per_device
+        if self.max_per_device < 1:
+            raise ValueError(f"inbox max size must be at least 1, got {self.max_per_device}")
+
+    @classmethod
+    def _url_options(cls, options: Mapping[str, str]) -> dict[str, Any]:
+        # ?inbox_max=N bounds each device's inbox.
+        return {"max_per_device": int(options["inbox_max"])} if "inbox_max" in options else {}
+
+    # -- key naming (public so tests and tools can check slots) ---------------------------------
+
+    def device_keys(self, device_id: str) -> tuple[str, str, str, str]:
+        """Order, bodies, expiries and collapse index of one device: one hash tag, one slot."""
+        base = f"{self.prefix}:ib:{hash_tag(device_id)}"
+        return f"{base}:z", f"{base}:m", f"{base}:x", f"{base}:c"
+
+    def user_key(self, user_id: str) -> str:
+        return f"{self.prefix}:udev:{hash_tag(user_id)}"
+
+    # -- Inbox ----------------------------------------------------------------------------------
+
+    async def put(self, device_ids: Sequence[str], message: message_pb2.Message) -> list[str]:
+        devices = list(dict.fromkeys(device_ids))
+        if not devices:
+            return []
+        body = message.SerializeToString()
+        if message.expires_at_ms:
+            key_ttl = max(message.expires_at_ms - self._now_ms(), 1) + TTL_SLACK_MS
+        else:
+            key_ttl = NO_EXPIRY_TTL_MS
+
+        def build(pipe: Any, cached: bool) -> None:
+            for device_id in devices:
+                _PUT.queue(
+                    pipe,
+                    *self.device_keys(device_id),
+                    message.message_id,
+                    body,
+                    message.collapse_key,
+                    message.expires_at_ms,
+                    self.max_per_device,
+                    key_ttl,
+                    cached=cached,
+                )
+
+        # A NOSCRIPT retry re-runs puts that already ran: harmless (a re-put changes nothing),
+        # but the re-run does not report what the first run collapsed.
+        results = await self._guarded("put", lambda: self._scripts(build))
+        replaced: list[str] = []
+        trimmed = 0
+        for result in results:
+            trimmed += int(result[0])
+            replaced.extend(_text(older) for older in result[1:])
+        if trimmed:
+            DROPPED.labels("inbox_full").inc(trimmed)
+        return replaced
+
+    async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
+        if not message_ids:
+            return 0
+        keys = self.device_keys(device_id)
+        results = await self._guarded(
+            "ack", lambda: self._scripts(lambda pipe, cached: _ACK.queue(pipe, *keys, *message_ids, cached=cached))
+        )
+        return int(results[0])
+
+    async def pending(self, device_id: str, limit: int = 1000) -> list[message_pb2.Message]:
+        _, bodies = await self._pending("pending", device_id, limit)
+        return [message_pb2.Message.FromString(body) for body in bodies]
+
+    async def size(self, device_id: str) -> int:
+        size, _ = await self._pending("size", device_id, 0)
+        return size
+
+    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> None:
+        ttl = ttl_ms(ttl_seconds)
+        expires = self._now_ms() + ttl
+
+        def build(pipe: Any, cached: bool) -> None:
+            INDEX_ADD.queue(pipe, self.user_key(user_id), device_id, expires, ttl + TTL_SLACK_MS, cached=cached)
+
+        await self._guarded("enroll", lambda: self._scripts(build))
+
+    async def devices_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return {}
+        now = self._now_ms()
+
+        def build(pipe: Any) -> None:
+            for user_id in users:
+                key = self.user_key(user_id)
+                pipe.zrangebyscore(key, f"({now}", "+inf")
+                # Housekeeping in the same round trip: members whose enrollment has lapsed.
+                pipe.zremrangebyscore(key, "-inf", now)
+
+        results = await self._guarded("devices_of", lambda: self._pipeline(build))
+        return {user_id: [_text(d) for d in results[2 * i]] for i, user_id in enumerate(users)}
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _pending(self, op: str, device_id: str, limit: int) -> tuple[int, list[bytes]]:
+        keys, now = self.device_keys(device_id), self._now_ms()
+        results = await self._guarded(
+            op, lambda: self._scripts(lambda pipe, cached: _PENDING.queue(pipe, *keys, now, limit, cached=cached))
+        )
+        purged, size, bodies = results[0]
+        if purged:
+            DROPPED.labels("expired").inc(int(purged))
+        return int(size), list(bodies)

@@ -1,0 +1,119 @@
+"""RedisIdempotencyStore against a real redis-server and a real Redis Cluster (see
+test_inbox_redis.py for the services and the shared helpers)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pushplat.idempotency import IdempotencyUnavailable, open_idempotency
+from pushplat.idempotency.redis import RedisIdempotencyStore
+from tests.helpers import eventually
+from tests.integration.test_inbox_redis import (
+    DEPLOYMENTS,
+    WEIRD_IDS,
+    assert_unavailable_fast,
+    redis_store,
+    unreachable_store,
+)
+
+WINDOW = 60.0
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisIdempotencyStore]:
+    async with redis_store(RedisIdempotencyStore, request.param) as opened:
+        yield opened
+
+
+async def test_claim_duplicate_release(store: RedisIdempotencyStore) -> None:
+    assert await store.claim("order-1", "m1", WINDOW) is None, "the first claim wins"
+    assert await store.claim("order-1", "m2", WINDOW) == "m1", "a repeat gets the holder's id"
+    assert await store.claim("order-1", "m1", WINDOW) == "m1"
+    assert await store.claim("order-2", "m3", WINDOW) is None, "keys are independent"
+
+    await store.release("order-1", "m2")  # not the holder: compare-and-delete does nothing
+    assert await store.claim("order-1", "m4", WINDOW) == "m1"
+    await store.release("order-1", "m1")
+    await store.release("order-1", "m1")  # twice, or for a key nobody holds: no error
+    await store.release("never-claimed", "m1")
+    assert await store.claim("order-1", "m5", WINDOW) is None, "a released key can be claimed again"
+    assert await store.claim("order-1", "m6", WINDOW) == "m5"
+
+
+async def test_the_claim_lasts_for_the_window(store: RedisIdempotencyStore) -> None:
+    assert await store.claim("k", "m1", 0.3) is None
+    assert 0 < await store.client.pttl(store.key("k")) <= 300
+    assert await store.claim("k", "m2", 0.3) == "m1", "a repeat does not extend or take over the claim"
+
+    started = time.monotonic()
+
+    async def free_again() -> bool:
+        return await store.claim("k", "m3", WINDOW) is None
+
+    await eventually(free_again, timeout=5, what="a claim with a 0.3 s window to expire")
+    assert time.monotonic() - started < 3
+    assert await store.claim("k", "m4", WINDOW) == "m3"
+    assert await store.client.pttl(store.key("k")) > (WINDOW - 5) * 1000
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+async def test_concurrent_claims_have_exactly_one_winner(deployment: str) -> None:
+    # Two stores with their own clients, as two api processes would have.
+    async with redis_store(RedisIdempotencyStore, deployment) as first:
+        second = RedisIdempotencyStore.from_url(first.url)  # the test URLs carry no password to mask
+        try:
+            for round_ in range(5):
+                key = f"race-{round_}"
+                ids = [f"m{round_}-{i}" for i in range(20)]
+                results = await asyncio.gather(
+                    *((first if i % 2 else second).claim(key, message_id, WINDOW) for i, message_id in enumerate(ids))
+                )
+                winners = [message_id for message_id, result in zip(ids, results, strict=True) if result is None]
+                assert len(winners) == 1, results
+                assert all(result == winners[0] for result in results if result is not None), results
+                assert await first.claim(key, "late", WINDOW) == winners[0]
+        finally:
+            await second.close()
+
+
+async def test_keys_with_special_characters(store: RedisIdempotencyStore) -> None:
+    for i, key in enumerate(WEIRD_IDS):
+        assert await store.claim(key, f"m{i}", WINDOW) is None, f"{key!r} collided with another key"
+    for i, key in enumerate(WEIRD_IDS):
+        assert await store.claim(key, "other", WINDOW) == f"m{i}"
+        await store.release(key, f"m{i}")
+        assert await store.claim(key, "other", WINDOW) is None
+
+
+async def test_survives_loss_of_the_script_cache(store: RedisIdempotencyStore) -> None:
+    await store.client.script_flush()
+    assert await store.claim("k", "m1", WINDOW) is None
+    await store.client.script_flush()
+    assert await store.claim("k", "m2", WINDOW) == "m1"
+    await store.client.script_flush()
+    await store.release("k", "m1")
+    assert await store.claim("k", "m2", WINDOW) is None
+
+
+# -- configuration and unreachable servers (no service needed) ------------------------------------
+
+
+def test_open_idempotency() -> None:
+    store = open_idempotency("redis://127.0.0.1:1/0?prefix=abc&status_ttl=5")
+    assert isinstance(store, RedisIdempotencyStore)
+    assert store.prefix == "abc" and store.key("k") == "abc:idem:{k}"
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_unreachable_server_is_idempotency_unavailable(scheme: str) -> None:
+    async with unreachable_store(RedisIdempotencyStore, scheme) as (store, port):
+        for call in (
+            lambda: store.ping(),
+            lambda: store.claim("k", "m", WINDOW),
+            lambda: store.release("k", "m"),
+        ):
+            await assert_unavailable_fast(call, IdempotencyUnavailable, port)

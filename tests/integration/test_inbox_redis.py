@@ -1,0 +1,362 @@
+"""RedisInbox against a real redis-server and a real Redis Cluster (3 masters + 3 replicas).
+
+Start the services with scripts/services/redis.sh and redis-cluster.sh and source STATE_DIR/env
+(see test_registry_redis.py). Every behaviour test runs on both deployments, on a fresh key
+prefix. The helpers at the top (``DEPLOYMENTS``, ``redis_store``, ``assert_unavailable_fast``)
+are shared with the idempotency and status tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import pytest
+from prometheus_client import REGISTRY
+from pushplat_client.v1 import message_pb2
+from redis.asyncio.cluster import RedisCluster
+
+from pushplat.inbox import InboxUnavailable, open_inbox
+from pushplat.inbox.memory import MemoryInbox
+from pushplat.inbox.redis import TTL_SLACK_MS, RedisInbox
+from pushplat.messages import now_ms
+from pushplat.redis_support import RedisStore
+from tests.helpers import eventually, free_port, require_env
+from tests.integration.test_registry_redis import CLUSTER_ENV, STANDALONE_ENV, delete_prefix, with_prefix
+
+S = TypeVar("S", bound=RedisStore)
+
+DEPLOYMENTS = [
+    pytest.param("standalone", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=pytest.mark.cluster),
+]
+LONG_TTL_MS = 60_000
+WEIRD_IDS = ["", "%", "}x", "a{b}c", "{", "dév ü", "ユーザー", "x:y"]
+
+
+@asynccontextmanager
+async def redis_store(cls: type[S], deployment: str, query: str = "") -> AsyncIterator[S]:
+    """A cls store on a fresh key prefix of the deployment's server; its keys are removed after."""
+    url = require_env(STANDALONE_ENV if deployment == "standalone" else CLUSTER_ENV)
+    store = cls.from_url(with_prefix(url, f"t{uuid.uuid4().hex[:12]}") + (f"&{query}" if query else ""))
+    await store.ping()
+    try:
+        yield store
+    finally:
+        await delete_prefix(store)  # any RedisStore has the client and prefix it needs
+        await store.close()
+
+
+@asynccontextmanager
+async def unreachable_store(cls: type[S], scheme: str) -> AsyncIterator[tuple[S, int]]:
+    """A cls store whose URL (with a password) points at a port nothing listens on."""
+    port = free_port()
+    path = "/0" if scheme == "redis" else ""
+    store = cls.from_url(f"{scheme}://user:s3cret@127.0.0.1:{port}{path}")
+    try:
+        yield store, port
+    finally:
+        await store.close()
+
+
+async def assert_unavailable_fast(call: Callable[[], Awaitable[object]], exc_type: type[Exception], port: int) -> None:
+    """The call fails with exc_type within 3 s, naming the server and the operation, no password."""
+    started = time.monotonic()
+    with pytest.raises(exc_type) as info:
+        await call()
+    assert time.monotonic() - started < 3, "a call to a closed port must fail fast"
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message and " failed: " in message, message
+    assert "s3cret" not in message, "the password must not leak into errors"
+
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("pushplat_messages_dropped_total", {"reason": reason}) or 0.0
+
+
+def msg(
+    message_id: str, collapse_key: str = "", ttl_ms: int = LONG_TTL_MS, payload: bytes = b""
+) -> message_pb2.Message:
+    created = now_ms()
+    return message_pb2.Message(
+        message_id=message_id,
+        payload=payload or message_id.encode(),
+        created_at_ms=created,
+        expires_at_ms=created + ttl_ms if ttl_ms else 0,
+        collapse_key=collapse_key,
+        requires_ack=True,
+        labels={"campaign": "c1"},
+    )
+
+
+async def pending_ids(inbox: RedisInbox, device_id: str, limit: int = 1000) -> list[str]:
+    return [m.message_id for m in await inbox.pending(device_id, limit)]
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+async def inbox(request: pytest.FixtureRequest) -> AsyncIterator[RedisInbox]:
+    async with redis_store(RedisInbox, request.param) as store:
+        yield store
+
+
+# -- behaviour, on standalone and cluster --------------------------------------------------------
+
+
+async def test_put_and_pending_oldest_first(inbox: RedisInbox) -> None:
+    sent = [msg(f"m{i}", payload=bytes([0, 255, i])) for i in range(5)]  # binary payloads survive
+    for m in sent:
+        assert await inbox.put(["phone"], m) == []
+    got = await inbox.pending("phone")
+    assert got == sent
+    assert await pending_ids(inbox, "phone", limit=2) == ["m0", "m1"]
+    assert await inbox.pending("phone", limit=0) == []
+    assert await inbox.size("phone") == 5
+    assert await inbox.pending("tablet") == [] and await inbox.size("tablet") == 0
+    assert await inbox.put([], msg("nobody")) == []
+
+    # A re-put (a retried route) keeps the message's place and stores it once.
+    assert await inbox.put(["phone"], sent[1]) == []
+    assert await pending_ids(inbox, "phone") == ["m0", "m1", "m2", "m3", "m4"]
+    # Never-expiring messages are kept too (and their keys still get a TTL).
+    await inbox.put(["phone"], msg("forever", ttl_ms=0))
+    assert (await inbox.pending("phone"))[-1].expires_at_ms == 0
+    for key in inbox.device_keys("phone")[:2]:
+        assert await inbox.client.pttl(key) > 0
+
+
+async def test_collapse_replaces_the_older_message(inbox: RedisInbox) -> None:
+    await inbox.put(["phone", "tablet"], msg("score-1", collapse_key="score"))
+    await inbox.put(["phone"], msg("news", collapse_key="news"))
+    await inbox.put(["phone"], msg("plain"))
+
+    assert await inbox.put(["phone", "tablet"], msg("score-2", collapse_key="score")) == ["score-1", "score-1"]
+    assert await pending_ids(inbox, "phone") == ["news", "plain", "score-2"], "the newer one goes to the end"
+    assert await pending_ids(inbox, "tablet") == ["score-2"]
+    # Re-putting the current holder collapses nothing; other keys are independent.
+    assert await inbox.put(["phone"], msg("score-2", collapse_key="score")) == []
+    assert await inbox.put(["laptop"], msg("score-3", collapse_key="score")) == []
+    assert await inbox.put(["phone"], msg("score-3", collapse_key="score")) == ["score-2"]
+    assert await pending_ids(inbox, "phone") == ["news", "plain", "score-3"]
+
+    # Once the holder is acked, a newer message with its key has nothing to replace.
+    assert await inbox.ack("phone", ["score-3"]) == 1
+    assert await inbox.put(["phone"], msg("score-4", collapse_key="score")) == []
+    assert await pending_ids(inbox, "phone") == ["news", "plain", "score-4"]
+
+
+async def test_ack_removes_and_is_idempotent(inbox: RedisInbox) -> None:
+    for i in range(4):
+        await inbox.put(["phone", "tablet"], msg(f"m{i}", collapse_key=f"k{i}"))
+    assert await inbox.ack("phone", ["m1", "m3", "unknown"]) == 2
+    assert await inbox.ack("phone", ["m1", "m3"]) == 0, "a repeated ack finds nothing"
+    assert await inbox.ack("phone", []) == 0
+    assert await inbox.ack("nobody", ["m0"]) == 0
+    assert await pending_ids(inbox, "phone") == ["m0", "m2"]
+    assert await pending_ids(inbox, "tablet") == ["m0", "m1", "m2", "m3"], "an ack is per device"
+    # The acked messages' collapse entries went with them.
+    collapse = await inbox.client.hgetall(inbox.device_keys("phone")[3])
+    assert collapse == {b"k:k0": b"m0", b"i:m0": b"k0", b"k:k2": b"m2", b"i:m2": b"k2"}
+
+    assert await inbox.ack("phone", ["m0", "m2"]) == 2
+    assert await inbox.pending("phone") == []
+    assert await inbox.client.exists(*inbox.device_keys("phone")) == 0, "an empty inbox leaves no keys"
+
+
+async def test_expired_messages_are_dropped_and_removed(inbox: RedisInbox) -> None:
+    await inbox.put(["phone"], msg("short-1", collapse_key="k", ttl_ms=300))
+    await inbox.put(["phone"], msg("long"))
+    await inbox.put(["phone"], msg("short-2", ttl_ms=300))
+    assert await pending_ids(inbox, "phone") == ["short-1", "long", "short-2"]
+    before = dropped("expired")
+
+    async def only_long_left() -> bool:
+        return await pending_ids(inbox, "phone") == ["long"]
+
+    started = time.monotonic()
+    await eventually(only_long_left, timeout=5, what="messages with a 0.3 s ttl to expire")
+    assert time.monotonic() - started < 3
+    assert dropped("expired") - before == 2
+    z, m, x, c = inbox.device_keys("phone")
+    assert await inbox.client.zrange(z, 0, -1) == [b"long"]
+    assert await inbox.client.hkeys(m) == [b"long"]
+    assert await inbox.client.zrange(x, 0, -1) == [b"long"]
+    assert await inbox.client.exists(c) == 0, "the expired message's collapse entry is gone too"
+    assert await inbox.size("phone") == 1
+    assert await inbox.put(["phone"], msg("new", collapse_key="k")) == [], "nothing left to collapse"
+
+
+async def test_every_key_expires_with_the_last_message(inbox: RedisInbox) -> None:
+    await inbox.put(["phone"], msg("short", collapse_key="k", ttl_ms=2_000))
+    keys = inbox.device_keys("phone")
+    ttls = [await inbox.client.pttl(key) for key in keys]
+    assert all(0 < t <= 2_000 + TTL_SLACK_MS for t in ttls), ttls
+    # A longer-lived message extends every key; a shorter one never shortens them.
+    await inbox.put(["phone"], msg("long", collapse_key="k2", ttl_ms=LONG_TTL_MS * 10))
+    await inbox.put(["phone"], msg("short-again", ttl_ms=1_000))
+    ttls = [await inbox.client.pttl(key) for key in keys]
+    assert all(LONG_TTL_MS * 10 - 5_000 < t <= LONG_TTL_MS * 10 + TTL_SLACK_MS for t in ttls), ttls
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+async def test_a_full_inbox_drops_its_oldest_messages(deployment: str) -> None:
+    async with redis_store(RedisInbox, deployment, "inbox_max=5") as inbox:
+        assert inbox.max_per_device == 5
+        before = dropped("inbox_full")
+        for i in range(8):
+            await inbox.put(["phone"], msg(f"m{i}", collapse_key=f"k{i}"))
+        assert await pending_ids(inbox, "phone") == [f"m{i}" for i in range(3, 8)]
+        assert await inbox.size("phone") == 5
+        assert dropped("inbox_full") - before == 3
+        # Trimmed messages take their collapse entries with them.
+        collapse = await inbox.client.hgetall(inbox.device_keys("phone")[3])
+        assert sorted(collapse) == sorted(
+            [f"k:k{i}".encode() for i in range(3, 8)] + [f"i:m{i}".encode() for i in range(3, 8)]
+        )
+        assert await inbox.put(["phone"], msg("again-k0", collapse_key="k0")) == []
+
+
+async def test_put_to_many_devices(inbox: RedisInbox) -> None:
+    devices = [f"dev-{i}" for i in range(300)]  # spread over every node of a cluster
+    await inbox.put(devices, msg("first", collapse_key="k"))
+    await inbox.put(devices[::3], msg("other"))
+    # More concurrent calls than the cluster client has connections per node.
+    replaced = await asyncio.gather(*(inbox.put([d], msg(f"second-{d}", collapse_key="k")) for d in devices))
+    assert replaced == [["first"]] * len(devices)
+    for i, device in enumerate(devices):
+        expected = (["other"] if i % 3 == 0 else []) + [f"second-{device}"]
+        assert await pending_ids(inbox, device) == expected
+    # Duplicate targets count once; replaced ids come in device order.
+    third = await inbox.put(devices + devices[:10], msg("third", collapse_key="k"))
+    assert third == [f"second-{d}" for d in devices]
+
+
+async def test_enroll_and_devices_of(inbox: RedisInbox) -> None:
+    await inbox.enroll("kim", "phone", 60)
+    await inbox.enroll("kim", "tv", 0.3)
+    await inbox.enroll("kim", "phone", 60)  # refreshed on every connect: still one entry
+    await inbox.enroll("lee", "tablet", 60)
+    found = await inbox.devices_of(["kim", "lee", "nobody", "kim"])
+    assert {u: sorted(d) for u, d in found.items()} == {"kim": ["phone", "tv"], "lee": ["tablet"], "nobody": []}
+    assert await inbox.devices_of([]) == {}
+    assert 0 < await inbox.client.pttl(inbox.user_key("kim")) <= 60_000 + TTL_SLACK_MS
+
+    async def tv_forgotten() -> bool:
+        return await inbox.devices_of(["kim"]) == {"kim": ["phone"]}
+
+    await eventually(tv_forgotten, timeout=5, what="an enrollment with a 0.3 s ttl to lapse")
+    assert await inbox.client.zrange(inbox.user_key("kim"), 0, -1) == [b"phone"], "the lapsed member is removed"
+    # A later enrollment of the same device brings it back; a shorter one never shortens it.
+    await inbox.enroll("kim", "tv", 60)
+    await inbox.enroll("kim", "tv", 0.01)
+    await asyncio.sleep(0.05)
+    assert sorted((await inbox.devices_of(["kim"]))["kim"]) == ["phone", "tv"]
+
+
+async def test_ids_with_special_characters(inbox: RedisInbox) -> None:
+    for i, device in enumerate(WEIRD_IDS):
+        await inbox.put([device], msg(f"only-{i}", collapse_key="k"))
+    await inbox.put(WEIRD_IDS, msg("all", collapse_key="k"))
+    for device in WEIRD_IDS:
+        assert await pending_ids(inbox, device) == ["all"], f"inbox of {device!r} mixed with another"
+    for i, user in enumerate(WEIRD_IDS):
+        await inbox.enroll(user, f"device-{i}", 60)
+    assert await inbox.devices_of(WEIRD_IDS) == {user: [f"device-{i}"] for i, user in enumerate(WEIRD_IDS)}
+    assert [await inbox.ack(d, ["all"]) for d in WEIRD_IDS] == [1] * len(WEIRD_IDS)
+
+
+async def test_survives_loss_of_the_script_cache(inbox: RedisInbox) -> None:
+    await inbox.put(["phone"], msg("m1", collapse_key="k"))
+    await inbox.client.script_flush()
+    assert await inbox.put(["phone", "tablet"], msg("m2", collapse_key="k")) == ["m1"]
+    await inbox.client.script_flush()
+    assert await pending_ids(inbox, "phone") == ["m2"]
+    await inbox.client.script_flush()
+    assert await inbox.ack("phone", ["m2"]) == 1
+    await inbox.client.script_flush()
+    await inbox.enroll("kim", "phone", 60)
+    assert await inbox.devices_of(["kim"]) == {"kim": ["phone"]}
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_behaves_like_the_memory_inbox(inbox: RedisInbox, seed: int) -> None:
+    """Random puts (with collapse keys), acks and reads give the reference inbox's answers."""
+    rng = random.Random(seed)
+    reference = MemoryInbox(max_per_device=6)
+    inbox.max_per_device = 6
+    devices = ["a", "b", "c"]
+    sent: list[str] = []
+    for step in range(150):
+        action = rng.random()
+        if action < 0.55:
+            targets = rng.sample(devices, rng.randint(1, 3))
+            m = msg(f"s{seed}-{step}", collapse_key=rng.choice(["", "", "x", "y"]))
+            sent.append(m.message_id)
+            assert await inbox.put(targets, m) == await reference.put(targets, m), step
+        elif action < 0.85 and sent:
+            device, ids = rng.choice(devices), rng.sample(sent, min(len(sent), rng.randint(1, 4)))
+            assert await inbox.ack(device, ids) == await reference.ack(device, ids), step
+        else:
+            device, limit = rng.choice(devices), rng.randint(1, 8)
+            assert await inbox.pending(device, limit) == await reference.pending(device, limit), step
+    for device in devices:
+        assert await inbox.pending(device) == await reference.pending(device)
+
+
+# -- cluster specifics ---------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+async def test_cluster_keys_of_a_device_share_one_slot() -> None:
+    async with redis_store(RedisInbox, "cluster") as inbox:
+        client = inbox.client
+        assert isinstance(client, RedisCluster)
+        slots = set()
+        for device in [*WEIRD_IDS, "phone", "dev-42"]:
+            keys = inbox.device_keys(device)
+            device_slots = {await client.execute_command("CLUSTER KEYSLOT", key) for key in keys}
+            assert len(device_slots) == 1, f"keys of {device!r} span slots: {keys}"
+            slots |= device_slots
+        assert len(slots) > 3, "different devices spread over the cluster"
+        # Ordinary ids stay readable: the slot is the id's own hash tag.
+        assert inbox.device_keys("phone")[0] == f"{inbox.prefix}:ib:{{phone}}:z"
+        assert await client.execute_command("CLUSTER KEYSLOT", "{phone}") in slots
+
+
+# -- configuration and unreachable servers (no service needed) ------------------------------------
+
+
+def test_open_inbox_and_url_options() -> None:
+    inbox = open_inbox("redis://127.0.0.1:1/0?prefix=abc&inbox_max=7&status_ttl=5")
+    assert isinstance(inbox, RedisInbox)
+    assert inbox.prefix == "abc" and inbox.max_per_device == 7
+    assert RedisInbox.from_url("redis://127.0.0.1:1/0").max_per_device == 10_000
+    assert inbox.device_keys("d") == ("abc:ib:{d}:z", "abc:ib:{d}:m", "abc:ib:{d}:x", "abc:ib:{d}:c")
+    assert inbox.user_key("u") == "abc:udev:{u}"
+    assert isinstance(open_inbox("redis+cluster://127.0.0.1:1,127.0.0.1:2").client, RedisCluster)
+    with pytest.raises(ValueError, match="prefix"):
+        RedisInbox.from_url("redis://127.0.0.1:1?prefix=a{b}")
+    with pytest.raises(ValueError, match="inbox URL"):
+        RedisInbox.from_url("redis+cluster://127.0.0.1:1/3")
+    with pytest.raises(ValueError, match="at least 1"):
+        RedisInbox.from_url("redis://127.0.0.1:1?inbox_max=0")
+    assert "hunter2" not in RedisInbox.from_url("redis://u:hunter2@127.0.0.1:1/0").url
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_unreachable_server_is_inbox_unavailable(scheme: str) -> None:
+    async with unreachable_store(RedisInbox, scheme) as (inbox, port):
+        for call in (
+            lambda: inbox.ping(),
+            lambda: inbox.put(["d"], msg("m")),
+            lambda: inbox.ack("d", ["m"]),
+            lambda: inbox.pending("d"),
+            lambda: inbox.size("d"),
+            lambda: inbox.enroll("u", "d", 1),
+            lambda: inbox.devices_of(["u"]),
+        ):
+            await assert_unavailable_fast(call, InboxUnavailable, port)
