@@ -157,7 +157,21 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             parser,
             "--topic-prefix",
             default=d.topic_prefix,
-            help="Kafka topics are <prefix>.high, <prefix>.normal, <prefix>.low",
+            help="Kafka topics are <prefix>.high, <prefix>.normal, <prefix>.low and <prefix>.receipts",
+        )
+        add_option(
+            parser,
+            "--kafka-partitions",
+            type=int,
+            default=d.kafka_partitions,
+            help="partitions of each lane topic when this creates it (routers scale up to this)",
+        )
+        add_option(
+            parser,
+            "--kafka-replication",
+            type=int,
+            default=d.kafka_replication,
+            help="replication factor of the topics this creates",
         )
     add_option(
         parser,

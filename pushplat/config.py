@@ -28,6 +28,10 @@ class Config:
     registry: str = "memory://"
     queue: str = "memory://"
     topic_prefix: str = "pushplat"
+    # Partitions (and replication) of the lane topics this creates; routers scale up to the
+    # partition count of a lane.
+    kafka_partitions: int = 6
+    kafka_replication: int = 1
 
     auth_secret: str = ""
     api_keys: list[str] = field(default_factory=list)

@@ -41,3 +41,4 @@ INBOX_SIZE = Histogram(
     "Messages replayed from a device's inbox on connect",
     buckets=(0, 1, 5, 10, 50, 100, 500, 1000),
 )
+RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])

@@ -318,11 +318,16 @@ class KafkaLaneProducer(LaneProducer):
         if self._producer is None:
             # Not started (or start failed): connect now, bounded by the connect timeout.
             await self.start()
+        await self.publish_record(
+            topic, target_key(envelope).encode(), envelope.SerializeToString(), f"message {envelope.message.message_id}"
+        )
+
+    async def publish_record(self, topic: str, key: bytes, value: bytes, what: str) -> None:
+        """Publish one record to any topic; return once the broker acked it."""
+        if self._producer is None:
+            await self.start()
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[None] = loop.create_future()
-        value = envelope.SerializeToString()
-        key = target_key(envelope).encode()
-        message_id = envelope.message.message_id
         # One budget for the whole call; the extra second only guards against an ack that
         # never comes back at all (kafka-python fails the send itself after delivery_timeout).
         deadline = loop.time() + self.settings.publish_timeout + 1.0
@@ -331,17 +336,17 @@ class KafkaLaneProducer(LaneProducer):
         except QueueUnavailable:
             raise
         except Exception as exc:
-            raise QueueUnavailable(f"cannot publish message {message_id} to {topic}: {_describe(exc)}") from exc
+            raise QueueUnavailable(f"cannot publish {what} to {topic}: {_describe(exc)}") from exc
         try:
             await asyncio.wait_for(acked, max(deadline - loop.time(), 0.1))
         except TimeoutError:
             raise QueueUnavailable(
-                f"Kafka at {self.settings.where} did not ack message {message_id} on {topic} "
+                f"Kafka at {self.settings.where} did not ack {what} on {topic} "
                 f"within {self.settings.publish_timeout:g}s"
             ) from None
-        except Exception as exc:  # whatever kafka-python failed the send with
+        except kafka_errors.KafkaError as exc:
             raise QueueUnavailable(
-                f"Kafka at {self.settings.where} did not take message {message_id} on {topic}: {_describe(exc)}"
+                f"Kafka at {self.settings.where} did not take {what} on {topic}: {_describe(exc)}"
             ) from exc
 
     def _send(

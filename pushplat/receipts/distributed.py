@@ -1,0 +1,94 @@
+"""Receipts beyond one process: the last states in Redis, and events on Kafka `<prefix>.receipts`.
+
+Receipts are best effort: a failing Redis or Kafka costs status detail, never a message, so
+errors are logged and counted here and never reach the delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pushplat_client.v1 import push_pb2
+
+from pushplat.logs import kv
+from pushplat.metrics import RECEIPT_ERRORS
+from pushplat.receipts.base import Receipts
+from pushplat.receipts.status_redis import RedisStatusStore
+
+log = logging.getLogger("pushplat.receipts")
+
+# Receipts waiting for Kafka beyond this are dropped (and counted) rather than buffered
+# without bound while Kafka is down.
+MAX_PENDING_EVENTS = 10_000
+
+
+class KafkaReceiptEvents:
+    """Publishes each receipt, keyed by message id, to `<prefix>.receipts` in the background."""
+
+    def __init__(self, config: Any) -> None:
+        from pushplat.queue.kafka import KafkaLaneProducer, KafkaSettings
+
+        settings = KafkaSettings.from_config(config)
+        self.topic = f"{settings.topic_prefix}.receipts"
+        settings.topics = {"receipts": self.topic}
+        self._producer = KafkaLaneProducer(settings)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    def publish(self, receipts: Sequence[push_pb2.Receipt]) -> None:
+        if len(self._pending) + len(receipts) > MAX_PENDING_EVENTS:
+            RECEIPT_ERRORS.labels("events_backlog").inc(len(receipts))
+            return
+        for r in receipts:
+            task = asyncio.create_task(self._send(r))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _send(self, r: push_pb2.Receipt) -> None:
+        try:
+            await self._producer.publish_record(self.topic, r.message_id.encode(), r.SerializeToString(), "receipt")
+        except Exception as exc:
+            RECEIPT_ERRORS.labels("events").inc()
+            log.debug(kv("receipts.publish_failed", message=r.message_id, error=str(exc)))
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
+        await self._producer.close()
+
+
+class DistributedReceipts(Receipts):
+    def __init__(self, status: RedisStatusStore, events: KafkaReceiptEvents | None) -> None:
+        self.status_store = status
+        self.events = events
+
+    @classmethod
+    def from_config(cls, config: Any) -> DistributedReceipts:
+        events = KafkaReceiptEvents(config) if config.queue.startswith("kafka:") else None
+        return cls(RedisStatusStore.from_url(config.registry), events)
+
+    async def start(self) -> None:
+        if self.events is not None:
+            await self.events.start()
+
+    async def _emit(self, receipts: Sequence[push_pb2.Receipt]) -> None:
+        if self.events is not None:
+            self.events.publish(receipts)
+        try:
+            await self.status_store.record(receipts)
+        except Exception as exc:
+            RECEIPT_ERRORS.labels("status").inc()
+            log.warning(kv("receipts.status_failed", receipts=len(receipts), error=str(exc)))
+
+    async def status(self, message_id: str) -> push_pb2.GetStatusResponse | None:
+        return await self.status_store.status(message_id)
+
+    async def close(self) -> None:
+        if self.events is not None:
+            await self.events.close()
+        await self.status_store.close()
