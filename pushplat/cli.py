@@ -173,6 +173,13 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.kafka_replication,
             help="replication factor of the topics this creates",
         )
+        add_option(
+            parser,
+            "--kafka-publish-timeout-seconds",
+            type=float,
+            default=d.kafka_publish_timeout_seconds,
+            help="how long a Send waits for Kafka's ack before it answers UNAVAILABLE",
+        )
     add_option(
         parser,
         "--metrics-port",

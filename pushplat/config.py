@@ -32,6 +32,8 @@ class Config:
     # partition count of a lane.
     kafka_partitions: int = 6
     kafka_replication: int = 1
+    # How long a Send waits for Kafka to ack before it answers UNAVAILABLE.
+    kafka_publish_timeout_seconds: float = 10.0
 
     auth_secret: str = ""
     api_keys: list[str] = field(default_factory=list)

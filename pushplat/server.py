@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc, edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
 
 from pushplat.api import PushServicer
-from pushplat.config import Config
+from pushplat.config import ROLES, Config
 from pushplat.edge import EdgeNode
 from pushplat.idempotency import IdempotencyStore, open_idempotency
 from pushplat.inbox import Inbox, open_inbox
@@ -80,7 +80,10 @@ class Server:
         config = self.config
         roles = set(config.roles)
         try:
-            if config.registry.startswith("memory:") and {"edge", "router"} & roles != {"edge", "router"}:
+            self.producer, self.consumer = _open_lanes(config, roles)
+            if self.producer is not None:
+                await self.producer.start()
+            if config.registry.startswith("memory:") and roles != set(ROLES):
                 raise StartupError(
                     "--registry memory:// only works when edge and router run in one process "
                     "(pushplat dev); use --registry redis://host:port/db for separate roles"
@@ -92,9 +95,6 @@ class Server:
             self.idempotency = open_idempotency(config.registry)
             self.receipts = open_receipts(config)
             await self.receipts.start()
-            self.producer, self.consumer = _open_lanes(config, roles)
-            if self.producer is not None:
-                await self.producer.start()
         except StartupError:
             raise
         except Exception as exc:
@@ -124,7 +124,10 @@ class Server:
         if self.edge:
             await self.edge.start(f"{advertised_host(config)}:{self.ports.delivery}")
         if self.router:
-            await self.router.start()
+            try:
+                await self.router.start()
+            except Exception as exc:
+                raise StartupError(f"cannot start the router: {exc}") from exc
         for server in self._servers:
             await server.start()
         serve_metrics(config.host, config.metrics_port)
