@@ -163,7 +163,7 @@ async def test_valid_token_connects_as_its_subject(secured_platform, clients):
         (mint_token("another-secret-of-at-least-32-bytes", "u", "d"), "invalid token"),
         (mint_token(SECRET, "u", "d", ttl_seconds=-10), "token expired"),
         (jwt.encode({"sub": "u", "device": "d"}, SECRET, algorithm="HS256"), "invalid token"),  # no exp
-        (jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"), "'device'"),
+        (jwt.encode({"sub": "u", "exp": int(time.time()) + 86400}, SECRET, algorithm="HS256"), "'device'"),
     ],
     ids=["missing", "garbage", "wrong-secret", "expired", "no-exp", "no-device"],
 )
