@@ -289,6 +289,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 setattr(config, name, value)
     if "api" in roles:
         config.api_keys = _repeated(args, "--api-key")
+    if not config.edge_id:
+        config.__post_init__()  # an empty --edge-id means "make one up", as Config() does
     return config
 
 

@@ -22,3 +22,9 @@ def test_defaults():
     config = config_from_args(build_parser().parse_args(["dev"]))
     assert (config.edge_port, config.api_port, config.max_payload_bytes) == (50051, 50052, 65536)
     assert config.api_keys == [] and not config.auth_enabled
+
+
+def test_an_edge_id_is_made_up_unless_given():
+    made_up = config_from_args(build_parser().parse_args(["dev"])).edge_id
+    assert made_up and made_up != config_from_args(build_parser().parse_args(["dev"])).edge_id
+    assert config_from_args(build_parser().parse_args(["edge", "--edge-id", "e7"])).edge_id == "e7"
