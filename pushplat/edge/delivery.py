@@ -8,6 +8,7 @@ import grpc
 from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc
 
 from pushplat.edge.hub import Hub
+from pushplat.edge.session import GoAwayReason
 from pushplat.logs import kv
 from pushplat.messages import is_expired, now_ms
 from pushplat.metrics import DROPPED
@@ -29,6 +30,25 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
             return delivery_pb2.DeliverResponse(outcomes=[Outcome.NO_SESSION] * len(request.items))
         outcomes = [self.deliver_one(item) for item in request.items]
         return delivery_pb2.DeliverResponse(outcomes=outcomes)
+
+    async def Evict(
+        self, request: delivery_pb2.EvictRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.EvictResponse:
+        session = self.hub.get(request.device_id)
+        if session is None or session.session_id != request.session_id or session.closed:
+            return delivery_pb2.EvictResponse(evicted=False)
+        detail = f"a newer connection for this device took over on edge {request.replaced_by_edge_id}"
+        session.go_away(GoAwayReason.REPLACED, 0, detail, grace_seconds=0)
+        session.close("replaced")
+        log.info(
+            kv(
+                "session.replaced_elsewhere",
+                device=request.device_id,
+                session=request.session_id,
+                by_edge=request.replaced_by_edge_id,
+            )
+        )
+        return delivery_pb2.EvictResponse(evicted=True)
 
     def deliver_one(self, item: delivery_pb2.Routed, at_ms: int | None = None) -> int:
         if is_expired(item.message, at_ms or now_ms()):

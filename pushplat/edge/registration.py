@@ -7,8 +7,11 @@ import logging
 import time
 from collections import defaultdict
 
+from pushplat_client.v1 import delivery_pb2
+
 from pushplat.edge.hub import Hub
 from pushplat.edge.session import Session
+from pushplat.edge_clients import EdgeClients
 from pushplat.logs import kv
 from pushplat.metrics import REGISTRY_LATENCY
 from pushplat.registry import Registry, Route
@@ -21,8 +24,13 @@ def route_of(session: Session) -> Route:
 
 
 class PushRegistrationHandler:
-    def __init__(self, registry: Registry, hub: Hub, edge_id: str, ttl_seconds: float) -> None:
+    def __init__(
+        self, registry: Registry, hub: Hub, edge_id: str, ttl_seconds: float, edges: EdgeClients | None = None
+    ) -> None:
         self.registry = registry
+        # To tell another edge that one of its sessions was replaced by a connection here.
+        self.edges = edges or EdgeClients(timeout_seconds=5.0)
+        self._evictions: set[asyncio.Task[None]] = set()
         self.hub = hub
         self.edge_id = edge_id
         self.address = ""
@@ -42,6 +50,8 @@ class PushRegistrationHandler:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
+        await asyncio.gather(*self._evictions, return_exceptions=True)
+        await self.edges.close()
 
     async def withdraw_edge(self) -> None:
         """Stop routers from picking this edge (drain)."""
@@ -52,8 +62,37 @@ class PushRegistrationHandler:
             if self.hub.get(session.device_id) is not session:
                 return  # already replaced by a newer connection
             started = time.perf_counter()
-            await self.registry.register(route_of(session), self.ttl_seconds)
+            previous = await self.registry.register(route_of(session), self.ttl_seconds)
             REGISTRY_LATENCY.labels("register").observe(time.perf_counter() - started)
+        if previous is not None and previous.edge_id != self.edge_id:
+            # The device moved here while its old stream lingers there (often half-open):
+            # end it now rather than when its heartbeat times out. Best effort, off the connect path.
+            task = asyncio.create_task(self._evict_elsewhere(previous))
+            self._evictions.add(task)
+            task.add_done_callback(self._evictions.discard)
+
+    async def _evict_elsewhere(self, previous: Route) -> None:
+        try:
+            address = (await self.registry.edge_addresses([previous.edge_id])).get(previous.edge_id)
+            if address is None:
+                return  # that edge is gone; its sessions went with it
+            reply = await self.edges.evict(
+                address,
+                delivery_pb2.EvictRequest(
+                    device_id=previous.device_id, session_id=previous.session_id, replaced_by_edge_id=self.edge_id
+                ),
+            )
+            log.info(
+                kv(
+                    "session.evicted_elsewhere",
+                    device=previous.device_id,
+                    session=previous.session_id,
+                    edge=previous.edge_id,
+                    evicted=reply.evicted,
+                )
+            )
+        except Exception as exc:
+            log.warning(kv("session.evict_failed", device=previous.device_id, edge=previous.edge_id, error=repr(exc)))
 
     async def unregister(self, session: Session) -> None:
         async with self._lock(session.device_id):

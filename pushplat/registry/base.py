@@ -25,8 +25,9 @@ class Route:
 
 class Registry(ABC):
     @abstractmethod
-    async def register(self, route: Route, ttl_seconds: float) -> None:
-        """Point the device at this session (replacing any older one) and add it to its user."""
+    async def register(self, route: Route, ttl_seconds: float) -> Route | None:
+        """Point the device at this session and add it to its user; return the live route this
+        replaced (another session, perhaps on another edge), if any."""
 
     @abstractmethod
     async def unregister(self, route: Route) -> bool:

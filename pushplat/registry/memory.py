@@ -14,10 +14,12 @@ class MemoryRegistry(Registry):
         self._users: dict[str, dict[str, float]] = {}
         self._edges: dict[str, tuple[str, float]] = {}
 
-    async def register(self, route: Route, ttl_seconds: float) -> None:
+    async def register(self, route: Route, ttl_seconds: float) -> Route | None:
+        previous = self._live_device(route.device_id)
         expires = time.monotonic() + ttl_seconds
         self._devices[route.device_id] = (route, expires)
         self._users.setdefault(route.user_id, {})[route.device_id] = expires
+        return previous if previous is not None and previous.session_id != route.session_id else None
 
     async def unregister(self, route: Route) -> bool:
         current = self._live_device(route.device_id)

@@ -37,10 +37,11 @@ INDEX_SLACK_MS = 10_000
 # device key without a TTL (a ghost route that nobody refreshes and nothing expires).
 _REGISTER = Script(
     """
+local previous = redis.call('HMGET', KEYS[1], 'user', 'edge', 'session')
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'user', ARGV[1], 'edge', ARGV[2], 'session', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
+return previous
 """
 )
 
@@ -104,7 +105,7 @@ class RedisRegistry(RedisStore, Registry):
 
     # -- Registry -------------------------------------------------------------------------------
 
-    async def register(self, route: Route, ttl_seconds: float) -> None:
+    async def register(self, route: Route, ttl_seconds: float) -> Route | None:
         ttl = ttl_ms(ttl_seconds)
         expires = self._now_ms() + ttl
 
@@ -127,7 +128,11 @@ class RedisRegistry(RedisStore, Registry):
                 cached=cached,
             )
 
-        await self._guarded("register", lambda: self._scripts(build))
+        results = await self._guarded("register", lambda: self._scripts(build))
+        user, edge, session = (results[0] or [None, None, None])[:3]
+        if not session or session == route.session_id:
+            return None
+        return Route(route.device_id, user or "", edge or "", session)
 
     async def unregister(self, route: Route) -> bool:
         def build(pipe: Any, cached: bool) -> None:

@@ -10,6 +10,7 @@ import grpc
 from pushplat_client.v1 import delivery_pb2, push_pb2
 
 from pushplat.config import Config
+from pushplat.edge_clients import EdgeClients
 from pushplat.inbox import Inbox
 from pushplat.logs import kv
 from pushplat.messages import is_expired, now_ms
@@ -17,7 +18,6 @@ from pushplat.metrics import DROPPED, LANE_LAG
 from pushplat.queue import LaneConsumer, Record
 from pushplat.receipts import Receipts, State, receipt
 from pushplat.registry import Registry, Route
-from pushplat.router.edge_clients import EdgeClients
 from pushplat.router.scheduler import LaneScheduler
 
 log = logging.getLogger("pushplat.router")

@@ -7,10 +7,10 @@ async def test_register_lookup_replace_and_compare_and_delete():
     r = MemoryRegistry()
     old = Route("d1", "u1", "e1", "s1")
     new = Route("d1", "u1", "e2", "s2")
-    await r.register(old, 60)
+    assert await r.register(old, 60) is None
     await r.register(Route("d2", "u1", "e1", "s3"), 60)
     assert (await r.lookup_devices(["d1", "nope"])) == {"d1": old}
-    await r.register(new, 60)
+    assert await r.register(new, 60) == old  # the caller learns which session it replaced
     assert not await r.unregister(old)  # the old session must not remove the newer entry
     assert (await r.lookup_devices(["d1"]))["d1"] == new
     assert sorted(x.device_id for x in (await r.lookup_users(["u1"]))["u1"]) == ["d1", "d2"]

@@ -337,6 +337,113 @@ func (x *DeliverResponse) GetOutcomes() []DeliverResponse_Outcome {
 	return nil
 }
 
+type EvictRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Only this session is evicted; a newer one on the same edge is left alone.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The edge that now holds the device, for the GoAway detail and the logs.
+	ReplacedByEdgeId string `protobuf:"bytes,3,opt,name=replaced_by_edge_id,json=replacedByEdgeId,proto3" json:"replaced_by_edge_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *EvictRequest) Reset() {
+	*x = EvictRequest{}
+	mi := &file_pushplat_v1_delivery_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvictRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvictRequest) ProtoMessage() {}
+
+func (x *EvictRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_delivery_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvictRequest.ProtoReflect.Descriptor instead.
+func (*EvictRequest) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_delivery_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EvictRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *EvictRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *EvictRequest) GetReplacedByEdgeId() string {
+	if x != nil {
+		return x.ReplacedByEdgeId
+	}
+	return ""
+}
+
+type EvictResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the session was already gone.
+	Evicted       bool `protobuf:"varint,1,opt,name=evicted,proto3" json:"evicted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvictResponse) Reset() {
+	*x = EvictResponse{}
+	mi := &file_pushplat_v1_delivery_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvictResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvictResponse) ProtoMessage() {}
+
+func (x *EvictResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_delivery_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvictResponse.ProtoReflect.Descriptor instead.
+func (*EvictResponse) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_delivery_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EvictResponse) GetEvicted() bool {
+	if x != nil {
+		return x.Evicted
+	}
+	return false
+}
+
 var File_pushplat_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_pushplat_v1_delivery_proto_rawDesc = "" +
@@ -366,9 +473,17 @@ const file_pushplat_v1_delivery_proto_rawDesc = "" +
 	"NO_SESSION\x10\x02\x12\x0e\n" +
 	"\n" +
 	"QUEUE_FULL\x10\x03\x12\v\n" +
-	"\aEXPIRED\x10\x042P\n" +
+	"\aEXPIRED\x10\x04\"y\n" +
+	"\fEvictRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12-\n" +
+	"\x13replaced_by_edge_id\x18\x03 \x01(\tR\x10replacedByEdgeId\")\n" +
+	"\rEvictResponse\x12\x18\n" +
+	"\aevicted\x18\x01 \x01(\bR\aevicted2\x90\x01\n" +
 	"\bDelivery\x12D\n" +
-	"\aDeliver\x12\x1b.pushplat.v1.DeliverRequest\x1a\x1c.pushplat.v1.DeliverResponseB?Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1b\x06proto3"
+	"\aDeliver\x12\x1b.pushplat.v1.DeliverRequest\x1a\x1c.pushplat.v1.DeliverResponse\x12>\n" +
+	"\x05Evict\x12\x19.pushplat.v1.EvictRequest\x1a\x1a.pushplat.v1.EvictResponseB?Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1b\x06proto3"
 
 var (
 	file_pushplat_v1_delivery_proto_rawDescOnce sync.Once
@@ -383,26 +498,30 @@ func file_pushplat_v1_delivery_proto_rawDescGZIP() []byte {
 }
 
 var file_pushplat_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pushplat_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_pushplat_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_pushplat_v1_delivery_proto_goTypes = []any{
 	(DeliverResponse_Outcome)(0), // 0: pushplat.v1.DeliverResponse.Outcome
 	(*Envelope)(nil),             // 1: pushplat.v1.Envelope
 	(*Routed)(nil),               // 2: pushplat.v1.Routed
 	(*DeliverRequest)(nil),       // 3: pushplat.v1.DeliverRequest
 	(*DeliverResponse)(nil),      // 4: pushplat.v1.DeliverResponse
-	(*Message)(nil),              // 5: pushplat.v1.Message
-	(DeliveryMode)(0),            // 6: pushplat.v1.DeliveryMode
+	(*EvictRequest)(nil),         // 5: pushplat.v1.EvictRequest
+	(*EvictResponse)(nil),        // 6: pushplat.v1.EvictResponse
+	(*Message)(nil),              // 7: pushplat.v1.Message
+	(DeliveryMode)(0),            // 8: pushplat.v1.DeliveryMode
 }
 var file_pushplat_v1_delivery_proto_depIdxs = []int32{
-	5, // 0: pushplat.v1.Envelope.message:type_name -> pushplat.v1.Message
-	6, // 1: pushplat.v1.Envelope.delivery:type_name -> pushplat.v1.DeliveryMode
-	5, // 2: pushplat.v1.Routed.message:type_name -> pushplat.v1.Message
+	7, // 0: pushplat.v1.Envelope.message:type_name -> pushplat.v1.Message
+	8, // 1: pushplat.v1.Envelope.delivery:type_name -> pushplat.v1.DeliveryMode
+	7, // 2: pushplat.v1.Routed.message:type_name -> pushplat.v1.Message
 	2, // 3: pushplat.v1.DeliverRequest.items:type_name -> pushplat.v1.Routed
 	0, // 4: pushplat.v1.DeliverResponse.outcomes:type_name -> pushplat.v1.DeliverResponse.Outcome
 	3, // 5: pushplat.v1.Delivery.Deliver:input_type -> pushplat.v1.DeliverRequest
-	4, // 6: pushplat.v1.Delivery.Deliver:output_type -> pushplat.v1.DeliverResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
+	5, // 6: pushplat.v1.Delivery.Evict:input_type -> pushplat.v1.EvictRequest
+	4, // 7: pushplat.v1.Delivery.Deliver:output_type -> pushplat.v1.DeliverResponse
+	6, // 8: pushplat.v1.Delivery.Evict:output_type -> pushplat.v1.EvictResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
 	5, // [5:5] is the sub-list for extension type_name
 	5, // [5:5] is the sub-list for extension extendee
 	0, // [0:5] is the sub-list for field type_name
@@ -424,7 +543,7 @@ func file_pushplat_v1_delivery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushplat_v1_delivery_proto_rawDesc), len(file_pushplat_v1_delivery_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

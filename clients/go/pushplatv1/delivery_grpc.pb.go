@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Delivery_Deliver_FullMethodName = "/pushplat.v1.Delivery/Deliver"
+	Delivery_Evict_FullMethodName   = "/pushplat.v1.Delivery/Evict"
 )
 
 // DeliveryClient is the client API for Delivery service.
@@ -29,6 +30,8 @@ const (
 // Delivery is internal: routers hand batches to the edge that holds each device's stream.
 type DeliveryClient interface {
 	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
+	// Ends a session that a newer connection on another edge replaced (GoAway REPLACED).
+	Evict(ctx context.Context, in *EvictRequest, opts ...grpc.CallOption) (*EvictResponse, error)
 }
 
 type deliveryClient struct {
@@ -49,6 +52,16 @@ func (c *deliveryClient) Deliver(ctx context.Context, in *DeliverRequest, opts .
 	return out, nil
 }
 
+func (c *deliveryClient) Evict(ctx context.Context, in *EvictRequest, opts ...grpc.CallOption) (*EvictResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EvictResponse)
+	err := c.cc.Invoke(ctx, Delivery_Evict_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeliveryServer is the server API for Delivery service.
 // All implementations must embed UnimplementedDeliveryServer
 // for forward compatibility.
@@ -56,6 +69,8 @@ func (c *deliveryClient) Deliver(ctx context.Context, in *DeliverRequest, opts .
 // Delivery is internal: routers hand batches to the edge that holds each device's stream.
 type DeliveryServer interface {
 	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
+	// Ends a session that a newer connection on another edge replaced (GoAway REPLACED).
+	Evict(context.Context, *EvictRequest) (*EvictResponse, error)
 	mustEmbedUnimplementedDeliveryServer()
 }
 
@@ -68,6 +83,9 @@ type UnimplementedDeliveryServer struct{}
 
 func (UnimplementedDeliveryServer) Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedDeliveryServer) Evict(context.Context, *EvictRequest) (*EvictResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Evict not implemented")
 }
 func (UnimplementedDeliveryServer) mustEmbedUnimplementedDeliveryServer() {}
 func (UnimplementedDeliveryServer) testEmbeddedByValue()                  {}
@@ -108,6 +126,24 @@ func _Delivery_Deliver_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Delivery_Evict_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvictRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeliveryServer).Evict(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Delivery_Evict_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeliveryServer).Evict(ctx, req.(*EvictRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Delivery_ServiceDesc is the grpc.ServiceDesc for Delivery service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -118,6 +154,10 @@ var Delivery_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Deliver",
 			Handler:    _Delivery_Deliver_Handler,
+		},
+		{
+			MethodName: "Evict",
+			Handler:    _Delivery_Evict_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -55,3 +55,19 @@ class DeliverResponse(_message.Message):
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedScalarFieldContainer[DeliverResponse.Outcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[DeliverResponse.Outcome, str]]] = ...) -> None: ...
+
+class EvictRequest(_message.Message):
+    __slots__ = ("device_id", "session_id", "replaced_by_edge_id")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_BY_EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    session_id: str
+    replaced_by_edge_id: str
+    def __init__(self, device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., replaced_by_edge_id: _Optional[str] = ...) -> None: ...
+
+class EvictResponse(_message.Message):
+    __slots__ = ("evicted",)
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
+    evicted: bool
+    def __init__(self, evicted: _Optional[bool] = ...) -> None: ...

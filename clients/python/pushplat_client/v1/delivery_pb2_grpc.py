@@ -40,6 +40,11 @@ class DeliveryStub:
                 request_serializer=pushplat_dot_v1_dot_delivery__pb2.DeliverRequest.SerializeToString,
                 response_deserializer=pushplat_dot_v1_dot_delivery__pb2.DeliverResponse.FromString,
                 _registered_method=True)
+        self.Evict = channel.unary_unary(
+                '/pushplat.v1.Delivery/Evict',
+                request_serializer=pushplat_dot_v1_dot_delivery__pb2.EvictRequest.SerializeToString,
+                response_deserializer=pushplat_dot_v1_dot_delivery__pb2.EvictResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServicer:
@@ -52,6 +57,13 @@ class DeliveryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Evict(self, request, context):
+        """Ends a session that a newer connection on another edge replaced (GoAway REPLACED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +71,11 @@ def add_DeliveryServicer_to_server(servicer, server):
                     servicer.Deliver,
                     request_deserializer=pushplat_dot_v1_dot_delivery__pb2.DeliverRequest.FromString,
                     response_serializer=pushplat_dot_v1_dot_delivery__pb2.DeliverResponse.SerializeToString,
+            ),
+            'Evict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Evict,
+                    request_deserializer=pushplat_dot_v1_dot_delivery__pb2.EvictRequest.FromString,
+                    response_serializer=pushplat_dot_v1_dot_delivery__pb2.EvictResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +106,33 @@ class Delivery:
             '/pushplat.v1.Delivery/Deliver',
             pushplat_dot_v1_dot_delivery__pb2.DeliverRequest.SerializeToString,
             pushplat_dot_v1_dot_delivery__pb2.DeliverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Evict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushplat.v1.Delivery/Evict',
+            pushplat_dot_v1_dot_delivery__pb2.EvictRequest.SerializeToString,
+            pushplat_dot_v1_dot_delivery__pb2.EvictResponse.FromString,
             options,
             channel_credentials,
             insecure,

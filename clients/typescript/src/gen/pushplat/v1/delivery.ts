@@ -104,6 +104,19 @@ export function deliverResponse_OutcomeToJSON(object: DeliverResponse_Outcome): 
   }
 }
 
+export interface EvictRequest {
+  deviceId: string;
+  /** Only this session is evicted; a newer one on the same edge is left alone. */
+  sessionId: string;
+  /** The edge that now holds the device, for the GoAway detail and the logs. */
+  replacedByEdgeId: string;
+}
+
+export interface EvictResponse {
+  /** False when the session was already gone. */
+  evicted: boolean;
+}
+
 function createBaseEnvelope(): Envelope {
   return { userId: undefined, deviceId: undefined, message: undefined, delivery: 0 };
 }
@@ -516,6 +529,186 @@ export const DeliverResponse: MessageFns<DeliverResponse> = {
   },
 };
 
+function createBaseEvictRequest(): EvictRequest {
+  return { deviceId: "", sessionId: "", replacedByEdgeId: "" };
+}
+
+export const EvictRequest: MessageFns<EvictRequest> = {
+  encode(message: EvictRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deviceId !== "") {
+      writer.uint32(10).string(message.deviceId);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    if (message.replacedByEdgeId !== "") {
+      writer.uint32(26).string(message.replacedByEdgeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvictRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvictRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deviceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.replacedByEdgeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvictRequest {
+    return {
+      deviceId: isSet(object.deviceId)
+        ? globalThis.String(object.deviceId)
+        : isSet(object.device_id)
+        ? globalThis.String(object.device_id)
+        : "",
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      replacedByEdgeId: isSet(object.replacedByEdgeId)
+        ? globalThis.String(object.replacedByEdgeId)
+        : isSet(object.replaced_by_edge_id)
+        ? globalThis.String(object.replaced_by_edge_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EvictRequest): unknown {
+    const obj: any = {};
+    if (message.deviceId !== "") {
+      obj.deviceId = message.deviceId;
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.replacedByEdgeId !== "") {
+      obj.replacedByEdgeId = message.replacedByEdgeId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvictRequest>, I>>(base?: I): EvictRequest {
+    return EvictRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvictRequest>, I>>(object: I): EvictRequest {
+    const message = createBaseEvictRequest();
+    message.deviceId = object.deviceId ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.replacedByEdgeId = object.replacedByEdgeId ?? "";
+    return message;
+  },
+};
+
+function createBaseEvictResponse(): EvictResponse {
+  return { evicted: false };
+}
+
+export const EvictResponse: MessageFns<EvictResponse> = {
+  encode(message: EvictResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evicted !== false) {
+      writer.uint32(8).bool(message.evicted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvictResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvictResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.evicted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvictResponse {
+    return { evicted: isSet(object.evicted) ? globalThis.Boolean(object.evicted) : false };
+  },
+
+  toJSON(message: EvictResponse): unknown {
+    const obj: any = {};
+    if (message.evicted !== false) {
+      obj.evicted = message.evicted;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvictResponse>, I>>(base?: I): EvictResponse {
+    return EvictResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvictResponse>, I>>(object: I): EvictResponse {
+    const message = createBaseEvictResponse();
+    message.evicted = object.evicted ?? false;
+    return message;
+  },
+};
+
 /** Delivery is internal: routers hand batches to the edge that holds each device's stream. */
 export type DeliveryService = typeof DeliveryService;
 export const DeliveryService = {
@@ -528,10 +721,22 @@ export const DeliveryService = {
     responseSerialize: (value: DeliverResponse): Buffer => Buffer.from(DeliverResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeliverResponse => DeliverResponse.decode(value),
   },
+  /** Ends a session that a newer connection on another edge replaced (GoAway REPLACED). */
+  evict: {
+    path: "/pushplat.v1.Delivery/Evict" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EvictRequest): Buffer => Buffer.from(EvictRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EvictRequest => EvictRequest.decode(value),
+    responseSerialize: (value: EvictResponse): Buffer => Buffer.from(EvictResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EvictResponse => EvictResponse.decode(value),
+  },
 } as const;
 
 export interface DeliveryServer extends UntypedServiceImplementation {
   deliver: handleUnaryCall<DeliverRequest, DeliverResponse>;
+  /** Ends a session that a newer connection on another edge replaced (GoAway REPLACED). */
+  evict: handleUnaryCall<EvictRequest, EvictResponse>;
 }
 
 export interface DeliveryClient extends Client {
@@ -549,6 +754,22 @@ export interface DeliveryClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeliverResponse) => void,
+  ): ClientUnaryCall;
+  /** Ends a session that a newer connection on another edge replaced (GoAway REPLACED). */
+  evict(
+    request: EvictRequest,
+    callback: (error: ServiceError | null, response: EvictResponse) => void,
+  ): ClientUnaryCall;
+  evict(
+    request: EvictRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EvictResponse) => void,
+  ): ClientUnaryCall;
+  evict(
+    request: EvictRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EvictResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,4 +1,4 @@
-"""EdgeClients: pooled gRPC channels from a router to each edge's Delivery service."""
+"""EdgeClients: pooled gRPC channels to edges' internal Delivery service (used by routers and edges)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ class EdgeClients:
 
     async def deliver(self, address: str, request: delivery_pb2.DeliverRequest) -> delivery_pb2.DeliverResponse:
         return await self._stub(address).Deliver(request, timeout=self.timeout_seconds)
+
+    async def evict(self, address: str, request: delivery_pb2.EvictRequest) -> delivery_pb2.EvictResponse:
+        return await self._stub(address).Evict(request, timeout=self.timeout_seconds)
 
     async def forget(self, address: str) -> None:
         entry = self._stubs.pop(address, None)
