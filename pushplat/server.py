@@ -144,13 +144,15 @@ class Server:
                 metrics_port=config.metrics_port or None,
             )
         )
+        off = []
         if "edge" in roles and not config.auth_enabled:
-            detail = "no --auth-secret: Hello.user_id and Hello.device_id are trusted as sent"
-            log.warning(kv("auth.off", detail=detail))
+            off.append("no --auth-secret, so Hello.user_id and Hello.device_id are trusted as sent")
+        if "api" in roles and not config.api_keys:
+            off.append("no --api-key, so any caller may use the Push service")
+        if off:
+            log.warning(kv("auth.off", detail="; ".join(off)))
         if "edge" in roles and config.auth_enabled and len(config.auth_secret.encode()) < 32:
             log.warning(kv("auth.weak_secret", detail="--auth-secret is under 32 bytes; RFC 7518 asks for 32+"))
-        if "api" in roles and not config.api_keys:
-            log.warning(kv("api_key.off", detail="no --api-key: any caller may use the Push service"))
 
     async def drain(self) -> None:
         """Graceful shutdown: NOT_SERVING, leave the registry, move clients off, then stop."""

@@ -243,3 +243,14 @@ async def test_malformed_frame_after_hello_ends_only_that_stream(open_platform, 
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await channel.close()
     await still_serving(open_platform, clients)
+
+
+async def test_auth_off_is_said_in_one_warning_line_at_startup(start_platform, caplog):
+    with caplog.at_level("WARNING", logger="pushplat.server"):
+        await start_platform()
+    lines = [r.getMessage() for r in caplog.records if "auth" in r.getMessage()]
+    assert len(lines) == 1 and "event=auth.off" in lines[0] and "Hello.user_id" in lines[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pushplat.server"):
+        await start_platform(auth_secret=SECRET, api_keys=["k"])
+    assert not [r for r in caplog.records if "auth" in r.getMessage()]
