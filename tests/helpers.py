@@ -1,4 +1,4 @@
-"""Shared test helpers: free ports, bounded waits, raw device streams."""
+"""Shared test helpers: free ports, bounded waits, service URLs, raw device streams, SDK inboxes."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import asyncio
 import os
 import socket
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import pytest
+from pushplat_client import PushClient
 from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
 
 
@@ -44,6 +47,39 @@ def require_env(name: str) -> str:
         pytest.fail(f"{name} is not set: scripts/test must start this service in CI")
     pytest.skip(f"{name} is not set (run scripts/test to start the real service)")
     raise AssertionError("unreachable")
+
+
+def with_prefix(url: str, prefix: str) -> str:
+    """A Redis URL with ?prefix= (or &prefix=) added, so a test's keys never meet another's."""
+    return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
+
+
+class Inbox:
+    """What the application behind each SDK client sees: one pump per client appends keep(message)
+    to seen[name] for every message the client yields. close() stops the pumps (not the clients)."""
+
+    def __init__(self, keep: Callable[[Any], Any] = lambda message: message.payload.decode()) -> None:
+        self.keep = keep
+        self.seen: defaultdict[Any, list] = defaultdict(list)
+        self.tasks: list[asyncio.Task] = []
+
+    def follow(self, name: object, client: PushClient) -> None:
+        async def pump() -> None:
+            async for message in client:
+                self.seen[name].append(self.keep(message))
+
+        self.tasks.append(asyncio.create_task(pump()))
+
+    async def connect(self, name: object, client: PushClient, timeout: float) -> None:
+        """Open the client, wait until it is connected, then follow it."""
+        await client.__aenter__()
+        await client.wait_connected(timeout=timeout)
+        self.follow(name, client)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 class RawDevice:

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-import tempfile
-
 import grpc
 import pytest
 from pushplat_client import PushError, PushSender
 
 from tests.helpers import free_port, require_env
-from tests.processes import Deployment, Role
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-async def run(*args: str, timeout: float = 60) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pushplat", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode, out.decode()
+from tests.processes import Deployment, Role, run, service
 
 
 @pytest.mark.parametrize(
     ("role", "flags", "text"),
     [
         ("edge", ["--registry", "redis://127.0.0.1:{port}/0"], "cannot open backends"),
-        ("router", ["--registry", "redis+cluster://127.0.0.1:{port}", "--queue", "kafka://127.0.0.1:1"],
-         "cannot open backends"),
+        (
+            "router",
+            ["--registry", "redis+cluster://127.0.0.1:{port}", "--queue", "kafka://127.0.0.1:1"],
+            "cannot open backends",
+        ),
         ("api", ["--registry", "memory://", "--queue", "kafka://127.0.0.1:{port}"], "cannot reach Kafka"),
         ("edge", ["--registry", "memory://"], "only works when edge and router run in one process"),
         ("api", ["--queue", "memory://"], "only works when api and router run in one process"),
@@ -40,8 +29,10 @@ async def run(*args: str, timeout: float = 60) -> tuple[int, str]:
 async def test_unreachable_or_unusable_backend_is_a_clear_startup_error(role, flags, text):
     port = free_port()
     ports = {"edge": ["--edge-port", "0", "--delivery-port", "0"], "api": ["--api-port", "0"], "router": []}[role]
-    code, out = await run(role, *ports, *[f.format(port=port) for f in flags],
-                          "--kafka-publish-timeout-seconds", "2")
+    code, out, err = await run(
+        role, *ports, *[f.format(port=port) for f in flags], "--kafka-publish-timeout-seconds", "2", timeout=60
+    )
+    out += err  # what the user sees on the terminal
     assert code == 2, out
     assert text in out, out
 
@@ -50,49 +41,36 @@ async def test_unreachable_or_unusable_backend_is_a_clear_startup_error(role, fl
 @pytest.mark.kafka
 async def test_kafka_dying_while_running_gives_unavailable_and_accepts_nothing(tmp_path):
     require_env("PUSHPLAT_TEST_KAFKA_URL")  # the broker jars are fetched by scripts/test
-    state = tempfile.mkdtemp(dir=tmp_path)
-    script = os.path.join(ROOT, "scripts", "services", "kafka.sh")
-    start = await asyncio.create_subprocess_exec("bash", script, "start", state, stdout=asyncio.subprocess.DEVNULL)
-    assert await asyncio.wait_for(start.wait(), 180) == 0
-    try:
-        env = open(os.path.join(state, "env")).read()  # noqa: ASYNC230 - a small local file
-        kafka_url = env.split("PUSHPLAT_TEST_KAFKA_URL=")[1].split()[0]
-        deployment = Deployment(require_env("PUSHPLAT_TEST_REDIS_URL"), kafka_url, str(tmp_path))
+    async with service("kafka", tmp_path / "kafka", timeout=180) as kafka:
+        deployment = Deployment(
+            require_env("PUSHPLAT_TEST_REDIS_URL"), kafka.env["PUSHPLAT_TEST_KAFKA_URL"], tmp_path / "logs"
+        )
         api: Role = await deployment.api("--kafka-publish-timeout-seconds", "3")
         try:
             async with PushSender(api.address) as sender:
                 ok = await sender.send(device_id="d", payload="while Kafka is up")
                 assert ok.message_id
-                stop = await asyncio.create_subprocess_exec("bash", script, "stop", state)
-                assert await asyncio.wait_for(stop.wait(), 60) == 0
+                assert await kafka.stop() == 0
                 with pytest.raises(PushError) as info:
                     await sender.send(device_id="d", payload="after Kafka died", idempotency_key="k1", timeout=20)
                 assert info.value.code == grpc.StatusCode.UNAVAILABLE
                 assert "not accepted" in info.value.details or "Kafka" in info.value.details
-            assert api.proc.returncode is None, "the api must keep running"
+            assert api.running, "the api must keep running"
         finally:
             await deployment.stop()
-    finally:
-        stop = await asyncio.create_subprocess_exec("bash", script, "stop", state)
-        await stop.wait()
 
 
 @pytest.mark.redis
 async def test_registry_dying_while_running_gives_unavailable(tmp_path):
-    state = str(tmp_path / "redis")
-    script = os.path.join(ROOT, "scripts", "services", "redis.sh")
-    start = await asyncio.create_subprocess_exec("bash", script, "start", state, stdout=asyncio.subprocess.DEVNULL)
-    assert await asyncio.wait_for(start.wait(), 120) == 0
-    try:
-        env = open(os.path.join(state, "env")).read()  # noqa: ASYNC230 - a small local file
-        redis_url = env.split("PUSHPLAT_TEST_REDIS_URL=")[1].split()[0]
-        deployment = Deployment(redis_url, require_env("PUSHPLAT_TEST_KAFKA_URL"), str(tmp_path))
+    async with service("redis", tmp_path / "redis") as redis:
+        deployment = Deployment(
+            redis.env["PUSHPLAT_TEST_REDIS_URL"], require_env("PUSHPLAT_TEST_KAFKA_URL"), tmp_path / "logs"
+        )
         api = await deployment.api()
         try:
             async with PushSender(api.address) as sender:
                 assert (await sender.get_presence("nobody")).user_id == "nobody"
-                stop = await asyncio.create_subprocess_exec("bash", script, "stop", state)
-                assert await asyncio.wait_for(stop.wait(), 60) == 0
+                assert await redis.stop() == 0
                 with pytest.raises(PushError) as info:
                     await sender.get_presence("nobody")
                 assert info.value.code == grpc.StatusCode.UNAVAILABLE and "registry unavailable" in info.value.details
@@ -102,6 +80,3 @@ async def test_registry_dying_while_running_gives_unavailable(tmp_path):
                 assert "idempotency store unavailable" in info.value.details
         finally:
             await deployment.stop()
-    finally:
-        stop = await asyncio.create_subprocess_exec("bash", script, "stop", state)
-        await stop.wait()

@@ -4,98 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.helpers import eventually, free_port
+from tests.processes import Role, run
 
 SECRET = "cli-test-secret-0123456789abcdef0123"
-PUSHPLAT = [sys.executable, "-m", "pushplat"]
 
 
-async def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *PUSHPLAT,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode, out.decode(), err.decode()
-
-
-class DevServer:
-    def __init__(self, proc: asyncio.subprocess.Process, edge: str, api: str) -> None:
-        self.proc, self.edge, self.api = proc, edge, api
-
-
-async def wait_serving(port: int, timeout: float = 20) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async def ok() -> bool:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.aio.AioRpcError:
-                return False
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-    await eventually(ok, timeout, what=f"a server on port {port}")
-
-
-@pytest.fixture
-async def dev_server() -> AsyncIterator[callable]:
-    started: list[asyncio.subprocess.Process] = []
-
-    async def start(*extra: str, env: dict[str, str] | None = None) -> DevServer:
-        edge, api, delivery = free_port(), free_port(), free_port()
-        proc = await asyncio.create_subprocess_exec(
-            *PUSHPLAT,
-            "dev",
-            "--edge-port",
-            str(edge),
-            "--api-port",
-            str(api),
-            "--delivery-port",
-            str(delivery),
-            *extra,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )
-        started.append(proc)
-        await wait_serving(edge)
-        await wait_serving(api)
-        return DevServer(proc, f"127.0.0.1:{edge}", f"127.0.0.1:{api}")
-
-    yield start
-    for proc in started:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
-
-
-async def test_listen_prints_what_send_sends_and_exits_after_count(dev_server):
-    server = await dev_server()
-    listener = await asyncio.create_subprocess_exec(
-        *PUSHPLAT,
-        "listen",
-        "--edge",
-        server.edge,
-        "--user",
-        "ann",
-        "--device",
-        "ann-1",
-        "--count",
-        "2",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+async def test_listen_prints_what_send_sends_and_exits_after_count(processes):
+    server = await processes.dev()
+    listener = await processes.client(
+        "listen", "--edge", server.edge, "--user", "ann", "--device", "ann-1", "--count", "2"
     )
 
     async def sent(payload: str, *flags: str) -> dict:
@@ -127,24 +48,13 @@ async def test_listen_prints_what_send_sends_and_exits_after_count(dev_server):
     assert reply["message_id"]
 
 
-async def test_token_auth_end_to_end_with_env_secret(dev_server):
-    server = await dev_server("--api-key", "k1", env={"PUSHPLAT_AUTH_SECRET": SECRET})
+async def test_token_auth_end_to_end_with_env_secret(processes):
+    server = await processes.dev("--api-key", "k1", env={"PUSHPLAT_AUTH_SECRET": SECRET})
     code, token, err = await run(
         "token", "--user", "zoe", "--device", "zoe-tv", "--ttl", "120", env={"PUSHPLAT_AUTH_SECRET": SECRET}
     )
     assert code == 0, err
-    listener = await asyncio.create_subprocess_exec(
-        *PUSHPLAT,
-        "listen",
-        "--edge",
-        server.edge,
-        "--token",
-        token.strip(),
-        "--count",
-        "1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    listener = await processes.client("listen", "--edge", server.edge, "--token", token.strip(), "--count", "1")
     code, out, err = await run("send", "--api", server.api, "--user", "zoe", "nokey")
     assert code == 1 and "UNAUTHENTICATED" in err and "missing API key" in err
     for _ in range(40):
@@ -159,8 +69,8 @@ async def test_token_auth_end_to_end_with_env_secret(dev_server):
     assert json.loads(out.decode().splitlines()[0])["payload"] == "hi zoe"
 
 
-async def test_listen_with_bad_token_fails_clearly(dev_server):
-    server = await dev_server("--auth-secret", SECRET)
+async def test_listen_with_bad_token_fails_clearly(processes):
+    server = await processes.dev("--auth-secret", SECRET)
     code, _out, err = await run("listen", "--edge", server.edge, "--token", "forged", "--count", "1")
     assert code == 1 and "UNAUTHENTICATED" in err and "invalid token" in err
 
@@ -176,9 +86,9 @@ async def test_send_to_unreachable_api_fails_with_unavailable():
     assert code == 1 and "UNAVAILABLE" in err and out == ""
 
 
-async def test_port_in_use_is_a_clear_startup_error(dev_server):
-    server = await dev_server()
-    port = server.edge.rsplit(":", 1)[1]
+async def test_port_in_use_is_a_clear_startup_error(processes):
+    server = await processes.dev()
+    port = str(server.edge_port)
     code, _out, err = await run("dev", "--edge-port", port, "--api-port", "0", "--delivery-port", "0")
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
 
@@ -198,40 +108,26 @@ async def test_every_command_explains_its_options(command):
         assert "[env PUSHPLAT_HOST; default 127.0.0.1]" in " ".join(out.split())
 
 
-async def test_options_come_from_environment_variables(dev_server):
-    edge = free_port()
-    env = {
-        "PUSHPLAT_EDGE_PORT": str(edge),
-        "PUSHPLAT_API_PORT": str(free_port()),
-        "PUSHPLAT_DELIVERY_PORT": str(free_port()),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *PUSHPLAT, "dev", env={**os.environ, **env}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        await wait_serving(edge)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0
-    assert "event=server.stopped" in err.decode()
+async def test_options_come_from_environment_variables(processes):
+    def make() -> Role:
+        edge = free_port()
+        env = {
+            "PUSHPLAT_EDGE_PORT": str(edge),
+            "PUSHPLAT_API_PORT": str(free_port()),
+            "PUSHPLAT_DELIVERY_PORT": str(free_port()),
+        }
+        return Role("dev", ["dev"], port=edge, env=env)  # up once the edge serves
+
+    server = await processes.start_on_free_ports(make)
+    returncode = await server.terminate(timeout=30)
+    assert returncode == 0
+    assert "event=server.stopped" in server.log()
 
 
-async def test_status_and_presence(dev_server):
-    server = await dev_server()
-    listener = await asyncio.create_subprocess_exec(
-        *PUSHPLAT,
-        "listen",
-        "--edge",
-        server.edge,
-        "--user",
-        "eve",
-        "--device",
-        "eve-1",
-        "--count",
-        "1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+async def test_status_and_presence(processes):
+    server = await processes.dev()
+    listener = await processes.client(
+        "listen", "--edge", server.edge, "--user", "eve", "--device", "eve-1", "--count", "1"
     )
 
     async def online() -> bool:

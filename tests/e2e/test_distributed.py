@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 
 import pytest
 from pushplat_client import Backoff, PushClient, PushSender
 
-from tests.helpers import eventually, require_env
-from tests.processes import Deployment
+from tests.helpers import Inbox, eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 
 
-@pytest.fixture
-async def deployment(tmp_path):
-    deployment = Deployment(require_env("PUSHPLAT_TEST_REDIS_URL"), require_env("PUSHPLAT_TEST_KAFKA_URL"),
-                            str(tmp_path))
-    yield deployment
-    await deployment.stop()
-
-
-class Inbox:
-    """Collects what the application layer of each client sees."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, list[str]] = collections.defaultdict(list)
-        self.tasks: list[asyncio.Task] = []
-
-    def follow(self, name: str, client: PushClient) -> None:
-        async def pump() -> None:
-            async for message in client:
-                self.seen[name].append(message.payload.decode())
-        self.tasks.append(asyncio.create_task(pump()))
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
 async def test_devices_on_either_edge_and_a_user_spread_over_both_get_their_messages(deployment):
-    api = await deployment.api()
-    await deployment.router()
-    await deployment.router()
-    edge_a, edge_b = await deployment.edge(), await deployment.edge()
+    api, _routers, (edge_a, edge_b) = await deployment.platform(routers=2, edges=2)
     clients = {
         "a1": PushClient(edge_a.address, user_id="ua", device_id="a1"),
         "b1": PushClient(edge_b.address, user_id="ub", device_id="b1"),
@@ -55,9 +23,7 @@ async def test_devices_on_either_edge_and_a_user_spread_over_both_get_their_mess
     inbox = Inbox()
     try:
         for name, client in clients.items():
-            await client.__aenter__()
-            await client.wait_connected(timeout=15)
-            inbox.follow(name, client)
+            await inbox.connect(name, client, timeout=15)
         assert clients["phone"].edge_id != clients["laptop"].edge_id
         async with PushSender(api.address) as sender:
             await sender.send(device_id="a1", payload="to a1")
@@ -72,17 +38,17 @@ async def test_devices_on_either_edge_and_a_user_spread_over_both_get_their_mess
 
 
 async def test_killing_a_router_loses_nothing(deployment):
-    api = await deployment.api()
-    routers = [await deployment.router(), await deployment.router()]
-    edges = [await deployment.edge(), await deployment.edge()]
-    clients = {f"d{i}": PushClient(edges[i % 2].address, user_id=f"u{i}", device_id=f"d{i}",
-                                   backoff=Backoff(base=0.05, cap=1.0)) for i in range(10)}
+    api, routers, edges = await deployment.platform(routers=2, edges=2)
+    clients = {
+        f"d{i}": PushClient(
+            edges[i % 2].address, user_id=f"u{i}", device_id=f"d{i}", backoff=Backoff(base=0.05, cap=1.0)
+        )
+        for i in range(10)
+    }
     inbox = Inbox()
     try:
         for name, client in clients.items():
-            await client.__aenter__()
-            await client.wait_connected(timeout=15)
-            inbox.follow(name, client)
+            await inbox.connect(name, client, timeout=15)
         expected: dict[str, list[str]] = collections.defaultdict(list)
         async with PushSender(api.address) as sender:
             for i in range(400):

@@ -9,8 +9,7 @@ import time
 import pytest
 from pushplat_client import Backoff, PushClient, PushSender
 
-from tests.helpers import eventually, require_env
-from tests.processes import Deployment
+from tests.helpers import Inbox, eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 
@@ -18,39 +17,29 @@ DEVICES = 100
 MESSAGES = 1000
 
 
-@pytest.fixture
-async def deployment(tmp_path):
-    deployment = Deployment(require_env("PUSHPLAT_TEST_REDIS_URL"), require_env("PUSHPLAT_TEST_KAFKA_URL"),
-                            str(tmp_path))
-    yield deployment
-    await deployment.stop()
-
-
 async def test_every_at_least_once_message_reaches_every_app_exactly_once_across_an_edge_crash(deployment):
-    api = await deployment.api()
-    await deployment.router()
-    await deployment.router()
-    edge_a, edge_b = await deployment.edge(), await deployment.edge()
+    api, _routers, (edge_a, edge_b) = await deployment.platform(routers=2, edges=2)
     # Each client knows both edges; it starts on "its" edge and rotates on reconnect.
     clients = {
-        f"d{i}": PushClient([edge_a.address, edge_b.address], user_id=f"u{i}", device_id=f"d{i}",
-                            backoff=Backoff(base=0.05, cap=0.5), heartbeat_interval=1.0)
+        f"d{i}": PushClient(
+            [edge_a.address, edge_b.address],
+            user_id=f"u{i}",
+            device_id=f"d{i}",
+            backoff=Backoff(base=0.05, cap=0.5),
+            heartbeat_interval=1.0,
+        )
         for i in range(DEVICES)
     }
-    seen: dict[str, list[str]] = collections.defaultdict(list)
-
-    async def app(name: str, client: PushClient) -> None:
-        async for message in client:
-            seen[name].append(message.payload.decode())
-
-    tasks = []
+    inbox = Inbox()
+    seen = inbox.seen
     try:
         for client in clients.values():
             await client.__aenter__()
         await asyncio.gather(*(c.wait_connected(timeout=30) for c in clients.values()))
-        on_a = [n for n, c in clients.items() if c.edge_id == f"{deployment.prefix}-edge0"]
+        on_a = [n for n, c in clients.items() if c.edge_id == deployment.edge_id(edge_a.name)]
         assert 0 < len(on_a) < DEVICES, "devices should be spread over both edges"
-        tasks = [asyncio.create_task(app(n, c)) for n, c in clients.items()]
+        for name, client in clients.items():
+            inbox.follow(name, client)
 
         expected: dict[str, list[str]] = collections.defaultdict(list)
         killed_at = None
@@ -70,19 +59,20 @@ async def test_every_at_least_once_message_reaches_every_app_exactly_once_across
             return all(len(set(seen[d])) >= len(expected[d]) for d in expected)
 
         await eventually(everything_arrived, 120, what="every message on every device after the crash")
-        moved = [n for n in on_a if clients[n].edge_id == f"{deployment.prefix}-edge1"]
+        moved = [n for n in on_a if clients[n].edge_id == deployment.edge_id(edge_b.name)]
         lost = {d: sorted(set(expected[d]) - set(seen[d])) for d in expected if set(expected[d]) - set(seen[d])}
         duplicated = {d: len(v) - len(set(v)) for d, v in seen.items() if len(v) != len(set(v))}
         total = sum(len(v) for v in seen.values())
-        print(f"fault test: {DEVICES} devices, {MESSAGES} at-least-once messages, {len(on_a)} devices moved off the "
-              f"killed edge ({len(moved)} confirmed on the other); the apps saw {total} messages, "
-              f"lost {sum(map(len, lost.values()))}, duplicated {sum(duplicated.values())}", flush=True)
+        print(
+            f"fault test: {DEVICES} devices, {MESSAGES} at-least-once messages, {len(on_a)} devices moved off the "
+            f"killed edge ({len(moved)} confirmed on the other); the apps saw {total} messages, "
+            f"lost {sum(map(len, lost.values()))}, duplicated {sum(duplicated.values())}",
+            flush=True,
+        )
         assert not lost and not duplicated
         assert total == MESSAGES
         assert len(moved) == len(on_a)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await inbox.close()
         for client in clients.values():
             await client.close()

@@ -16,26 +16,21 @@ import random
 import re
 import shutil
 import signal
-import sys
 import time
-import urllib.request
-import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pushplat_client import Backoff, PushClient, PushSender
 
-from tests.helpers import eventually, free_port, require_env
+from tests.helpers import Inbox, eventually
+from tests.processes import Deployment, scrape, service
 
 # The run itself takes ~20 s; the bound leaves room for haproxy.sh to apt-get haproxy first.
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.timeout(420)]
-
-ROOT = Path(__file__).resolve().parents[2]
-HAPROXY_SH = ROOT / "scripts" / "services" / "haproxy.sh"
-PUSHPLAT = [sys.executable, "-m", "pushplat"]
 
 CLIENTS = 500
 DRAIN_SECONDS = 10.0
@@ -47,139 +42,9 @@ PEAK_FACTOR = 1.5
 CHECK_INTER = "200ms"
 
 
-@dataclass
-class Proc:
-    name: str
-    proc: asyncio.subprocess.Process
-    log_path: Path
-    port: int = 0
-    metrics_port: int = 0
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-
-class Cluster:
-    """Role processes on shared Redis + Kafka, isolated by a unique prefix; all killed at the end."""
-
-    def __init__(self, redis_url: str, kafka_url: str, log_dir: Path) -> None:
-        self.prefix = f"l4drain{uuid.uuid4().hex[:8]}"
-        sep = "&" if "?" in redis_url else "?"
-        self.registry = f"{redis_url}{sep}prefix={self.prefix}"
-        self.kafka_url = kafka_url
-        self.log_dir = log_dir
-        self.procs: list[Proc] = []
-
-    def _common(self) -> list[str]:
-        return ["--registry", self.registry, "--queue", self.kafka_url, "--topic-prefix", self.prefix]
-
-    async def spawn(self, name: str, *args: str, port: int = 0) -> Proc:
-        metrics_port = free_port()
-        log_path = self.log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *PUSHPLAT,
-                *args,
-                *self._common(),
-                "--metrics-port",
-                str(metrics_port),
-                stdout=log,
-                stderr=log,
-                env=dict(os.environ),
-            )
-        p = Proc(name, proc, log_path, port, metrics_port)
-        self.procs.append(p)
-        return p
-
-    async def api(self) -> Proc:
-        port = free_port()
-        return await self.spawn("api", "api", "--api-port", str(port), port=port)
-
-    async def router(self) -> Proc:
-        return await self.spawn("router", "router")
-
-    async def edge(self, name: str) -> Proc:
-        port = free_port()
-        return await self.spawn(
-            name,
-            "edge",
-            "--edge-port",
-            str(port),
-            "--delivery-port",
-            str(free_port()),
-            "--edge-id",
-            self.edge_id(name),
-            "--drain-seconds",
-            str(DRAIN_SECONDS),
-            port=port,
-        )
-
-    def edge_id(self, name: str) -> str:
-        return f"{self.prefix}-{name}"
-
-    async def wait_up(self, p: Proc, timeout: float = 60.0) -> None:
-        """Bounded wait until the role serves (health SERVING, or /metrics for a router)."""
-
-        async def up() -> bool:
-            if p.proc.returncode is not None:
-                pytest.fail(f"{p.name} exited with {p.proc.returncode} during start-up:\n{p.log_tail()}")
-            if p.port:
-                return await grpc_serving(p.port)
-            return await asyncio.to_thread(_metrics_reachable, p.metrics_port)
-
-        await eventually(up, timeout, what=f"{p.name} to start")
-
-    async def kill_all(self) -> None:
-        for p in self.procs:
-            if p.proc.returncode is None:
-                p.proc.send_signal(signal.SIGKILL)
-        await asyncio.gather(*(asyncio.wait_for(p.proc.wait(), 10) for p in self.procs), return_exceptions=True)
-
-
-async def grpc_serving(port: int) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.aio.AioRpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
-        return reply.read().decode()
-
-
-def _metrics_reachable(port: int) -> bool:
-    try:
-        _scrape(port)
-    except OSError:
-        return False
-    return True
-
-
 def gauge(text: str, name: str) -> float | None:
     match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else None
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    redis_url = require_env("PUSHPLAT_TEST_REDIS_URL")
-    kafka_url = require_env("PUSHPLAT_TEST_KAFKA_URL")
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    c = Cluster(redis_url, kafka_url, log_dir)
-    try:
-        yield c
-    finally:
-        await c.kill_all()
 
 
 @dataclass
@@ -198,78 +63,51 @@ async def haproxy(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[HAPro
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             pytest.skip("haproxy is not installed and this user cannot apt-get it")
     state = tmp_path / "haproxy-state"
-    started = False
 
-    async def start(*backends: str) -> HAProxy:
-        nonlocal started
-        started = True
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            str(HAPROXY_SH),
-            "start",
-            str(state),
-            *backends,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PUSHPLAT_HAPROXY_CHECK_INTER": CHECK_INTER},
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 300)  # may apt-get install first
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            pytest.fail("scripts/services/haproxy.sh start did not finish within 300s")
-        assert proc.returncode == 0, f"haproxy.sh start failed ({proc.returncode}):\n{err.decode()}"
-        match = re.search(r"PUSHPLAT_TEST_HAPROXY_ADDR=(\S+)", (state / "env").read_text())
-        assert match, f"haproxy.sh wrote no address:\n{out.decode()}\n{err.decode()}"
-        return HAProxy(match.group(1), state / "haproxy" / "haproxy.log")
+    async with AsyncExitStack() as stack:
 
-    try:
+        async def start(*backends: str) -> HAProxy:
+            check = {"PUSHPLAT_HAPROXY_CHECK_INTER": CHECK_INTER}
+            # The long bound: haproxy.sh may apt-get haproxy first.
+            lb = await stack.enter_async_context(service("haproxy", state, *backends, env=check, timeout=300))
+            address = lb.env.get("PUSHPLAT_TEST_HAPROXY_ADDR")
+            assert address, f"haproxy.sh wrote no address: {lb.env}"
+            return HAProxy(address, state / "haproxy" / "haproxy.log")
+
         yield start
-    finally:
-        if started:
-            stop = await asyncio.create_subprocess_exec(
-                "bash",
-                str(HAPROXY_SH),
-                "stop",
-                str(state),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            await asyncio.wait_for(stop.wait(), 30)
 
 
 async def test_l4_drain_moves_every_client_to_the_other_edge_evenly_and_loses_no_message(
-    cluster: Cluster, haproxy, record_property
+    deployment: Deployment, haproxy, record_property
 ) -> None:
     # -- the platform: 1 api, 1 router, 2 edges, HAProxy in front of the edges' client ports
-    api, router, edge_a, edge_b = await asyncio.gather(
-        cluster.api(), cluster.router(), cluster.edge("a"), cluster.edge("b")
+    drain = ("--drain-seconds", str(DRAIN_SECONDS))
+    api, _router, edge_a, edge_b = await asyncio.gather(
+        deployment.api(metrics=True),
+        deployment.router(metrics=True),
+        deployment.edge(*drain, name="a", metrics=True),
+        deployment.edge(*drain, name="b", metrics=True),
     )
-    await asyncio.gather(*(cluster.wait_up(p) for p in (api, router, edge_a, edge_b)))
-    lb = await haproxy(f"127.0.0.1:{edge_a.port}", f"127.0.0.1:{edge_b.port}")
-    id_a, id_b = cluster.edge_id("a"), cluster.edge_id("b")
+    lb = await haproxy(edge_a.address, edge_b.address)
+    id_a, id_b = deployment.edge_id("a"), deployment.edge_id("b")
 
     # -- 500 devices through HAProxy, one TCP connection each (no shared subchannel pool)
-    devices = [f"{cluster.prefix}-dev{i}" for i in range(CLIENTS)]
+    devices = [f"{deployment.prefix}-dev{i}" for i in range(CLIENTS)]
     clients = [
         PushClient(
             lb.address,
-            user_id=f"{cluster.prefix}-user{i}",
+            user_id=f"{deployment.prefix}-user{i}",
             device_id=devices[i],
             backoff=Backoff(base=0.05, cap=2.0),
             channel_options=[("grpc.use_local_subchannel_pool", 1)],
         )
         for i in range(CLIENTS)
     ]
-    received: dict[int, list] = defaultdict(list)
-
-    async def consume(i: int) -> None:
-        async for message in clients[i]:
-            received[i].append(message)
-
-    consumers = [asyncio.create_task(consume(i)) for i in range(CLIENTS)]
-    sender = PushSender(f"127.0.0.1:{api.port}")
+    inbox = Inbox(keep=lambda message: message)
+    received = inbox.seen
+    for i, client in enumerate(clients):
+        inbox.follow(i, client)
+    sender = PushSender(api.address)
     try:
         await eventually(
             lambda: all(c.connected and c.edge_id for c in clients), 60, what=f"{CLIENTS} clients to connect"
@@ -336,7 +174,7 @@ async def test_l4_drain_moves_every_client_to_the_other_edge_evenly_and_loses_no
         t0 = time.monotonic()
         sending = asyncio.create_task(send_all(t0))
         watcher = asyncio.create_task(watch(t0))
-        edge_a.proc.send_signal(signal.SIGTERM)
+        edge_a.send_signal(signal.SIGTERM)
         try:
             await eventually(
                 lambda: not pending_a,
@@ -350,7 +188,7 @@ async def test_l4_drain_moves_every_client_to_the_other_edge_evenly_and_loses_no
         assert all(c.edge_id == id_b for c in clients), Counter(c.edge_id for c in clients)
         disturbed = [i for i in on_b if clients[i].connects != 1]
         assert not disturbed, f"{len(disturbed)} clients of edge B reconnected during A's drain"
-        rc = await asyncio.wait_for(edge_a.proc.wait(), DRAIN_SECONDS + EDGE_GRACE_SECONDS + 10)
+        rc = await edge_a.wait(DRAIN_SECONDS + EDGE_GRACE_SECONDS + 10)
         assert rc == 0, f"edge A exited with {rc}:\n{edge_a.log_tail()}"
 
         # HAProxy's health check (not only the SDK's retries) took A out, and kept B in.
@@ -393,13 +231,11 @@ async def test_l4_drain_moves_every_client_to_the_other_edge_evenly_and_loses_no
 
         # The autoscaling signal agrees: edge B now holds every stream.
         async def b_holds_all() -> bool:
-            text = await asyncio.to_thread(_scrape, edge_b.metrics_port)
+            text = await asyncio.to_thread(scrape, edge_b.metrics_port)
             return gauge(text, "pushplat_open_connections") == CLIENTS
 
         await eventually(b_holds_all, 10, what=f"edge B's pushplat_open_connections to read {CLIENTS}")
     finally:
         await asyncio.gather(*(c.close(grace=0.5) for c in clients), return_exceptions=True)
-        for task in consumers:
-            task.cancel()
-        await asyncio.gather(*consumers, return_exceptions=True)
+        await inbox.close()
         await sender.close()

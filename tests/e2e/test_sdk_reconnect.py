@@ -3,37 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 
 from pushplat_client import Backoff, PushClient, PushSender
 
-from tests.e2e.test_cli import wait_serving
-from tests.helpers import free_port
-
-
-async def start_dev(edge: int, api: int, delivery: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pushplat",
-        "dev",
-        "--edge-port",
-        str(edge),
-        "--api-port",
-        str(api),
-        "--delivery-port",
-        str(delivery),
-        "--heartbeat-interval-ms",
-        "1000",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=dict(os.environ),
-    )
-    await wait_serving(edge)
-    await wait_serving(api)
-    return proc
+from tests.processes import ProcessGroup
 
 
 async def next_message(client: PushClient, timeout: float = 15):
@@ -55,29 +28,19 @@ async def send_until_received(sender: PushSender, client: PushClient, payload: b
     return await asyncio.wait_for(loop(), timeout)
 
 
-async def test_client_carries_on_after_the_edge_is_killed_and_restarted():
-    ports = free_port(), free_port(), free_port()
-    server = await start_dev(*ports)
-    try:
-        async with PushClient(
-            f"127.0.0.1:{ports[0]}", user_id="pat", device_id="phone", backoff=Backoff(base=0.05, cap=0.5)
-        ) as client:
-            await client.wait_connected(timeout=10)
-            first_session = client.session_id
-            async with PushSender(f"127.0.0.1:{ports[1]}") as sender:
-                sent = await sender.send(device_id="phone", payload=b"before")
-                message = await next_message(client)
-                assert message.message_id == sent.message_id and message.payload == b"before"
+async def test_client_carries_on_after_the_edge_is_killed_and_restarted(processes: ProcessGroup):
+    server = await processes.dev("--heartbeat-interval-ms", "1000")
+    async with PushClient(server.edge, user_id="pat", device_id="phone", backoff=Backoff(base=0.05, cap=0.5)) as client:
+        await client.wait_connected(timeout=10)
+        first_session = client.session_id
+        async with PushSender(server.api) as sender:
+            sent = await sender.send(device_id="phone", payload=b"before")
+            message = await next_message(client)
+            assert message.message_id == sent.message_id and message.payload == b"before"
 
-            server.send_signal(signal.SIGKILL)
-            await server.wait()
-            server = await start_dev(*ports)
+        await server.restart()  # kill -9, then the same ports again
 
-            async with PushSender(f"127.0.0.1:{ports[1]}") as sender:
-                sent, message = await send_until_received(sender, client, b"after")
-            assert message.payload == b"after"
-            assert client.connects >= 2 and client.session_id != first_session
-    finally:
-        if server.returncode is None:
-            server.send_signal(signal.SIGKILL)
-            await server.wait()
+        async with PushSender(server.api) as sender:
+            sent, message = await send_until_received(sender, client, b"after")
+        assert message.payload == b"after"
+        assert client.connects >= 2 and client.session_id != first_session

@@ -1,31 +1,24 @@
 """RedisIdempotencyStore against a real redis-server and a real Redis Cluster (see
-test_inbox_redis.py for the services and the shared helpers)."""
+conftest.py for the services and the shared fixtures)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from pushplat.idempotency import IdempotencyUnavailable, open_idempotency
 from pushplat.idempotency.redis import RedisIdempotencyStore
 from tests.helpers import eventually
-from tests.integration.test_inbox_redis import (
-    DEPLOYMENTS,
-    WEIRD_IDS,
-    assert_unavailable_fast,
-    redis_store,
-    unreachable_store,
-)
 
 WINDOW = 60.0
 
 
-@pytest.fixture(params=DEPLOYMENTS)
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisIdempotencyStore]:
-    async with redis_store(RedisIdempotencyStore, request.param) as opened:
+@pytest.fixture
+async def store(deployment: str, redis_store: Callable) -> AsyncIterator[RedisIdempotencyStore]:
+    async with redis_store(RedisIdempotencyStore, deployment) as opened:
         yield opened
 
 
@@ -60,8 +53,7 @@ async def test_the_claim_lasts_for_the_window(store: RedisIdempotencyStore) -> N
     assert await store.client.pttl(store.key("k")) > (WINDOW - 5) * 1000
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS)
-async def test_concurrent_claims_have_exactly_one_winner(deployment: str) -> None:
+async def test_concurrent_claims_have_exactly_one_winner(deployment: str, redis_store: Callable) -> None:
     # Two stores with their own clients, as two api processes would have.
     async with redis_store(RedisIdempotencyStore, deployment) as first:
         second = RedisIdempotencyStore.from_url(first.url)  # the test URLs carry no password to mask
@@ -80,10 +72,10 @@ async def test_concurrent_claims_have_exactly_one_winner(deployment: str) -> Non
             await second.close()
 
 
-async def test_keys_with_special_characters(store: RedisIdempotencyStore) -> None:
-    for i, key in enumerate(WEIRD_IDS):
+async def test_keys_with_special_characters(store: RedisIdempotencyStore, weird_ids: list[str]) -> None:
+    for i, key in enumerate(weird_ids):
         assert await store.claim(key, f"m{i}", WINDOW) is None, f"{key!r} collided with another key"
-    for i, key in enumerate(WEIRD_IDS):
+    for i, key in enumerate(weird_ids):
         assert await store.claim(key, "other", WINDOW) == f"m{i}"
         await store.release(key, f"m{i}")
         assert await store.claim(key, "other", WINDOW) is None
@@ -108,12 +100,11 @@ def test_open_idempotency() -> None:
     assert store.prefix == "abc" and store.key("k") == "abc:idem:{k}"
 
 
-@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
-async def test_unreachable_server_is_idempotency_unavailable(scheme: str) -> None:
-    async with unreachable_store(RedisIdempotencyStore, scheme) as (store, port):
+async def test_unreachable_server_is_idempotency_unavailable(unreachable_redis) -> None:
+    async with unreachable_redis.store(RedisIdempotencyStore) as store:
         for call in (
             lambda: store.ping(),
             lambda: store.claim("k", "m", WINDOW),
             lambda: store.release("k", "m"),
         ):
-            await assert_unavailable_fast(call, IdempotencyUnavailable, port)
+            await unreachable_redis.assert_unavailable_fast(call, IdempotencyUnavailable)

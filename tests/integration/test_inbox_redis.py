@@ -1,9 +1,7 @@
 """RedisInbox against a real redis-server and a real Redis Cluster (3 masters + 3 replicas).
 
-Start the services with scripts/services/redis.sh and redis-cluster.sh and source STATE_DIR/env
-(see test_registry_redis.py). Every behaviour test runs on both deployments, on a fresh key
-prefix. The helpers at the top (``DEPLOYMENTS``, ``redis_store``, ``assert_unavailable_fast``)
-are shared with the idempotency and status tests.
+The services, and the fixtures shared with the other Redis store tests, are in conftest.py.
+Every behaviour test runs on both deployments, on a fresh key prefix.
 """
 
 from __future__ import annotations
@@ -11,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -25,54 +20,9 @@ from pushplat.inbox import InboxUnavailable, open_inbox
 from pushplat.inbox.memory import MemoryInbox
 from pushplat.inbox.redis import TTL_SLACK_MS, RedisInbox
 from pushplat.messages import now_ms
-from pushplat.redis_support import RedisStore
-from tests.helpers import eventually, free_port, require_env
-from tests.integration.test_registry_redis import CLUSTER_ENV, STANDALONE_ENV, delete_prefix, with_prefix
+from tests.helpers import eventually
 
-S = TypeVar("S", bound=RedisStore)
-
-DEPLOYMENTS = [
-    pytest.param("standalone", marks=pytest.mark.redis),
-    pytest.param("cluster", marks=pytest.mark.cluster),
-]
 LONG_TTL_MS = 60_000
-WEIRD_IDS = ["", "%", "}x", "a{b}c", "{", "dév ü", "ユーザー", "x:y"]
-
-
-@asynccontextmanager
-async def redis_store(cls: type[S], deployment: str, query: str = "") -> AsyncIterator[S]:
-    """A cls store on a fresh key prefix of the deployment's server; its keys are removed after."""
-    url = require_env(STANDALONE_ENV if deployment == "standalone" else CLUSTER_ENV)
-    store = cls.from_url(with_prefix(url, f"t{uuid.uuid4().hex[:12]}") + (f"&{query}" if query else ""))
-    await store.ping()
-    try:
-        yield store
-    finally:
-        await delete_prefix(store)  # any RedisStore has the client and prefix it needs
-        await store.close()
-
-
-@asynccontextmanager
-async def unreachable_store(cls: type[S], scheme: str) -> AsyncIterator[tuple[S, int]]:
-    """A cls store whose URL (with a password) points at a port nothing listens on."""
-    port = free_port()
-    path = "/0" if scheme == "redis" else ""
-    store = cls.from_url(f"{scheme}://user:s3cret@127.0.0.1:{port}{path}")
-    try:
-        yield store, port
-    finally:
-        await store.close()
-
-
-async def assert_unavailable_fast(call: Callable[[], Awaitable[object]], exc_type: type[Exception], port: int) -> None:
-    """The call fails with exc_type within 3 s, naming the server and the operation, no password."""
-    started = time.monotonic()
-    with pytest.raises(exc_type) as info:
-        await call()
-    assert time.monotonic() - started < 3, "a call to a closed port must fail fast"
-    message = str(info.value)
-    assert f"127.0.0.1:{port}" in message and " failed: " in message, message
-    assert "s3cret" not in message, "the password must not leak into errors"
 
 
 def dropped(reason: str) -> float:
@@ -98,9 +48,9 @@ async def pending_ids(inbox: RedisInbox, device_id: str, limit: int = 1000) -> l
     return [m.message_id for m in await inbox.pending(device_id, limit)]
 
 
-@pytest.fixture(params=DEPLOYMENTS)
-async def inbox(request: pytest.FixtureRequest) -> AsyncIterator[RedisInbox]:
-    async with redis_store(RedisInbox, request.param) as store:
+@pytest.fixture
+async def inbox(deployment: str, redis_store: Callable) -> AsyncIterator[RedisInbox]:
+    async with redis_store(RedisInbox, deployment) as store:
         yield store
 
 
@@ -202,8 +152,7 @@ async def test_every_key_expires_with_the_last_message(inbox: RedisInbox) -> Non
     assert all(LONG_TTL_MS * 10 - 5_000 < t <= LONG_TTL_MS * 10 + TTL_SLACK_MS for t in ttls), ttls
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS)
-async def test_a_full_inbox_drops_its_oldest_messages(deployment: str) -> None:
+async def test_a_full_inbox_drops_its_oldest_messages(deployment: str, redis_store: Callable) -> None:
     async with redis_store(RedisInbox, deployment, "inbox_max=5") as inbox:
         assert inbox.max_per_device == 5
         before = dropped("inbox_full")
@@ -257,16 +206,16 @@ async def test_enroll_and_devices_of(inbox: RedisInbox) -> None:
     assert sorted((await inbox.devices_of(["kim"]))["kim"]) == ["phone", "tv"]
 
 
-async def test_ids_with_special_characters(inbox: RedisInbox) -> None:
-    for i, device in enumerate(WEIRD_IDS):
+async def test_ids_with_special_characters(inbox: RedisInbox, weird_ids: list[str]) -> None:
+    for i, device in enumerate(weird_ids):
         await inbox.put([device], msg(f"only-{i}", collapse_key="k"))
-    await inbox.put(WEIRD_IDS, msg("all", collapse_key="k"))
-    for device in WEIRD_IDS:
+    await inbox.put(weird_ids, msg("all", collapse_key="k"))
+    for device in weird_ids:
         assert await pending_ids(inbox, device) == ["all"], f"inbox of {device!r} mixed with another"
-    for i, user in enumerate(WEIRD_IDS):
+    for i, user in enumerate(weird_ids):
         await inbox.enroll(user, f"device-{i}", 60)
-    assert await inbox.devices_of(WEIRD_IDS) == {user: [f"device-{i}"] for i, user in enumerate(WEIRD_IDS)}
-    assert [await inbox.ack(d, ["all"]) for d in WEIRD_IDS] == [1] * len(WEIRD_IDS)
+    assert await inbox.devices_of(weird_ids) == {user: [f"device-{i}"] for i, user in enumerate(weird_ids)}
+    assert [await inbox.ack(d, ["all"]) for d in weird_ids] == [1] * len(weird_ids)
 
 
 async def test_survives_loss_of_the_script_cache(inbox: RedisInbox) -> None:
@@ -311,12 +260,12 @@ async def test_behaves_like_the_memory_inbox(inbox: RedisInbox, seed: int) -> No
 
 
 @pytest.mark.cluster
-async def test_cluster_keys_of_a_device_share_one_slot() -> None:
+async def test_cluster_keys_of_a_device_share_one_slot(redis_store: Callable, weird_ids: list[str]) -> None:
     async with redis_store(RedisInbox, "cluster") as inbox:
         client = inbox.client
         assert isinstance(client, RedisCluster)
         slots = set()
-        for device in [*WEIRD_IDS, "phone", "dev-42"]:
+        for device in [*weird_ids, "phone", "dev-42"]:
             keys = inbox.device_keys(device)
             device_slots = {await client.execute_command("CLUSTER KEYSLOT", key) for key in keys}
             assert len(device_slots) == 1, f"keys of {device!r} span slots: {keys}"
@@ -347,9 +296,8 @@ def test_open_inbox_and_url_options() -> None:
     assert "hunter2" not in RedisInbox.from_url("redis://u:hunter2@127.0.0.1:1/0").url
 
 
-@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
-async def test_unreachable_server_is_inbox_unavailable(scheme: str) -> None:
-    async with unreachable_store(RedisInbox, scheme) as (inbox, port):
+async def test_unreachable_server_is_inbox_unavailable(unreachable_redis) -> None:
+    async with unreachable_redis.store(RedisInbox) as inbox:
         for call in (
             lambda: inbox.ping(),
             lambda: inbox.put(["d"], msg("m")),
@@ -359,4 +307,4 @@ async def test_unreachable_server_is_inbox_unavailable(scheme: str) -> None:
             lambda: inbox.enroll("u", "d", 1),
             lambda: inbox.devices_of(["u"]),
         ):
-            await assert_unavailable_fast(call, InboxUnavailable, port)
+            await unreachable_redis.assert_unavailable_fast(call, InboxUnavailable)

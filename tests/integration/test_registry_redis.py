@@ -1,9 +1,6 @@
 """RedisRegistry against a real redis-server and a real Redis Cluster (3 masters + 3 replicas).
 
-Start the services with scripts/services/redis.sh and redis-cluster.sh and source STATE_DIR/env:
-PUSHPLAT_TEST_REDIS_URL and PUSHPLAT_TEST_REDIS_CLUSTER_URL select what runs. A missing service
-is a skip on a workstation and a failure in CI (tests.helpers.require_env).
-
+The services, and the fixtures shared with the other Redis store tests, are in conftest.py.
 The same behaviour tests run on both deployments. The failover test kill -9's a master, so it
 starts its OWN cluster in a temp dir and never touches the shared one.
 """
@@ -16,7 +13,6 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,18 +24,13 @@ from redis.asyncio.cluster import RedisCluster
 import pushplat.registry.redis as redis_backend
 from pushplat.registry import RegistryUnavailable, Route, open_registry
 from pushplat.registry.redis import RedisRegistry
-from tests.helpers import eventually, free_port, require_env
+from tests.helpers import eventually, require_env, with_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = REPO / "scripts" / "services" / "redis-cluster.sh"
-STANDALONE_ENV = "PUSHPLAT_TEST_REDIS_URL"
 CLUSTER_ENV = "PUSHPLAT_TEST_REDIS_CLUSTER_URL"
 LONG_TTL = 60.0  # long enough never to expire during a test
 FAILOVER_BOUND_S = 30.0
-
-
-def with_prefix(url: str, prefix: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
 
 
 def route(device: str, user: str, session: str, edge: str = "edge-1") -> Route:
@@ -50,31 +41,12 @@ def by_device(routes: list[Route]) -> dict[str, Route]:
     return {r.device_id: r for r in routes}
 
 
-async def delete_prefix(registry: RedisRegistry) -> None:
-    """Remove everything a test wrote (on every master in a cluster)."""
-    client = registry.client
-    keys = [key async for key in client.scan_iter(match=f"{registry.prefix}:*", count=1000)]
-    for key in keys:  # one by one: keys of different slots cannot share a DEL in a cluster
-        await client.delete(key)
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("standalone", marks=pytest.mark.redis),
-        pytest.param("cluster", marks=pytest.mark.cluster),
-    ]
-)
-async def registry(request: pytest.FixtureRequest) -> AsyncIterator[RedisRegistry]:
+@pytest.fixture
+async def registry(deployment: str, redis_store: Callable) -> AsyncIterator[RedisRegistry]:
     """A registry on a fresh key prefix, so tests never see each other's keys."""
-    url = require_env(STANDALONE_ENV if request.param == "standalone" else CLUSTER_ENV)
-    reg = open_registry(with_prefix(url, f"t{uuid.uuid4().hex[:12]}"))
-    assert isinstance(reg, RedisRegistry)
-    await reg.ping()
-    try:
+    async with redis_store(open_registry, deployment) as reg:
+        assert isinstance(reg, RedisRegistry)
         yield reg
-    finally:
-        await delete_prefix(reg)
-        await reg.close()
 
 
 # -- behaviour, on standalone and cluster --------------------------------------------------------
@@ -281,7 +253,7 @@ async def test_ids_with_special_characters(registry: RedisRegistry) -> None:
 
 
 @pytest.mark.cluster
-async def test_cluster_keys_hash_by_their_id() -> None:
+async def test_cluster_keys_hash_by_their_id(redis_store: Callable) -> None:
     """A key's slot is its id's hash tag: every key of one user (or device) is in one slot, whatever
     the prefix, so each one-key script is slot-safe and a user's keys never scatter."""
     url = require_env(CLUSTER_ENV)
@@ -297,8 +269,7 @@ async def test_cluster_keys_hash_by_their_id() -> None:
                     assert server_slot == expected == client.keyslot(key), key
         # And the data really lands there: the user's index is on the node serving its slot.
         reg = regs[0]
-        reg_test = RedisRegistry.from_url(with_prefix(url, f"t{uuid.uuid4().hex[:12]}"))
-        try:
+        async with redis_store(RedisRegistry, "cluster") as reg_test:
             await reg_test.register(route("slot-dev", "slot-user", "s1"), LONG_TTL)
             key = reg_test.user_key("slot-user")
             node = reg_test.client.get_node_from_key(key)
@@ -307,9 +278,6 @@ async def test_cluster_keys_hash_by_their_id() -> None:
                 assert await direct.exists(key) == 1
             finally:
                 await direct.aclose()
-        finally:
-            await delete_prefix(reg_test)
-            await reg_test.close()
     finally:
         for reg in regs:
             await reg.close()
@@ -318,12 +286,9 @@ async def test_cluster_keys_hash_by_their_id() -> None:
 # -- unreachable servers (no service needed) -----------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
-async def test_unreachable_server_is_registry_unavailable(scheme: str) -> None:
-    port = free_port()  # nothing listens here now
-    path = "/0" if scheme == "redis" else ""
-    reg = RedisRegistry.from_url(f"{scheme}://user:s3cret@127.0.0.1:{port}{path}")
-    try:
+async def test_unreachable_server_is_registry_unavailable(unreachable_redis) -> None:
+    async with unreachable_redis.store(RedisRegistry) as reg:
+        port = unreachable_redis.port
         started = time.monotonic()
         with pytest.raises(RegistryUnavailable) as info:
             await reg.ping()
@@ -343,8 +308,6 @@ async def test_unreachable_server_is_registry_unavailable(scheme: str) -> None:
         ):
             with pytest.raises(RegistryUnavailable):
                 await call()
-    finally:
-        await reg.close()
 
 
 def test_url_parsing() -> None:

@@ -1,12 +1,12 @@
 """RedisStatusStore (the receipt status table) against a real redis-server and a real Redis
-Cluster (see test_inbox_redis.py for the services and the shared helpers)."""
+Cluster (see conftest.py for the services and the shared fixtures)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from pushplat_client.v1 import push_pb2
@@ -15,13 +15,6 @@ from pushplat.receipts.base import State, merge_status
 from pushplat.receipts.status_redis import DEFAULT_STATUS_TTL_S, RedisStatusStore, StatusUnavailable
 from pushplat.registry.redis import RedisRegistry
 from tests.helpers import eventually
-from tests.integration.test_inbox_redis import (
-    DEPLOYMENTS,
-    WEIRD_IDS,
-    assert_unavailable_fast,
-    redis_store,
-    unreachable_store,
-)
 
 ACCEPTED = State.DELIVERY_STATE_ACCEPTED
 DELIVERED = State.DELIVERY_STATE_DELIVERED_TO_EDGE
@@ -39,9 +32,9 @@ def device_states(status: push_pb2.GetStatusResponse | None) -> dict[str, int]:
     return {d.device_id: d.state for d in status.devices}
 
 
-@pytest.fixture(params=DEPLOYMENTS)
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStatusStore]:
-    async with redis_store(RedisStatusStore, request.param) as opened:
+@pytest.fixture
+async def store(deployment: str, redis_store: Callable) -> AsyncIterator[RedisStatusStore]:
+    async with redis_store(RedisStatusStore, deployment) as opened:
         yield opened
 
 
@@ -116,7 +109,7 @@ async def test_matches_merge_status_for_any_sequence(store: RedisStatusStore, se
         assert await store.status(message_id) == status
 
 
-async def test_status_expires_after_its_ttl() -> None:
+async def test_status_expires_after_its_ttl(redis_store: Callable) -> None:
     async with redis_store(RedisStatusStore, "standalone", "status_ttl=0.3") as store:
         assert store.ttl_seconds == 0.3
         await store.record([rcpt("m", ACCEPTED)])
@@ -145,14 +138,14 @@ async def test_many_messages_in_one_call(store: RedisStatusStore) -> None:
         assert device_states(await store.status(f"m{i}")) == {f"d{i % 7}": ACKED if i % 2 == 0 else DELIVERED}
 
 
-async def test_ids_with_special_characters(store: RedisStatusStore) -> None:
-    message_ids = [m for m in WEIRD_IDS if m]
+async def test_ids_with_special_characters(store: RedisStatusStore, weird_ids: list[str]) -> None:
+    message_ids = [m for m in weird_ids if m]
     for i, message_id in enumerate(message_ids):
-        await store.record([rcpt(message_id, DELIVERED, WEIRD_IDS[-1 - i], at=i)])
+        await store.record([rcpt(message_id, DELIVERED, weird_ids[-1 - i], at=i)])
     for i, message_id in enumerate(message_ids):
         status = await store.status(message_id)
         assert status is not None and status.message_id == message_id
-        assert device_states(status) == {WEIRD_IDS[-1 - i]: DELIVERED}
+        assert device_states(status) == {weird_ids[-1 - i]: DELIVERED}
     # A receipt without a message id has nothing to describe: it is skipped.
     await store.record([rcpt("", ACCEPTED)])
     assert await store.status("") is None
@@ -168,8 +161,7 @@ async def test_survives_loss_of_the_script_cache(store: RedisStatusStore) -> Non
 # -- configuration and unreachable servers (no service needed) ------------------------------------
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS)
-async def test_one_url_serves_every_store(deployment: str) -> None:
+async def test_one_url_serves_every_store(deployment: str, redis_store: Callable) -> None:
     """?status_ttl= is the status store's; the registry (and others) on the same URL ignore it."""
     async with redis_store(RedisStatusStore, deployment, "status_ttl=120") as store:
         assert store.ttl_seconds == 120
@@ -191,12 +183,11 @@ def test_url_parsing() -> None:
         RedisStatusStore.from_url("redis+cluster://127.0.0.1:1/2")
 
 
-@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
-async def test_unreachable_server_is_status_unavailable(scheme: str) -> None:
-    async with unreachable_store(RedisStatusStore, scheme) as (store, port):
+async def test_unreachable_server_is_status_unavailable(unreachable_redis) -> None:
+    async with unreachable_redis.store(RedisStatusStore) as store:
         for call in (
             lambda: store.ping(),
             lambda: store.record([rcpt("m", ACCEPTED)]),
             lambda: store.status("m"),
         ):
-            await assert_unavailable_fast(call, StatusUnavailable, port)
+            await unreachable_redis.assert_unavailable_fast(call, StatusUnavailable)
