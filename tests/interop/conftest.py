@@ -49,8 +49,10 @@ def require_tools(*names: str) -> None:
     pytest.skip(message)
 
 
-def run_build(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-    started = time.monotonic()
+def run_step(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600, what: str = "build step"
+) -> None:
+    """Run a toolchain command; fail the test with its output if it fails or overruns."""
     try:
         result = subprocess.run(
             cmd,
@@ -58,16 +60,21 @@ def run_build(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> N
             env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,
-            timeout=BUILD_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"build step timed out after {BUILD_TIMEOUT:g}s: {' '.join(cmd)} (in {cwd})")
+        pytest.fail(f"{what} timed out after {timeout:g}s: {' '.join(cmd)} (in {cwd})")
     if result.returncode != 0:
         pytest.fail(
-            f"build step failed ({result.returncode}): {' '.join(cmd)} (in {cwd})\n"
-            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+            f"{what} failed ({result.returncode}): {' '.join(cmd)} (in {cwd})\n"
+            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
         )
+
+
+def run_build(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    started = time.monotonic()
+    run_step(cmd, cwd, env, timeout=BUILD_TIMEOUT)
     print(f"interop build: {' '.join(cmd)} took {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 

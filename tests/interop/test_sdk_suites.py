@@ -3,35 +3,15 @@ run from pytest so that scripts/test covers them without a change of its own."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.interop.conftest import GO_DIR, Program, require_tools
+from tests.interop.conftest import GO_DIR, Program, require_tools, run_step
 
 SUITE_TIMEOUT = 600
 
 
 def run_suite(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-    try:
-        result = subprocess.run(
-            cmd,
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=SUITE_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{' '.join(cmd)} timed out after {SUITE_TIMEOUT}s")
-    if result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(cmd)} failed ({result.returncode}) in {cwd}\n"
-            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-3000:]}"
-        )
+    run_step(cmd, cwd, env, timeout=SUITE_TIMEOUT, what="SDK suite")
 
 
 def test_go_sdk_vet_and_tests() -> None:

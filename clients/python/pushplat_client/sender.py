@@ -153,19 +153,15 @@ class PushSender:
 
     async def get_status(self, message_id: str, *, timeout: float | None = 10.0) -> push_pb2.GetStatusResponse:
         """The last known delivery state of a message, overall and per target device."""
-        try:
-            return await self._get_stub().GetStatus(
-                push_pb2.GetStatusRequest(message_id=message_id), timeout=timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(err) from None
+        return await self._unary("GetStatus", push_pb2.GetStatusRequest(message_id=message_id), timeout)
 
     async def get_presence(self, user_id: str, *, timeout: float | None = 10.0) -> push_pb2.GetPresenceResponse:
         """A user's connected devices and the edge each one is on."""
+        return await self._unary("GetPresence", push_pb2.GetPresenceRequest(user_id=user_id), timeout)
+
+    async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
         try:
-            return await self._get_stub().GetPresence(
-                push_pb2.GetPresenceRequest(user_id=user_id), timeout=timeout, metadata=self._metadata
-            )
+            return await getattr(self._get_stub(), method)(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise error_from_rpc(err) from None
 
