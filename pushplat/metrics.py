@@ -42,3 +42,10 @@ INBOX_SIZE = Histogram(
     buckets=(0, 1, 5, 10, 50, 100, 500, 1000),
 )
 RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])
+
+
+def by_priority(counter: Counter) -> dict[int, Counter]:
+    """The counter's child per Priority value, resolved once instead of per message."""
+    from pushplat.messages import Priority, priority_name
+
+    return {value: counter.labels(priority_name(value)) for value in Priority.values()}

@@ -15,13 +15,14 @@ from pushplat.auth import ApiKeyChecker
 from pushplat.config import Config
 from pushplat.idempotency import IdempotencyStore, IdempotencyUnavailable
 from pushplat.logs import kv
-from pushplat.messages import lane_of, new_message_id, now_ms, priority_name
-from pushplat.metrics import MESSAGES_IN
+from pushplat.messages import lane_of, new_message_id, now_ms
+from pushplat.metrics import MESSAGES_IN, by_priority
 from pushplat.queue import LaneProducer, QueueUnavailable
 from pushplat.receipts import Receipts, State, receipt
 from pushplat.registry import Registry, RegistryUnavailable
 
 log = logging.getLogger("pushplat.api")
+_MESSAGES_IN = by_priority(MESSAGES_IN)
 
 
 class InvalidSend(ValueError):
@@ -157,7 +158,7 @@ class PushServicer(push_pb2_grpc.PushServicer):
             log.warning(kv("send.unavailable", message=message.message_id, error=str(exc)))
             done = f"; the first {accepted} of the batch were accepted" if accepted else ""
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"queue unavailable, message not accepted{done}: {exc}")
-        MESSAGES_IN.labels(priority_name(message.priority)).inc()
+        _MESSAGES_IN[message.priority].inc()
         target = envelope.WhichOneof("target")
         await self.receipts.emit(
             [

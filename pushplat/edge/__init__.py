@@ -70,7 +70,7 @@ class EdgeNode:
             await asyncio.wait_for(self.hub.empty.wait(), max(remaining, 0.0))
         except TimeoutError:
             pass
-        left = len(self.hub.streams())
+        left = self.hub.stream_count
         log.info(kv("edge.drain_done", edge=self.config.edge_id, remaining=left))
 
     async def stop(self) -> None:

@@ -28,7 +28,8 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
         if request.edge_id and request.edge_id != self.edge_id:
             # A stale route: the registry named an edge that has since restarted on this address.
             return delivery_pb2.DeliverResponse(outcomes=[Outcome.NO_SESSION] * len(request.items))
-        outcomes = [self.deliver_one(item) for item in request.items]
+        now = now_ms()
+        outcomes = [self.deliver_one(item, now) for item in request.items]
         return delivery_pb2.DeliverResponse(outcomes=outcomes)
 
     async def Evict(
@@ -50,8 +51,8 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
         )
         return delivery_pb2.EvictResponse(evicted=True)
 
-    def deliver_one(self, item: delivery_pb2.Routed, at_ms: int | None = None) -> int:
-        if is_expired(item.message, at_ms or now_ms()):
+    def deliver_one(self, item: delivery_pb2.Routed, now: int) -> int:
+        if is_expired(item.message, now):
             DROPPED.labels("expired").inc()
             return Outcome.EXPIRED
         session = self.hub.get(item.device_id)

@@ -31,7 +31,12 @@ class Hub:
         return old if old is not session else None
 
     def streams(self) -> list[Session]:
+        """A snapshot of every running stream (safe to iterate while streams open and close)."""
         return list(self._streams)
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
 
     def detach(self, session: Session) -> bool:
         """Remove session if it is still the device's current one."""

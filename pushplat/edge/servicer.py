@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -19,11 +20,21 @@ from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.session import GoAwayReason, Session
 from pushplat.inbox import Inbox
 from pushplat.logs import kv
-from pushplat.messages import new_session_id, now_ms, priority_name
-from pushplat.metrics import ACKS, CONNECTS, DISCONNECTS, INBOX_SIZE, MESSAGES_OUT, OPEN_CONNECTIONS, SEND_TO_PUSH
+from pushplat.messages import new_session_id, now_ms
+from pushplat.metrics import (
+    ACKS,
+    CONNECTS,
+    DISCONNECTS,
+    INBOX_SIZE,
+    MESSAGES_OUT,
+    OPEN_CONNECTIONS,
+    SEND_TO_PUSH,
+    by_priority,
+)
 from pushplat.receipts import Receipts, State, receipt
 
 log = logging.getLogger("pushplat.edge")
+_MESSAGES_OUT = by_priority(MESSAGES_OUT)
 
 
 class EdgeServicer(edge_pb2_grpc.EdgeServicer):
@@ -57,7 +68,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         if not self.accepting:
             CONNECTS.labels("draining").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "edge is draining; reconnect elsewhere")
-        refusal = self.admission.admit(len(self.hub.streams()))
+        refusal = self.admission.admit(self.hub.stream_count)
         if refusal is not None:
             CONNECTS.labels("refused").inc()
             await context.abort(
@@ -111,7 +122,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             for frame in batch:
                 if frame.HasField("pushes"):
                     self._count_out(frame.pushes.messages)
-                    session.sent(list(frame.pushes.messages))
+                    session.sent(frame.pushes.messages)
                 await context.write(frame)
 
     async def _read_hello(
@@ -214,11 +225,15 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
 
     async def on_ack(self, session: Session, message_ids: list[str]) -> None:
         """At-least-once messages leave the inbox when acked; every ack becomes a receipt."""
-        try:
-            await self.inbox.ack(session.device_id, message_ids)
-        except Exception as exc:
-            # The entry stays and is replayed later; the SDK drops the duplicate.
-            log.warning(kv("inbox.ack_failed", device=session.device_id, error=repr(exc)))
+        acked = {mid: session.acked(mid) for mid in message_ids}
+        # At-most-once messages were never stored: no inbox round trip for them (the default).
+        stored = [mid for mid, (_, maybe_stored) in acked.items() if maybe_stored]
+        if stored:
+            try:
+                await self.inbox.ack(session.device_id, stored)
+            except Exception as exc:
+                # The entry stays and is replayed later; the SDK drops the duplicate.
+                log.warning(kv("inbox.ack_failed", device=session.device_id, error=repr(exc)))
         await self.receipts.emit(
             [
                 receipt(
@@ -227,9 +242,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                     device_id=session.device_id,
                     user_id=session.user_id,
                     edge_id=session.edge_id,
-                    labels=session.acked(mid),
+                    labels=labels,
                 )
-                for mid in message_ids
+                for mid, (labels, _) in acked.items()
             ]
         )
 
@@ -237,7 +252,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     def _count_out(messages: list) -> None:
         now = now_ms()
         for message in messages:
-            MESSAGES_OUT.labels(priority_name(message.priority)).inc()
+            _MESSAGES_OUT[message.priority].inc()
             SEND_TO_PUSH.observe(max(now - message.created_at_ms, 0) / 1000.0)
 
 
@@ -247,20 +262,18 @@ class SessionLifetimes:
     One sweeper per edge instead of a timer per session keeps idle connections cheap.
     """
 
-    def __init__(self, config: Config, hub: Hub, rng: object | None = None) -> None:
-        import random
-
+    def __init__(self, config: Config, hub: Hub, rng: random.Random | None = None) -> None:
         self.config = config
         self.hub = hub
-        self.rng = rng if isinstance(rng, random.Random) else random.Random()
+        self.rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
 
     def draw_max_age(self) -> float:
         """Max age minus a random share of up to max_age_jitter, so reconnects don't line up."""
         return self.config.max_age_seconds * (1.0 - self.rng.uniform(0.0, self.config.max_age_jitter))
 
-    def draw_reconnect_ms(self, spread_ms: int | None = None) -> int:
-        return int(self.rng.uniform(0, spread_ms if spread_ms is not None else self.config.reconnect_spread_ms))
+    def draw_reconnect_ms(self) -> int:
+        return int(self.rng.uniform(0, self.config.reconnect_spread_ms))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sweep_loop(), name="session-sweeper")

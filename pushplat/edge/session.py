@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 
 from pushplat_client.v1 import edge_pb2, message_pb2
 
 from pushplat.messages import LANES, is_expired, lane_of, now_ms
+from pushplat.metrics import DROPPED
 
 GoAwayReason = edge_pb2.GoAway.Reason
 IN_FLIGHT_MEMORY = 4096
@@ -113,6 +115,7 @@ class OutboundQueue:
                 self._size -= 1
                 if is_expired(message, now):
                     self.expired += 1
+                    DROPPED.labels("expired").inc()
                     continue
                 batch.append(message)
             if batch:
@@ -150,17 +153,19 @@ class Session:
         self.closed_at: float | None = None
         # Set when the client broke the protocol; the stream then ends with INVALID_ARGUMENT.
         self.protocol_error = ""
-        # Labels of pushed, not yet acked messages, so ack receipts carry them (bounded).
-        self.in_flight: OrderedDict[str, dict[str, str]] = OrderedDict()
+        # Pushed, not yet acked messages: their labels (for ack receipts) and whether the inbox
+        # holds them. Bounded; an id that fell out is treated as possibly in the inbox.
+        self.in_flight: OrderedDict[str, tuple[dict[str, str], bool]] = OrderedDict()
 
-    def sent(self, messages: list[message_pb2.Message]) -> None:
+    def sent(self, messages: Iterable[message_pb2.Message]) -> None:
         for message in messages:
-            self.in_flight[message.message_id] = dict(message.labels)
+            self.in_flight[message.message_id] = (dict(message.labels), message.requires_ack)
         while len(self.in_flight) > IN_FLIGHT_MEMORY:
             self.in_flight.popitem(last=False)
 
-    def acked(self, message_id: str) -> dict[str, str]:
-        return self.in_flight.pop(message_id, {})
+    def acked(self, message_id: str) -> tuple[dict[str, str], bool]:
+        """(labels, maybe in the inbox) of an acked message."""
+        return self.in_flight.pop(message_id, ({}, True))
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

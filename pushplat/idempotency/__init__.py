@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 from pushplat.idempotency.base import IdempotencyStore, IdempotencyUnavailable
+from pushplat.store_url import store_backend
 
 __all__ = ["IdempotencyStore", "IdempotencyUnavailable", "open_idempotency"]
 
 
 def open_idempotency(url: str) -> IdempotencyStore:
-    scheme = urlparse(url).scheme
-    if scheme == "memory":
+    if store_backend(url, "idempotency store") == "memory":
         from pushplat.idempotency.memory import MemoryIdempotencyStore
 
         return MemoryIdempotencyStore()
-    if scheme in ("redis", "rediss", "redis+cluster"):
-        from pushplat.idempotency.redis import RedisIdempotencyStore
+    from pushplat.idempotency.redis import RedisIdempotencyStore
 
-        return RedisIdempotencyStore.from_url(url)
-    raise ValueError(f"unsupported idempotency store URL {url!r}")
+    return RedisIdempotencyStore.from_url(url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from pushplat_client.v1 import message_pb2
 
@@ -19,10 +20,29 @@ class InboxUnavailable(Exception):
     """The inbox backend cannot be reached or failed."""
 
 
+class Collapsed(NamedTuple):
+    """An older message that a newer one with the same collapse key replaced on a device."""
+
+    message_id: str
+    replaced_by: str
+    device_id: str
+
+
 class Inbox(ABC):
     @abstractmethod
     async def put(self, device_ids: Sequence[str], message: message_pb2.Message) -> list[str]:
         """Store message for each device; return the ids of older messages it collapsed."""
+
+    async def put_many(self, entries: Sequence[tuple[Sequence[str], message_pb2.Message]]) -> list[Collapsed]:
+        """put() for several messages, in order, saying which device each collapse happened on.
+        Backends override it to save round trips."""
+        replaced: list[Collapsed] = []
+        for device_ids, message in entries:
+            for device_id in dict.fromkeys(device_ids):
+                replaced += [
+                    Collapsed(old, message.message_id, device_id) for old in await self.put([device_id], message)
+                ]
+        return replaced
 
     @abstractmethod
     async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:

@@ -24,7 +24,7 @@ from pushplat_client.v1 import message_pb2
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from pushplat.inbox.base import Inbox, InboxUnavailable
+from pushplat.inbox.base import Collapsed, Inbox, InboxUnavailable
 from pushplat.metrics import DROPPED
 from pushplat.redis_support import DEFAULT_PREFIX, INDEX_ADD, RedisStore, Script, hash_tag, ttl_ms
 
@@ -184,17 +184,21 @@ class RedisInbox(RedisStore, Inbox):
     # -- Inbox ----------------------------------------------------------------------------------
 
     async def put(self, device_ids: Sequence[str], message: message_pb2.Message) -> list[str]:
-        devices = list(dict.fromkeys(device_ids))
-        if not devices:
+        return [c.message_id for c in await self.put_many([(device_ids, message)])]
+
+    async def put_many(self, entries: Sequence[tuple[Sequence[str], message_pb2.Message]]) -> list[Collapsed]:
+        """Every (devices, message) entry in one pipelined round trip, in order."""
+        now = self._now_ms()
+        calls = []
+        for device_ids, message in entries:
+            body = message.SerializeToString()
+            key_ttl = max(message.expires_at_ms - now, 1) + TTL_SLACK_MS if message.expires_at_ms else NO_EXPIRY_TTL_MS
+            calls += [(device_id, message, body, key_ttl) for device_id in dict.fromkeys(device_ids)]
+        if not calls:
             return []
-        body = message.SerializeToString()
-        if message.expires_at_ms:
-            key_ttl = max(message.expires_at_ms - self._now_ms(), 1) + TTL_SLACK_MS
-        else:
-            key_ttl = NO_EXPIRY_TTL_MS
 
         def build(pipe: Any, cached: bool) -> None:
-            for device_id in devices:
+            for device_id, message, body, key_ttl in calls:
                 _PUT.queue(
                     pipe,
                     *self.device_keys(device_id),
@@ -210,11 +214,11 @@ class RedisInbox(RedisStore, Inbox):
         # A NOSCRIPT retry re-runs puts that already ran: harmless (a re-put changes nothing),
         # but the re-run does not report what the first run collapsed.
         results = await self._guarded("put", lambda: self._scripts(build))
-        replaced: list[str] = []
+        replaced: list[Collapsed] = []
         trimmed = 0
-        for result in results:
+        for (device_id, message, _, _), result in zip(calls, results, strict=True):
             trimmed += int(result[0])
-            replaced.extend(_text(older) for older in result[1:])
+            replaced.extend(Collapsed(_text(older), message.message_id, device_id) for older in result[1:])
         if trimmed:
             DROPPED.labels("inbox_full").inc(trimmed)
         return replaced

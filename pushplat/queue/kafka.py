@@ -324,21 +324,26 @@ class KafkaLaneProducer(LaneProducer):
 
     async def publish_record(self, topic: str, key: bytes, value: bytes, what: str) -> None:
         """Publish one record to any topic; return once the broker acked it."""
+        await self.publish_records(topic, [(key, value)], what)
+
+    async def publish_records(self, topic: str, records: Sequence[tuple[bytes, bytes]], what: str) -> None:
+        """Publish (key, value) records in order with one hop to the producer thread; return once
+        the broker acked them all."""
         if self._producer is None:
             await self.start()
         loop = asyncio.get_running_loop()
-        acked: asyncio.Future[None] = loop.create_future()
+        acks: list[asyncio.Future[None]] = [loop.create_future() for _ in records]
         # One budget for the whole call; the extra second only guards against an ack that
         # never comes back at all (kafka-python fails the send itself after delivery_timeout).
         deadline = loop.time() + self.settings.publish_timeout + 1.0
         try:
-            await loop.run_in_executor(self._executor, self._send, topic, key, value, acked, loop)
+            await loop.run_in_executor(self._executor, self._send_all, topic, records, acks, loop)
         except QueueUnavailable:
             raise
         except Exception as exc:
             raise QueueUnavailable(f"cannot publish {what} to {topic}: {_describe(exc)}") from exc
         try:
-            await asyncio.wait_for(acked, max(deadline - loop.time(), 0.1))
+            await asyncio.wait_for(asyncio.gather(*acks), max(deadline - loop.time(), 0.1))
         except TimeoutError:
             raise QueueUnavailable(
                 f"Kafka at {self.settings.where} did not ack {what} on {topic} "
@@ -348,6 +353,16 @@ class KafkaLaneProducer(LaneProducer):
             raise QueueUnavailable(
                 f"Kafka at {self.settings.where} did not take {what} on {topic}: {_describe(exc)}"
             ) from exc
+
+    def _send_all(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes, bytes]],
+        acks: list[asyncio.Future[None]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        for (key, value), acked in zip(records, acks, strict=True):
+            self._send(topic, key, value, acked, loop)
 
     def _send(
         self, topic: str, key: bytes, value: bytes, acked: asyncio.Future[None], loop: asyncio.AbstractEventLoop

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pushplat.receipts.base import FINAL_STATES, Receipts, State, merge_status, receipt
+from pushplat.receipts.base import Receipts, State, merge_status, receipt
 
 if TYPE_CHECKING:
     from pushplat.config import Config
 
-__all__ = ["FINAL_STATES", "Receipts", "State", "merge_status", "open_receipts", "receipt"]
+__all__ = ["Receipts", "State", "merge_status", "open_receipts", "receipt"]
 
 
 def open_receipts(config: Config) -> Receipts:

@@ -15,9 +15,8 @@ from pushplat.messages import now_ms
 from pushplat.metrics import LABELLED_EVENTS
 
 State = push_pb2.DeliveryState
-# States that a device can move out of; a later one of these never overwrites ACKED.
-FINAL_STATES = {State.DELIVERY_STATE_ACKED, State.DELIVERY_STATE_EXPIRED, State.DELIVERY_STATE_DROPPED}
-COUNTED_FOR_LABELS = {State.DELIVERY_STATE_DELIVERED_TO_EDGE, State.DELIVERY_STATE_ACKED}
+# States counted per label, with the metric's name for each.
+COUNTED_FOR_LABELS = {State.DELIVERY_STATE_DELIVERED_TO_EDGE: "delivered_to_edge", State.DELIVERY_STATE_ACKED: "acked"}
 
 
 def receipt(
@@ -49,11 +48,10 @@ class Receipts(ABC):
     async def emit(self, receipts: Sequence[push_pb2.Receipt]) -> None:
         """Publish events and record the last states. Never raises: receipts are best effort."""
         for r in receipts:
-            if r.state in COUNTED_FOR_LABELS:
+            counted_as = COUNTED_FOR_LABELS.get(r.state)
+            if counted_as:
                 for key, value in r.labels.items():
-                    LABELLED_EVENTS.labels(
-                        State.Name(r.state).removeprefix("DELIVERY_STATE_").lower(), key, value
-                    ).inc()
+                    LABELLED_EVENTS.labels(counted_as, key, value).inc()
         await self._emit(receipts)
 
     @abstractmethod

@@ -36,25 +36,30 @@ class KafkaReceiptEvents:
         settings.topics = {"receipts": self.topic}
         self._producer = KafkaLaneProducer(settings)
         self._pending: set[asyncio.Task[None]] = set()
+        self._backlog = 0  # receipts handed over and not yet acked or failed
 
     async def start(self) -> None:
         await self._producer.start()
 
     def publish(self, receipts: Sequence[push_pb2.Receipt]) -> None:
-        if len(self._pending) + len(receipts) > MAX_PENDING_EVENTS:
+        if self._backlog + len(receipts) > MAX_PENDING_EVENTS:
             RECEIPT_ERRORS.labels("events_backlog").inc(len(receipts))
             return
-        for r in receipts:
-            task = asyncio.create_task(self._send(r))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        # One background task per emit, not per receipt: one hop to the producer thread.
+        self._backlog += len(receipts)
+        task = asyncio.create_task(self._send(list(receipts)))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
-    async def _send(self, r: push_pb2.Receipt) -> None:
+    async def _send(self, receipts: list[push_pb2.Receipt]) -> None:
+        records = [(r.message_id.encode(), r.SerializeToString()) for r in receipts]
         try:
-            await self._producer.publish_record(self.topic, r.message_id.encode(), r.SerializeToString(), "receipt")
+            await self._producer.publish_records(self.topic, records, f"{len(records)} receipts")
         except Exception as exc:
-            RECEIPT_ERRORS.labels("events").inc()
-            log.debug(kv("receipts.publish_failed", message=r.message_id, error=str(exc)))
+            RECEIPT_ERRORS.labels("events").inc(len(records))
+            log.debug(kv("receipts.publish_failed", receipts=len(records), error=str(exc)))
+        finally:
+            self._backlog -= len(records)
 
     async def close(self) -> None:
         if self._pending:

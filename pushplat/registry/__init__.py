@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 from pushplat.registry.base import Registry, RegistryUnavailable, Route
+from pushplat.store_url import store_backend
 
 __all__ = ["Registry", "RegistryUnavailable", "Route", "open_registry"]
 
 
 def open_registry(url: str) -> Registry:
-    scheme = urlparse(url).scheme
-    if scheme == "memory":
+    if store_backend(url, "registry") == "memory":
         from pushplat.registry.memory import MemoryRegistry
 
         return MemoryRegistry()
-    if scheme in ("redis", "rediss", "redis+cluster"):
-        from pushplat.registry.redis import RedisRegistry
+    from pushplat.registry.redis import RedisRegistry
 
-        return RedisRegistry.from_url(url)
-    raise ValueError(
-        f"unsupported registry URL {url!r}: use memory://, redis://host:port/db or redis+cluster://host:port"
-    )
+    return RedisRegistry.from_url(url)

@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 
 import grpc
-from pushplat_client.v1 import delivery_pb2, push_pb2
+from pushplat_client.v1 import delivery_pb2, message_pb2, push_pb2
 
 from pushplat.config import Config
 from pushplat.edge_clients import EdgeClients
@@ -121,6 +121,7 @@ class RouterNode:
             self.inbox.devices_of(sorted(lasting_users)) if lasting_users else _empty_dict(),
         )
         per_edge: dict[str, list[delivery_pb2.Routed]] = defaultdict(list)
+        to_store: list[tuple[list[str], message_pb2.Message]] = []
         for record in live:
             envelope, message = record.envelope, record.envelope.message
             routes: list[Route]
@@ -132,14 +133,8 @@ class RouterNode:
                 routes = user_routes.get(envelope.user_id, [])
                 online = {r.device_id for r in routes}
                 offline = [d for d in known_devices.get(envelope.user_id, []) if d not in online]
-            if message.requires_ack:
-                # Inbox first: once stored, a crash anywhere after this loses nothing.
-                targets = sorted({r.device_id for r in routes} | set(offline))
-                if targets:
-                    for older in await self.inbox.put(targets, message):
-                        events.append(
-                            receipt(older, State.DELIVERY_STATE_DROPPED, detail=f"collapsed by {message.message_id}")
-                        )
+            if message.requires_ack and (routes or offline):
+                to_store.append(([*(r.device_id for r in routes), *offline], message))
             for device_id in offline:
                 events.append(
                     receipt(
@@ -168,6 +163,12 @@ class RouterNode:
                 per_edge[route.edge_id].append(
                     delivery_pb2.Routed(device_id=route.device_id, session_id=route.session_id, message=message)
                 )
+        if to_store:
+            # Inbox first, in one round trip for the batch: once stored, a crash anywhere
+            # after this loses nothing.
+            for c in await self.inbox.put_many(to_store):
+                detail = f"collapsed by {c.replaced_by}"
+                events.append(receipt(c.message_id, State.DELIVERY_STATE_DROPPED, device_id=c.device_id, detail=detail))
         if per_edge:
             addresses = await self.registry.edge_addresses(sorted(per_edge))
             results = await asyncio.gather(

@@ -90,14 +90,20 @@ async def test_idempotency_holds_across_two_api_processes(deployment):
 async def test_offline_inbox_collapse_and_ttl_on_redis(deployment):
     api, _, (edge,) = await deployment.platform(routers=1, edges=1)
     async with PushSender(api.address) as sender:
-        for score in ("1-0", "2-0", "2-1"):
+        scores = [
             await sender.send(device_id="fan", payload=score, at_least_once=True, collapse_key="score")
+            for score in ("1-0", "2-0", "2-1")
+        ]
         short = await sender.send(device_id="fan", payload="short-lived", at_least_once=True, ttl_seconds=1)
 
         async def stored() -> bool:  # the router has put everything in the inbox
             return (await sender.get_status(short.message_id)).state == State.DELIVERY_STATE_NO_ROUTE
 
         await eventually(stored, 30, what="the messages to reach the inbox")
+        replaced = await sender.get_status(scores[1].message_id)
+        assert [(d.device_id, d.state, d.detail) for d in replaced.devices] == [
+            ("fan", State.DELIVERY_STATE_DROPPED, f"collapsed by {scores[2].message_id}")
+        ]
         expiry = time.time() + 1.1
         await eventually(lambda: time.time() > expiry, 5, what="the short TTL to run out")
         await sender.send(device_id="fan", payload="news", at_least_once=True)

@@ -106,12 +106,19 @@ async def _expired_status(api, message_id: str) -> bool:
 
 async def test_collapse_key_keeps_only_the_newest_undelivered_message(platform, clients):
     api = clients("api", addr(platform.ports.api))
-    for score in ("1-0", "2-0", "2-1"):
-        last = await api.send(device_id="fan", payload=score.encode(), delivery=ALO, collapse_key="score")
+    sent = [
+        await api.send(device_id="fan", payload=score.encode(), delivery=ALO, collapse_key="score")
+        for score in ("1-0", "2-0", "2-1")
+    ]
+    last = sent[-1]
     other = await api.send(device_id="fan", payload=b"news", delivery=ALO, collapse_key="news")
     device = await connect(clients, platform, "fan")
     got = await device.read_messages(2)
     assert [(m.message_id, m.payload) for m in got] == [(last.message_id, b"2-1"), (other.message_id, b"news")]
+    # The replaced messages' status says, per device, which message replaced them.
+    for older, newer in ((sent[0], sent[1]), (sent[1], sent[2])):
+        [fan] = [d for d in (await status(api, older.message_id)).devices if d.device_id == "fan"]
+        assert fan.state == State.DELIVERY_STATE_DROPPED and fan.detail == f"collapsed by {newer.message_id}"
 
 
 async def test_idempotent_send_returns_the_first_id_and_delivers_once(platform, clients):
