@@ -5,12 +5,14 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# The SDK ships the generated stubs the server imports, so it is installed first.
+# The SDK ships the generated stubs the server imports, so it is installed first. Every
+# dependency comes at the version pinned in constraints.txt, the same pins CI tests with.
+COPY constraints.txt /app/
 COPY clients/python /app/clients/python
-RUN pip install /app/clients/python
+RUN pip install --constraint /app/constraints.txt /app/clients/python
 COPY pyproject.toml README.md /app/
 COPY pushplat /app/pushplat
-RUN pip install /app && useradd --system --uid 10001 pushplat
+RUN pip install --constraint /app/constraints.txt /app && useradd --system --uid 10001 pushplat
 
 USER pushplat
 # Listen on all interfaces inside the container; publish only what each role needs.

@@ -90,6 +90,7 @@ class Role:
     proc: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
     log_offset: int = 0  # where this start's output begins in the log
+    command: tuple[str, ...] = tuple(PUSHPLAT)  # what runs args (e.g. scripts/run instead of pushplat)
 
     @property
     def address(self) -> str:
@@ -104,7 +105,7 @@ class Role:
         with self.log_path.open("ab") as log:
             self.log_offset = log.tell()
             self.proc = await asyncio.create_subprocess_exec(
-                *PUSHPLAT, *self.args, stdout=log, stderr=log, env={**os.environ, **self.env}
+                *self.command, *self.args, stdout=log, stderr=log, env={**os.environ, **self.env}
             )
         await self.wait_up(timeout)
         return self
