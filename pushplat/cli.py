@@ -41,7 +41,7 @@ def add_option(
         parser.add_argument(flag, action="store_true", default=value, help=text + "]")
         return
     if repeat:
-        value = [v for v in raw.split(",") if v] if raw is not None else list(default or [])
+        value = [v.strip() for v in raw.split(",") if v.strip()] if raw is not None else list(default or [])
         parser.add_argument(
             flag,
             action="append",
@@ -125,6 +125,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.session_queue_limit,
             help="messages buffered per device stream before drops",
         )
+        _edge_tunables(parser, d)
     if "api" in roles:
         add_option(
             parser,
@@ -142,6 +143,25 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         )
         add_option(
             parser, "--max-payload-bytes", type=int, default=d.max_payload_bytes, help="largest accepted payload"
+        )
+        _api_tunables(parser, d)
+    if "router" in roles:
+        _router_tunables(parser, d)
+    if "edge" in roles or "router" in roles:
+        add_option(
+            parser,
+            "--inbox-limit",
+            type=int,
+            default=d.inbox_limit,
+            help="at-least-once messages kept per device inbox; beyond it the oldest go first",
+        )
+    if dev:
+        add_option(
+            parser,
+            "--lane-capacity",
+            type=int,
+            default=d.lane_capacity,
+            help="messages each in-process priority lane holds; a full lane answers Send with UNAVAILABLE",
         )
     if not dev:
         add_option(
@@ -187,7 +207,144 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         default=d.metrics_port,
         help="serve Prometheus /metrics on this port; 0 turns it off",
     )
+    add_option(
+        parser,
+        "--keepalive-seconds",
+        type=float,
+        default=d.keepalive_seconds,
+        help="gRPC keepalive ping interval; finds half-open TCP connections the heartbeat cannot see",
+    )
+    add_option(
+        parser,
+        "--keepalive-timeout-seconds",
+        type=float,
+        default=d.keepalive_timeout_seconds,
+        help="a keepalive ping unanswered this long closes the connection",
+    )
     add_option(parser, "--log-level", default=d.log_level, help="debug, info, warning or error")
+
+
+def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help="device streams this edge holds at most (size it from memory: about 52 KiB each); 0 is no limit",
+    )
+    add_option(
+        parser,
+        "--max-connects-per-second",
+        type=float,
+        default=d.max_connects_per_second,
+        help="new device streams accepted per second (token bucket); 0 is no limit",
+    )
+    add_option(
+        parser,
+        "--heartbeat-misses",
+        type=int,
+        default=d.heartbeat_misses,
+        help="a stream silent for this many heartbeat intervals is closed",
+    )
+    add_option(
+        parser,
+        "--hello-timeout-seconds",
+        type=float,
+        default=d.hello_timeout_seconds,
+        help="a stream that sends no Hello within this is closed with DEADLINE_EXCEEDED",
+    )
+    add_option(
+        parser,
+        "--max-age-jitter",
+        type=float,
+        default=d.max_age_jitter,
+        help="each connection's maximum age is shortened by a random share of up to this fraction",
+    )
+    add_option(
+        parser,
+        "--reconnect-spread-ms",
+        type=int,
+        default=d.reconnect_spread_ms,
+        help="GoAway(MAX_AGE) asks clients to reconnect within [0, this) ms",
+    )
+    add_option(
+        parser,
+        "--goaway-grace-seconds",
+        type=float,
+        default=d.goaway_grace_seconds,
+        help="after a GoAway, a lingering stream is closed after this many seconds",
+    )
+    add_option(
+        parser,
+        "--registry-ttl-seconds",
+        type=float,
+        default=d.registry_ttl_seconds,
+        help="TTL of this edge's registry entries, refreshed while it lives",
+    )
+    add_option(
+        parser,
+        "--device-memory-seconds",
+        type=float,
+        default=d.device_memory_seconds,
+        help="how long a user's device keeps getting the user's at-least-once messages after it last connected",
+    )
+
+
+def _api_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--default-ttl-seconds",
+        type=int,
+        default=d.default_ttl_seconds,
+        help="TTL of a message sent with ttl_seconds = 0",
+    )
+    add_option(
+        parser,
+        "--max-ttl-seconds",
+        type=int,
+        default=d.max_ttl_seconds,
+        help="largest ttl_seconds accepted; above it Send is INVALID_ARGUMENT",
+    )
+    add_option(
+        parser,
+        "--idempotency-window-seconds",
+        type=float,
+        default=d.idempotency_window_seconds,
+        help="a repeat Send with the same idempotency_key within this window is a duplicate",
+    )
+
+
+def _router_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--router-batch-size",
+        type=int,
+        default=d.router_batch_size,
+        help="messages a router takes from the lanes per batch (one Delivery.Deliver per edge per batch)",
+    )
+    add_option(
+        parser,
+        "--deliver-timeout-seconds",
+        type=float,
+        default=d.deliver_timeout_seconds,
+        help="deadline of a Delivery.Deliver call to an edge; past it the batch counts as edge_unreachable",
+    )
+
+
+def first_key(keys: str) -> str:
+    """The key a client sends from a comma-separated list (the servers take one for rotation)."""
+    return next((key.strip() for key in keys.split(",") if key.strip()), "")
+
+
+def _client_api_key(parser: argparse.ArgumentParser) -> None:
+    add_option(
+        parser,
+        "--api-key",
+        default="",
+        type=first_key,
+        metavar="KEY",
+        help="API key sent as 'authorization: Bearer KEY'; of a comma-separated list, the first",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--content-type", default="text/plain", help="content type of the payload")
     send.add_argument("--at-least-once", action="store_true", help="keep in the inbox until the device acks")
     send.add_argument("--label", action="append", default=[], metavar="K=V", help="a label (repeatable)")
-    add_option(send, "--api-key", default="", help="API key sent as 'authorization: Bearer KEY'")
+    _client_api_key(send)
     send.add_argument("payload", help="message payload (text); '-' reads standard input")
 
     status = sub.add_parser(
@@ -239,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print Push.GetStatus for MESSAGE_ID as JSON.",
     )
     add_option(status, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
-    add_option(status, "--api-key", default="", help="API key sent as 'authorization: Bearer KEY'")
+    _client_api_key(status)
     status.add_argument("message_id", help="the message_id that `pushplat send` printed")
 
     presence = sub.add_parser(
@@ -248,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print Push.GetPresence for USER as JSON.",
     )
     add_option(presence, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
-    add_option(presence, "--api-key", default="", help="API key sent as 'authorization: Bearer KEY'")
+    _client_api_key(presence)
     presence.add_argument("user", help="user id")
 
     listen = sub.add_parser(

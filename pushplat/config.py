@@ -66,6 +66,11 @@ class Config:
     router_batch_size: int = 256
     deliver_timeout_seconds: float = 5.0
     lane_capacity: int = 1_000_000
+    # At-least-once messages kept per device inbox; beyond it the oldest go first.
+    inbox_limit: int = 10_000
+    # gRPC keepalive on every server: finds half-open TCP connections.
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
 
     log_level: str = "info"
 

@@ -213,10 +213,10 @@ class RedisStore:
         self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     @classmethod
-    def from_url(cls, url: str) -> Self:
-        """The store for a URL in the syntax of this module's doc."""
+    def from_url(cls, url: str, **defaults: Any) -> Self:
+        """The store for a URL in the syntax of this module's doc; the URL's options win over defaults."""
         target = RedisTarget.from_url(url, cls.kind, decode_responses=cls.decode_responses)
-        return cls(target.client, prefix=target.prefix, url=url, **cls._url_options(target.options))
+        return cls(target.client, prefix=target.prefix, url=url, **{**defaults, **cls._url_options(target.options)})
 
     @classmethod
     def _url_options(cls, options: Mapping[str, str]) -> dict[str, Any]:

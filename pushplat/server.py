@@ -28,9 +28,8 @@ from pushplat.router import RouterNode
 log = logging.getLogger("pushplat.server")
 
 # Keepalive kills half-open TCP connections; the heartbeat catches silent clients.
+# (Their intervals come from --keepalive-seconds and --keepalive-timeout-seconds.)
 SERVER_OPTIONS = [
-    ("grpc.keepalive_time_ms", 60_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
@@ -91,7 +90,7 @@ class Server:
             self.registry = open_registry(config.registry)
             await self.registry.ping()
             # The inbox, idempotency keys and message status live beside the registry.
-            self.inbox = open_inbox(config.registry)
+            self.inbox = open_inbox(config.registry, config.inbox_limit)
             self.idempotency = open_idempotency(config.registry)
             self.receipts = open_receipts(config)
             await self.receipts.start()
@@ -197,6 +196,8 @@ class Server:
         server = grpc.aio.server(
             options=[
                 *SERVER_OPTIONS,
+                ("grpc.keepalive_time_ms", int(self.config.keepalive_seconds * 1000)),
+                ("grpc.keepalive_timeout_ms", int(self.config.keepalive_timeout_seconds * 1000)),
                 ("grpc.max_receive_message_length", max(4 * 1024 * 1024, 4 * self.config.max_payload_bytes)),
             ]
         )

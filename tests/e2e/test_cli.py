@@ -147,3 +147,43 @@ async def test_status_and_presence(processes):
     await eventually(acked, 20, what="the ack to show in status")
     code, out, err = await run("status", "--api", server.api, "missing-id")
     assert code == 1 and "NOT_FOUND" in err
+
+
+async def test_admission_limits_are_command_line_options(processes):
+    """--max-connections (and PUSHPLAT_MAX_CONNECTS_PER_SECOND) as the README documents them."""
+    import grpc
+
+    from tests.helpers import RawDevice
+
+    server = await processes.dev("--max-connections", "1", env={"PUSHPLAT_MAX_CONNECTS_PER_SECOND": "50"})
+    first, second = RawDevice(server.edge), RawDevice(server.edge)
+    try:
+        await first.hello(device_id="only-one")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await second.hello(device_id="one-too-many")
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "connection limit" in info.value.details()
+        assert dict(info.value.trailing_metadata())["retry-after-ms"].isdigit()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_client_commands_send_the_first_key_of_a_rotation_list(processes):
+    """PUSHPLAT_API_KEY="K1,K2" configures the server with both keys; send, status and presence
+    reading the same variable send K1, not the whole string."""
+    keys = {"PUSHPLAT_API_KEY": "rot-key-1, rot-key-2"}
+    server = await processes.dev(env=keys)
+    code, out, err = await run("send", "--api", server.api, "--device", "d1", "hi", env=keys)
+    assert code == 0, err
+    message_id = json.loads(out)["message_id"]
+    code, out, err = await run("status", "--api", server.api, message_id, env=keys)
+    assert code == 0, err
+    assert json.loads(out)["message_id"] == message_id
+    code, out, err = await run("presence", "--api", server.api, "nobody", env=keys)
+    assert code == 0 and json.loads(out)["user_id"] == "nobody", err
+    # The second key of the list is a valid key too (rotation), given on its own.
+    code, _, err = await run("send", "--api", server.api, "--api-key", "rot-key-2", "--device", "d1", "x")
+    assert code == 0, err
+    code, _, err = await run("send", "--api", server.api, "--api-key", "wrong", "--device", "d1", "x")
+    assert code == 1 and "unknown API key" in err

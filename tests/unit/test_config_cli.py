@@ -28,3 +28,39 @@ def test_an_edge_id_is_made_up_unless_given():
     made_up = config_from_args(build_parser().parse_args(["dev"])).edge_id
     assert made_up and made_up != config_from_args(build_parser().parse_args(["dev"])).edge_id
     assert config_from_args(build_parser().parse_args(["edge", "--edge-id", "e7"])).edge_id == "e7"
+
+
+def _roles_with(flag: str) -> list[str]:
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return [
+        name
+        for name in ("dev", "api", "router", "edge")
+        if any(flag in action.option_strings for action in subparsers.choices[name]._actions)
+    ]
+
+
+def test_every_tunable_flag_and_its_variable_reach_the_config(monkeypatch):
+    """Each Config field's flag, and its PUSHPLAT_ variable, set that field (no flag is decoration)."""
+    import dataclasses
+
+    from pushplat.config import Config
+
+    checked = 0
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(Config(), f.name)
+        if f.name in ("roles", "api_keys") or not isinstance(default, int | float | str) or isinstance(default, bool):
+            continue
+        value = "e7" if isinstance(default, str) else str(type(default)(default + 3 if default else 7))
+        if f.name in ("registry", "queue"):
+            value = "redis://h:1/0" if f.name == "registry" else "kafka://h:1"
+        for role in _roles_with(flag):
+            want = type(default)(value)
+            config = config_from_args(build_parser().parse_args([role, flag, value]))
+            assert getattr(config, f.name) == want, (role, flag)
+            monkeypatch.setenv(f"PUSHPLAT_{f.name.upper()}", value)
+            config = config_from_args(build_parser().parse_args([role]))
+            monkeypatch.delenv(f"PUSHPLAT_{f.name.upper()}")
+            assert getattr(config, f.name) == want, (role, f"PUSHPLAT_{f.name.upper()}")
+            checked += 1
+    assert checked > 40
