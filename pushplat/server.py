@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc, edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
 
 from pushplat.api import PushServicer
@@ -22,6 +21,7 @@ from pushplat.logs import kv
 from pushplat.metrics import serve_metrics
 from pushplat.queue import LaneConsumer, LaneProducer, check_queue_url
 from pushplat.receipts import Receipts, open_receipts
+from pushplat.reflection import enable_reflection
 from pushplat.registry import Registry, open_registry
 from pushplat.router import RouterNode
 
@@ -220,10 +220,7 @@ class Server:
             await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         self._health.append(servicer)
-        reflection.enable_server_reflection(
-            [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            server,
-        )
+        enable_reflection([*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
 
 
 def advertised_host(config: Config) -> str:
