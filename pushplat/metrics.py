@@ -25,10 +25,20 @@ REGISTRY_LATENCY = Histogram(
 LANE_LAG = Gauge("pushplat_lane_lag_seconds", "Age of the newest message a router took, per lane", ["lane"])
 
 
-def serve_metrics(host: str, port: int) -> None:
-    """Expose /metrics over HTTP on its own thread; port 0 means off."""
-    if port:
-        start_http_server(port, addr=host)
+class MetricsServer:
+    """The /metrics HTTP server on its own thread."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._httpd, self._thread = start_http_server(port, addr=host)
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def serve_metrics(host: str, port: int) -> MetricsServer | None:
+    """Expose /metrics over HTTP on its own thread; port 0 means off. Raises OSError if taken."""
+    return MetricsServer(host, port) if port else None
 
 
 LABELLED_EVENTS = Counter(

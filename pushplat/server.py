@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -18,7 +19,7 @@ from pushplat.edge import EdgeNode
 from pushplat.idempotency import IdempotencyStore, open_idempotency
 from pushplat.inbox import Inbox, open_inbox
 from pushplat.logs import kv
-from pushplat.metrics import serve_metrics
+from pushplat.metrics import MetricsServer, serve_metrics
 from pushplat.queue import LaneConsumer, LaneProducer, check_queue_url
 from pushplat.receipts import Receipts, open_receipts
 from pushplat.reflection import enable_reflection
@@ -74,10 +75,17 @@ class Server:
         self._stopped = asyncio.Event()
         self._draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._metrics: MetricsServer | None = None
+        self._started = False
 
     async def start(self) -> None:
         config = self.config
         roles = set(config.roles)
+        # First, so a taken metrics port fails before anything else has started.
+        try:
+            self._metrics = serve_metrics(config.host, config.metrics_port)
+        except OSError as exc:
+            raise port_error(config.host, config.metrics_port, "metrics", exc) from exc
         try:
             self.producer, self.consumer = _open_lanes(config, roles)
             if self.producer is not None:
@@ -129,7 +137,7 @@ class Server:
                 raise StartupError(f"cannot start the router: {exc}") from exc
         for server in self._servers:
             await server.start()
-        serve_metrics(config.host, config.metrics_port)
+        self._started = True
         log.info(
             kv(
                 "server.started",
@@ -175,8 +183,11 @@ class Server:
         for store in (self.receipts, self.idempotency, self.inbox, self.registry):
             if store is not None:
                 await store.close()
+        if self._metrics is not None:
+            self._metrics.stop()
         self._stopped.set()
-        log.info(kv("server.stopped", edge_id=self.config.edge_id))
+        if self._started:  # after a failed start, the start-up error is the one line to read
+            log.info(kv("server.stopped", edge_id=self.config.edge_id))
 
     async def serve_until_signal(self) -> None:
         loop = asyncio.get_running_loop()
@@ -206,6 +217,8 @@ class Server:
 
     def _bind(self, server: grpc.aio.Server, port: int, what: str) -> int:
         address = f"{self.config.host}:{port}"
+        # gRPC's own bind failure is a core log line plus a vague RuntimeError; say it plainly.
+        free_or_fail(self.config.host, port, what)
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -221,6 +234,30 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         self._health.append(servicer)
         enable_reflection([*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
+
+
+def free_or_fail(host: str, port: int, what: str) -> None:
+    """Raise StartupError unless host:port can be bound now (port 0 always can)."""
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise port_error(host, port, what, exc) from exc
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As the real servers do: a port left in TIME_WAIT is free, one with a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                raise port_error(host, port, what, exc) from exc
+
+
+def port_error(host: str, port: int, what: str, exc: OSError) -> StartupError:
+    """One line that says which port, for what, and which option picks another."""
+    detail = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+    return StartupError(f"cannot listen on {host}:{port} for {what}: {detail} (choose another --{what}-port)")
 
 
 def advertised_host(config: Config) -> str:

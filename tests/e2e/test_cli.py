@@ -187,3 +187,25 @@ async def test_client_commands_send_the_first_key_of_a_rotation_list(processes):
     assert code == 0, err
     code, _, err = await run("send", "--api", server.api, "--api-key", "wrong", "--device", "d1", "x")
     assert code == 1 and "unknown API key" in err
+
+
+@pytest.mark.parametrize("taken", ["edge", "api", "delivery", "metrics"])
+async def test_every_port_in_use_is_one_clear_line_and_exit_2(taken):
+    """A taken port of any kind: exit code 2 and one line naming the port and the option to change,
+    no traceback and no event-loop noise after it."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ports = {name: "0" for name in ("edge", "api", "delivery", "metrics")}
+        ports[taken] = str(port)
+        args = [arg for name, value in ports.items() for arg in (f"--{name}-port", value)]
+        code, out, err = await run("dev", *args)
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        f"pushplat dev: cannot listen on 127.0.0.1:{port} for {taken}: address already in use "
+        f"(choose another --{taken}-port)"
+    ], err
+    assert out == ""
