@@ -17,6 +17,10 @@ class AuthError(Exception):
     """A token or API key was refused; the message says why."""
 
 
+class IncompleteHello(ValueError):
+    """A Hello that cannot name a device, whatever the credentials (INVALID_ARGUMENT, not auth)."""
+
+
 @dataclass(frozen=True)
 class Identity:
     user_id: str
@@ -44,7 +48,7 @@ class PushAuthHandler:
     def identify(self, token: str, user_id: str, device_id: str) -> Identity:
         if not self._secret:
             if not device_id:
-                raise AuthError("Hello.device_id is required when auth is off")
+                raise IncompleteHello("Hello.device_id is required when auth is off")
             return Identity(user_id or device_id, device_id)
         if not token:
             raise AuthError("Hello.token is required")

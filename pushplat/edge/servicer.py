@@ -12,7 +12,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, message_pb2
 
-from pushplat.auth import AuthError, PushAuthHandler
+from pushplat.auth import AuthError, IncompleteHello, PushAuthHandler
 from pushplat.config import Config
 from pushplat.edge.admission import AdmissionControl
 from pushplat.edge.hub import Hub
@@ -78,6 +78,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             )
         try:
             identity = self.auth.identify(hello.token, hello.user_id, hello.device_id)
+        except IncompleteHello as exc:
+            CONNECTS.labels("bad_hello").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except AuthError as exc:
             CONNECTS.labels("unauthenticated").inc()
             log.info(kv("session.refused", peer=context.peer(), reason=str(exc)))

@@ -3,7 +3,7 @@ import time
 import jwt
 import pytest
 
-from pushplat.auth import ApiKeyChecker, AuthError, PushAuthHandler, mint_token
+from pushplat.auth import ApiKeyChecker, AuthError, IncompleteHello, PushAuthHandler, mint_token
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 
@@ -27,7 +27,7 @@ def test_auth_off_trusts_hello_ids_and_needs_a_device():
     handler = PushAuthHandler("")
     assert handler.identify("", "u", "d").user_id == "u"
     assert handler.identify("", "", "d").user_id == "d"  # a device without a user is its own user
-    with pytest.raises(AuthError, match="device_id is required"):
+    with pytest.raises(IncompleteHello, match="device_id is required"):
         handler.identify("", "u", "")
 
 
