@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import grpc
@@ -29,6 +31,7 @@ DEFAULT_HEARTBEAT_INTERVAL: Final = 30.0
 MISSED_HEARTBEATS: Final = 3
 # Acks wait this long for company, so a burst of messages costs one Ack frame, not many.
 ACK_LINGER: Final = 0.01
+DEFAULT_MAX_BUFFERED: Final = 1_000
 
 
 class _Sentinel:
@@ -57,7 +60,16 @@ class PushClient:
             async for message in client:
                 handle(message)
 
-    With ``auto_ack`` (the default) a message is acked when the iterator hands it over.
+    With ``auto_ack`` (the default) a message is acked when the iterator hands it over. With
+    ``auto_ack=False`` the app acks once it is done, so at-least-once covers its own crash::
+
+        async for message in client:
+            async with client.processing(message):   # acked on success only
+                await handle(message)
+
+    At most ``max_buffered`` messages wait for the app; while that many wait, the client stops
+    reading the stream, and gRPC flow control holds the rest at the edge. Messages whose
+    ``expires_at_ms`` has passed are dropped, never handed over.
     Messages already seen (by ``message_id``) are acked again but not handed over twice.
     Non-retriable errors (bad token, bad request) end the iteration by raising
     :class:`PushError` / :class:`AuthError`; everything else is retried.
@@ -72,6 +84,7 @@ class PushClient:
         device_id: str = "",
         client_version: str = "pushplat-python/0.1",
         auto_ack: bool = True,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
         dedup_capacity: int = 10_000,
         backoff: Backoff | None = None,
         heartbeat_interval: float | None = None,
@@ -87,6 +100,8 @@ class PushClient:
             raise ValueError(f"heartbeat_interval must be > 0, got {heartbeat_interval!r}")
         if connect_timeout <= 0:
             raise ValueError(f"connect_timeout must be > 0, got {connect_timeout!r}")
+        if max_buffered < 1:
+            raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
 
         # Several addresses ("h1:p,h2:p" or a list): each attempt tries the next one, so a
         # client without a load balancer still moves to another edge when one dies or drains.
@@ -114,7 +129,13 @@ class PushClient:
         self._pending_acks: dict[str, None] = {}
         self._flush_queued = False
 
+        # Bounded by max_buffered messages (plus the one end marker): see _buffer().
         self._messages: asyncio.Queue[message_pb2.Message | _Sentinel] = asyncio.Queue()
+        self._max_buffered = max_buffered
+        self._room = asyncio.Event()
+        self._waiting_for_app = False
+        self._buffered = 0  # messages (not end markers) in _messages
+        self._expired = 0
         self._out: asyncio.Queue[_WriteItem] | None = None  # the live session's write queue
         self._connected = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -154,6 +175,21 @@ class PushClient:
         return self._connected.is_set()
 
     @property
+    def buffered(self) -> int:
+        """Messages received and waiting for the app (at most ``max_buffered``)."""
+        return self._buffered
+
+    @property
+    def waiting_for_app(self) -> bool:
+        """True while the buffer is full and the client has stopped reading the stream."""
+        return self._waiting_for_app
+
+    @property
+    def expired(self) -> int:
+        """Messages dropped because their ``expires_at_ms`` had passed before the app got them."""
+        return self._expired
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -171,16 +207,41 @@ class PushClient:
         if self._closed:
             raise StopAsyncIteration
         self._ensure_started()
-        item = await self._messages.get()
-        if isinstance(item, _Sentinel):
-            # Leave the marker for any other task iterating the same client.
-            self._messages.put_nowait(item)
-            if self._error is not None and not self._closed:
-                raise self._error
-            raise StopAsyncIteration
-        if self._auto_ack and item.message_id:
-            self._record_acks((item.message_id,))
-        return item
+        while True:
+            item = await self._messages.get()
+            self._room.set()
+            if isinstance(item, _Sentinel):
+                # Leave the marker for any other task iterating the same client.
+                self._messages.put_nowait(item)
+                if self._error is not None and not self._closed:
+                    raise self._error
+                raise StopAsyncIteration
+            self._buffered -= 1
+            if item.expires_at_ms and item.expires_at_ms <= time.time() * 1000:
+                # Its TTL ran out on the way or while it waited here: never hand it over. It is
+                # not acked; an at-least-once copy expires from the inbox on its own.
+                self._expired += 1
+                log.debug("expired message_id=%s %s", item.message_id, self._fields())
+                continue
+            if self._auto_ack and item.message_id:
+                self._record_acks((item.message_id,))
+            return item
+
+    @asynccontextmanager
+    async def processing(self, message: message_pb2.Message) -> AsyncIterator[message_pb2.Message]:
+        """Ack ``message`` when the block ends without an exception (needs ``auto_ack=False``).
+
+        If the block raises, the message is not acked and its id is forgotten, so the copy the
+        edge replays after the next reconnect (at-least-once) is handed over again; if the
+        process dies mid-block, the next process gets it the same way."""
+        if self._auto_ack:
+            raise RuntimeError("processing() acks after the block; create the client with auto_ack=False")
+        try:
+            yield message
+        except BaseException:
+            self._seen.discard(message.message_id)
+            raise
+        await self.ack(message.message_id)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the edge has welcomed us. Raises TimeoutError, or the PushError that
@@ -416,7 +477,8 @@ class PushClient:
             self._last_rx = loop.time()
             kind = frame.WhichOneof("frame")
             if kind == "pushes":
-                self._on_pushes(frame.pushes.messages)
+                await self._on_pushes(frame.pushes.messages)
+                self._last_rx = loop.time()  # time spent waiting for the app is not the edge's silence
             elif kind == "pong":
                 log.debug("pong %s", self._fields())
             elif kind == "go_away":
@@ -436,7 +498,7 @@ class PushClient:
         )
         return max(go_away.reconnect_after_ms, 0) / 1000.0
 
-    def _on_pushes(self, messages: Iterable[message_pb2.Message]) -> None:
+    async def _on_pushes(self, messages: Iterable[message_pb2.Message]) -> None:
         count = 0
         for message in messages:
             count += 1
@@ -448,8 +510,21 @@ class PushClient:
                     self._queue_acks((mid,))
                 log.debug("duplicate message_id=%s %s", mid, self._fields())
                 continue
-            self._messages.put_nowait(message)
+            await self._buffer(message)
         log.debug("pushes count=%d %s", count, self._fields())
+
+    async def _buffer(self, message: message_pb2.Message) -> None:
+        """Queue a message for the app; while max_buffered wait, block the reader (backpressure:
+        unread frames stay in gRPC's flow-control window, and the edge stops sending)."""
+        while self._buffered >= self._max_buffered:
+            self._room.clear()
+            if not self._waiting_for_app:
+                self._waiting_for_app = True
+                log.debug("buffer full max_buffered=%d, reading paused %s", self._max_buffered, self._fields())
+            await self._room.wait()
+        self._waiting_for_app = False
+        self._buffered += 1
+        self._messages.put_nowait(message)
 
     async def _write_loop(self, call: Any, out: asyncio.Queue[_WriteItem]) -> None:
         """The only writer on the call: grpc.aio allows one pending write at a time."""
@@ -490,6 +565,9 @@ class PushClient:
         next_ping = loop.time() + interval
         while True:
             now = loop.time()
+            if self._waiting_for_app:
+                # We stopped reading, so the edge's frames cannot reach us: not its silence.
+                self._last_rx = now
             deadline = self._last_rx + MISSED_HEARTBEATS * interval
             if now >= deadline:
                 raise PushError(

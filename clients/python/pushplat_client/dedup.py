@@ -40,6 +40,10 @@ class RecentIds:
         while len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
 
+    def discard(self, message_id: str) -> None:
+        """Forget ``message_id``, so that a redelivery of it counts as new."""
+        self._ids.pop(message_id, None)
+
     def __contains__(self, message_id: object) -> bool:
         # Membership test only; does not refresh recency.
         return message_id in self._ids
