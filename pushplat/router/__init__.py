@@ -133,6 +133,8 @@ class RouterNode:
                 routes = user_routes.get(envelope.user_id, [])
                 online = {r.device_id for r in routes}
                 offline = [d for d in known_devices.get(envelope.user_id, []) if d not in online]
+            if not message.requires_ack:
+                offline = []  # at-most-once keeps nothing for them: no route is a counted drop
             if message.requires_ack and (routes or offline):
                 to_store.append(([*(r.device_id for r in routes), *offline], message))
             for device_id in offline:

@@ -1,0 +1,69 @@
+"""deploy/grafana/pushplat.json queries only metrics a running pushplat serves, and charts every
+metric the README's metrics table lists."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+from pushplat_client import PushClient, PushSender
+
+from tests.helpers import eventually, free_port
+from tests.processes import scrape
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy" / "grafana" / "pushplat.json"
+METRIC = re.compile(r"\bpushplat_[a-z_]+")
+
+
+def dashboard_metrics() -> set[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    exprs += [v["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), str)]
+    return {name for expr in exprs for name in METRIC.findall(expr)}
+
+
+def readme_metrics() -> set[str]:
+    section = (ROOT / "README.md").read_text().split("**Metrics.**", 1)[1].split("\n\n", 2)[1]
+    return {name for row in section.splitlines() if row.startswith("| `") for name in METRIC.findall(row.split("|")[1])}
+
+
+def samples(text: str) -> set[str]:
+    """Names of the samples in a Prometheus text exposition (not just # HELP lines)."""
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_every_readme_metric_is_on_the_dashboard():
+    listed = readme_metrics()
+    assert len(listed) >= 9, listed
+    charted = {re.sub(r"_(bucket|sum|count)$", "", name) for name in dashboard_metrics()}
+    assert listed <= charted, f"README metrics missing from the dashboard: {sorted(listed - charted)}"
+
+
+async def test_every_dashboard_metric_exists_in_a_live_metrics_endpoint(processes):
+    metrics_port = free_port()
+    server = await processes.dev("--metrics-port", str(metrics_port))
+    # Traffic that touches every metric: a connect, pushes of a labelled message, an ack, a drop
+    # for want of a route, and a disconnect.
+    async with PushSender(server.api) as sender:
+        async with PushClient(server.edge, user_id="g", device_id="g-1") as client:
+            await client.wait_connected(10)
+            sent = await sender.send(device_id="g-1", payload=b"x", labels={"variant": "a"}, at_least_once=True)
+            message = await asyncio.wait_for(anext(client), 10)
+            assert message.message_id == sent.message_id
+        await sender.send(device_id="nobody-here", payload=b"dropped")
+        wanted = dashboard_metrics()
+
+        missing = wanted
+
+        async def all_there() -> bool:
+            nonlocal missing
+            missing = wanted - samples(await asyncio.to_thread(scrape, metrics_port))
+            return not missing
+
+        try:
+            await eventually(all_there, 15, what="every dashboard metric in /metrics")
+        finally:
+            assert not missing, f"the dashboard queries metrics pushplat does not serve: {sorted(missing)}"
