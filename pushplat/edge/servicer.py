@@ -103,7 +103,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             # A dead peer can leave a write pending forever; `killed` lets the sweeper end it.
             await asyncio.wait({writer, killed}, return_when=asyncio.FIRST_COMPLETED)
             if session.protocol_error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, session.protocol_error)
+                # gRPC takes one send operation at a time: a status sent while the writer's
+                # write (say, the Welcome) is in flight fails and leaves the stream hanging. The
+                # session is closed, so the writer ends after that write.
+                await asyncio.wait({writer}, timeout=self.config.goaway_grace_seconds)
+                if writer.done():
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, session.protocol_error)
         finally:
             for task in (reader, writer, killed):
                 task.cancel()

@@ -16,6 +16,9 @@ GoAwayReason = edge_pb2.GoAway.Reason
 IN_FLIGHT_MEMORY = 4096
 
 
+BATCH_BYTES = 1024 * 1024  # payload bytes per PushBatch frame, at least one message
+
+
 class OutboundQueue:
     """Frames waiting for the stream. Control frames go first, then high, normal, low messages.
 
@@ -108,10 +111,14 @@ class OutboundQueue:
 
     def _take_messages(self, max_messages: int) -> list[message_pb2.Message]:
         batch: list[message_pb2.Message] = []
+        size = 0
         now = now_ms()
         for queue in (self._replay, *(self._lanes[lane] for lane in LANES)):
-            while queue and len(batch) < max_messages:
+            # Stay under gRPC's default 4 MiB receive limit: 64 large payloads in one frame would
+            # be refused by every client, and the same batch replayed on each reconnect.
+            while queue and len(batch) < max_messages and (not batch or size + len(queue[0].payload) <= BATCH_BYTES):
                 message = queue.popleft()
+                size += len(message.payload)
                 self._size -= 1
                 if is_expired(message, now):
                     self.expired += 1

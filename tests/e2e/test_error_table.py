@@ -185,3 +185,13 @@ async def test_readme_error_row(case, start_platform, clients):
     if "retry-after-ms" in README.read_text().split(case, 1)[1].splitlines()[0]:
         for what, _, trailers in observed:
             assert dict(trailers).get("retry-after-ms", "").isdigit(), f"{what}: no retry-after-ms trailer"
+
+
+async def test_garbage_right_after_hello_always_ends_in_invalid_argument(platform):
+    """Hello and a malformed frame back to back race the edge's Welcome write; the status must still
+    go out (it used to fail with TOO_MANY_OPERATIONS and leave a few streams hanging)."""
+    edge = f"127.0.0.1:{platform.ports.edge}"
+    results = await asyncio.gather(
+        *(connect_status(edge, f"race {i}", hello(device_id=f"race-{i}"), b"\x0a\xff\xff") for i in range(300))
+    )
+    assert {code for _, code, _ in results} == {grpc.StatusCode.INVALID_ARGUMENT}

@@ -14,7 +14,10 @@ from pushplat_client.v1 import push_pb2
 
 from tests.helpers import eventually
 
-PAYLOAD = b"x" * 16 * 1024  # 300 of them (4.8 MB) are more than gRPC's flow-control window
+# 400 of them (25 MB) are far more than HTTP/2's flow-control window and the loopback socket
+# buffers together, so the edge must end up holding some.
+PAYLOAD = b"x" * 64 * 1024
+COUNT = 400
 
 
 async def test_a_slow_app_holds_the_messages_at_the_edge_and_gets_them_all(platform):
@@ -26,7 +29,7 @@ async def test_a_slow_app_holds_the_messages_at_the_edge_and_gets_them_all(platf
         await client.wait_connected(10)
         sent = [
             (await sender.send(device_id="slow-1", payload=PAYLOAD, at_least_once=True, ttl_seconds=600)).message_id
-            for _ in range(300)
+            for _ in range(COUNT)
         ]
         [session] = platform.edge.hub.streams()
         most = 0

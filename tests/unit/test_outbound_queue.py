@@ -50,3 +50,17 @@ async def test_next_frames_waits_for_work():
     q.push(msg(1, 0))
     frames = await asyncio.wait_for(waiter, 1)
     assert frames[0].pushes.messages[0].message_id == "1"
+
+
+async def test_a_batch_of_large_payloads_stays_under_the_clients_receive_limit():
+    """64 payloads of 64 KiB would make one 4 MiB+ frame that gRPC clients refuse by default."""
+    q = OutboundQueue(limit=100)
+    for i in range(64):
+        q.push(message_pb2.Message(message_id=str(i), priority=message_pb2.PRIORITY_NORMAL, payload=b"x" * 65536))
+    sizes, taken = [], []
+    while len(q):
+        [frame] = await q.next_frames()
+        sizes.append(frame.ByteSize())
+        taken += [m.message_id for m in frame.pushes.messages]
+    assert taken == [str(i) for i in range(64)]
+    assert max(sizes) < 4 * 1024 * 1024 and len(sizes) > 1
