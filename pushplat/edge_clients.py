@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc
+
+from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 
 
 class EdgeClients:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc, edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
+from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
 
 from pushplat.api import PushServicer
 from pushplat.config import ROLES, Config
@@ -24,6 +24,7 @@ from pushplat.queue import LaneConsumer, LaneProducer, check_queue_url
 from pushplat.receipts import Receipts, open_receipts
 from pushplat.registry import Registry, open_registry
 from pushplat.router import RouterNode
+from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 
 log = logging.getLogger("pushplat.server")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 
 import grpc
-from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc
 
 from pushplat.edge.hub import Hub
 from pushplat.edge.session import GoAwayReason
 from pushplat.logs import kv
 from pushplat.messages import is_expired, now_ms
 from pushplat.metrics import DROPPED
+from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 
 log = logging.getLogger("pushplat.edge")
 Outcome = delivery_pb2.DeliverResponse.Outcome

@@ -7,14 +7,13 @@ import logging
 import time
 from collections import defaultdict
 
-from pushplat_client.v1 import delivery_pb2
-
 from pushplat.edge.hub import Hub
 from pushplat.edge.session import Session
 from pushplat.edge_clients import EdgeClients
 from pushplat.logs import kv
 from pushplat.metrics import REGISTRY_LATENCY
 from pushplat.registry import Registry, Route
+from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.edge")
 

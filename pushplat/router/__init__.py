@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 
 import grpc
-from pushplat_client.v1 import delivery_pb2, message_pb2, push_pb2
+from pushplat_client.v1 import message_pb2, push_pb2
 
 from pushplat.config import Config
 from pushplat.edge_clients import EdgeClients
@@ -19,6 +19,7 @@ from pushplat.queue import LaneConsumer, Record
 from pushplat.receipts import Receipts, State, receipt
 from pushplat.registry import Registry, Route
 from pushplat.router.scheduler import LaneScheduler
+from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.router")
 
