@@ -10,7 +10,7 @@ import grpc
 from pushplat_client.v1 import message_pb2, push_pb2
 
 from pushplat.config import Config
-from pushplat.edge_clients import EdgeClients
+from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
 from pushplat.logs import kv
 from pushplat.messages import is_expired, now_ms
@@ -28,7 +28,13 @@ __all__ = ["RouterNode"]
 
 class RouterNode:
     def __init__(
-        self, config: Config, registry: Registry, consumer: LaneConsumer, inbox: Inbox, receipts: Receipts
+        self,
+        config: Config,
+        registry: Registry,
+        consumer: LaneConsumer,
+        inbox: Inbox,
+        receipts: Receipts,
+        link: EdgeLink,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -36,7 +42,7 @@ class RouterNode:
         self.receipts = receipts
         self.consumer = consumer
         self.scheduler = LaneScheduler(buffer_limit=max(2 * config.router_batch_size, 64))
-        self.edges = EdgeClients(config.deliver_timeout_seconds)
+        self.edges = link
         self._task: asyncio.Task[None] | None = None
         self.poll_timeout = 0.5
 
@@ -57,7 +63,6 @@ class RouterNode:
 
     async def stop(self) -> None:
         await self.pause()
-        await self.edges.close()
         await self.consumer.close()
 
     async def _run(self) -> None:
@@ -186,7 +191,7 @@ class RouterNode:
             log.info(kv("router.edge_gone", edge=edge_id, messages=len(items)))
             return [_outcome_receipt(item, edge_id, NO_SESSION) for item in items]
         try:
-            response = await self.edges.deliver(address, delivery_pb2.DeliverRequest(edge_id=edge_id, items=items))
+            outcomes = await self.edges.deliver(edge_id, address, items)
         except Exception as exc:
             details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
             # The edge died or hung: its sessions' registry entries expire; at-least-once
@@ -194,9 +199,7 @@ class RouterNode:
             DROPPED.labels("edge_unreachable").inc(len(items))
             log.warning(kv("router.deliver_failed", edge=edge_id, address=address, messages=len(items), error=details))
             return [_outcome_receipt(item, edge_id, NO_SESSION, "edge unreachable") for item in items]
-        return [
-            _outcome_receipt(item, edge_id, outcome) for item, outcome in zip(items, response.outcomes, strict=False)
-        ]
+        return [_outcome_receipt(item, edge_id, outcome) for item, outcome in zip(items, outcomes, strict=False)]
 
 
 Outcome = delivery_pb2.DeliverResponse.Outcome
