@@ -43,9 +43,9 @@ async def serving(port: int) -> bool:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def scrape(port: int) -> str:
+def scrape(port: int, host: str = "127.0.0.1") -> str:
     """The Prometheus text of the /metrics endpoint on the port (blocking: use asyncio.to_thread)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as reply:
         return reply.read().decode()
 
 

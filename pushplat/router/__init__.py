@@ -193,11 +193,21 @@ class RouterNode:
         try:
             outcomes = await self.edges.deliver(edge_id, address, items)
         except Exception as exc:
-            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
-            # The edge died or hung: its sessions' registry entries expire; at-least-once
-            # messages wait in the inbox for the reconnect.
+            rpc = isinstance(exc, grpc.aio.AioRpcError)
+            details = exc.details() if rpc else repr(exc)
+            # The edge died or hung (or refused our internal credentials): its sessions'
+            # registry entries expire; at-least-once messages wait in the inbox for the reconnect.
             DROPPED.labels("edge_unreachable").inc(len(items))
-            log.warning(kv("router.deliver_failed", edge=edge_id, address=address, messages=len(items), error=details))
+            log.warning(
+                kv(
+                    "router.deliver_failed",
+                    edge=edge_id,
+                    address=address,
+                    messages=len(items),
+                    code=exc.code().name if rpc else None,
+                    error=details,
+                )
+            )
             return [_outcome_receipt(item, edge_id, NO_SESSION, "edge unreachable") for item in items]
         return [_outcome_receipt(item, edge_id, outcome) for item, outcome in zip(items, outcomes, strict=False)]
 

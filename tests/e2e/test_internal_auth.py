@@ -4,12 +4,15 @@ rules for separately run edges and routers."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from pushplat_client import PushClient, PushSender
 from pushplat_client.v1 import message_pb2
 
 from pushplat.config import Config
@@ -21,7 +24,8 @@ from pushplat.logs import LogLimiter
 from pushplat.tls import CertificateError
 from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.certs import CA
-from tests.processes import run
+from tests.helpers import free_port
+from tests.processes import run, scrape
 
 SECRET = "s" * 40
 NO_SESSION = delivery_pb2.DeliverResponse.Outcome.NO_SESSION
@@ -210,3 +214,27 @@ async def test_bad_internal_tls_files_are_one_clear_startup_line(pki, tmp_path: 
     )  # fmt: skip
     assert code == 2 and "--internal-tls-key" in err and "is not the private key of --internal-tls-cert" in err, err
     assert len([line for line in err.splitlines() if line.startswith("pushplat ")]) == 1 and "Traceback" not in err
+
+
+async def test_dev_hands_batches_to_its_edge_in_process_with_no_delivery_port(processes):
+    server = await processes.dev()  # the harness still passes --delivery-port, as older scripts do
+    delivery = int(server.args[server.args.index("--delivery-port") + 1])
+    assert "event=dev.delivery_port_unused" in server.log()
+    assert "internal_auth=in-process" in server.log()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", delivery), timeout=2).close()
+    async with (
+        PushClient(server.edge, device_id="inproc") as device,
+        PushSender(server.api) as sender,
+    ):
+        await device.wait_connected(10)
+        reply = await sender.send(device_id="inproc", payload=b"no port needed")
+        assert (await asyncio.wait_for(anext(device), 10)).message_id == reply.message_id
+
+
+async def test_metrics_listen_on_their_own_host(processes):
+    port = free_port()
+    await processes.dev("--metrics-port", str(port), "--metrics-host", "127.0.0.2")
+    assert "pushplat_open_connections" in await asyncio.to_thread(scrape, port, "127.0.0.2")
+    with pytest.raises(OSError):
+        await asyncio.to_thread(scrape, port, "127.0.0.1")
