@@ -55,11 +55,16 @@ def add_option(
         parser.set_defaults(**{_dest(flag) + "_env": value})
         return
     value = type(raw) if raw is not None else default
-    if value is not None and not required:
+    # --help must never print a secret that came from the environment.
+    if value is not None and not required and not _is_secret(flag):
         text += f"; default {value}"
     parser.add_argument(
         flag, type=type, default=value, metavar=metavar, required=required and value is None, help=text + "]"
     )
+
+
+def _is_secret(flag: str) -> bool:
+    return any(word in flag for word in ("secret", "-key"))
 
 
 def _dest(flag: str) -> str:

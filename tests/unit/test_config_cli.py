@@ -28,3 +28,15 @@ def test_an_edge_id_is_made_up_unless_given():
     made_up = config_from_args(build_parser().parse_args(["dev"])).edge_id
     assert made_up and made_up != config_from_args(build_parser().parse_args(["dev"])).edge_id
     assert config_from_args(build_parser().parse_args(["edge", "--edge-id", "e7"])).edge_id == "e7"
+
+
+def test_help_never_prints_secrets_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PUSHPLAT_AUTH_SECRET", "env-auth-secret-value")
+    monkeypatch.setenv("PUSHPLAT_API_KEY", "env-api-key-value")
+    monkeypatch.setenv("PUSHPLAT_INTERNAL_SECRET", "env-internal-secret-value")
+    monkeypatch.setenv("PUSHPLAT_EDGE_PORT", "6001")
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("dev", "edge", "router", "api", "send", "status", "presence", "token"):
+        text = subparsers.choices[command].format_help()
+        assert "env-" not in text, command
+    assert "default 6001" in " ".join(subparsers.choices["edge"].format_help().split())
