@@ -12,12 +12,16 @@ COPY clients/python /app/clients/python
 RUN pip install --constraint /app/constraints.txt /app/clients/python
 COPY pyproject.toml README.md /app/
 COPY pushplat /app/pushplat
-RUN pip install --constraint /app/constraints.txt /app && useradd --system --uid 10001 pushplat
+RUN pip install --constraint /app/constraints.txt /app \
+    && groupadd --system --gid 10001 pushplat \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin pushplat
 
-USER pushplat
+# Numeric, so that Kubernetes' runAsNonRoot can check it without resolving a name.
+USER 10001:10001
 # Listen on all interfaces inside the container; publish only what each role needs.
 ENV PUSHPLAT_HOST=0.0.0.0
-# 50051 device streams (edge), 50052 Push API (api), 50053 Delivery (edge, internal), 9100 metrics.
-EXPOSE 50051 50052 50053 9100
+# 50051 device streams (edge), 50052 Push API (api), 50053 Delivery (edge, internal: routers
+# and edges only), 8081 plaintext health (with --health-port), 9100 metrics.
+EXPOSE 50051 50052 50053 8081 9100
 ENTRYPOINT ["pushplat"]
 CMD ["dev"]

@@ -124,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="distributed mode: queue URL for api/router/edge, e.g. kafka://127.0.0.1:9092 (needs --registry)",
     )
     parser.add_argument(
+        "--internal-auth",
+        choices=("secret", "mtls", "insecure"),
+        default="secret",
+        help=(
+            "distributed mode: how router and edge authenticate each other on the delivery port: a "
+            "fresh --internal-secret (default), mutual TLS with certificates made by openssl for the "
+            "run, or --insecure-internal (to measure what the auth costs)"
+        ),
+    )
+    parser.add_argument(
         "--processes",
         type=_non_negative,
         default=0,
@@ -293,6 +303,32 @@ class Role:
     proc: subprocess.Popen[bytes] | None = None
 
 
+def internal_auth_flags(mode: str, log_dir: Path) -> list[str]:
+    """Router and edge flags for the delivery port's auth (the certificates live in log_dir)."""
+    if mode == "insecure":
+        return ["--insecure-internal"]
+    if mode == "secret":
+        return ["--internal-secret", secrets.token_hex(32)]
+    pki = log_dir / "pki"
+    pki.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], cwd=pki, check=True, capture_output=True)
+
+    openssl("req", "-x509", *ec, "-days", "1", "-subj", "/CN=bench-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", *ec, "-subj", "/CN=role", "-keyout", "role.key", "-out", "role.csr")
+    (pki / "role.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+    openssl(
+        "x509", "-req", "-in", "role.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+        "-extfile", "role.ext", "-out", "role.crt",
+    )  # fmt: skip
+    return [
+        "--internal-tls-cert", str(pki / "role.crt"), "--internal-tls-key", str(pki / "role.key"),
+        "--internal-ca", str(pki / "ca.crt"),
+    ]  # fmt: skip
+
+
 @dataclass
 class Servers:
     """The pushplat subprocess(es). `measured` is the role whose RSS is per-device memory."""
@@ -327,10 +363,11 @@ class Servers:
                 "--topic-prefix",
                 f"bench-{secrets.token_hex(4)}",
             ]
+            internal = internal_auth_flags(args.internal_auth, log_dir)
             roles = [
-                Role("edge", [*base, "edge", *common, *backends, *edge_flags], log_dir / "edge.log"),
+                Role("edge", [*base, "edge", *common, *backends, *internal, *edge_flags], log_dir / "edge.log"),
                 Role("api", [*base, "api", *common, *backends, *api_flags], log_dir / "api.log"),
-                Role("router", [*base, "router", *common, *backends], log_dir / "router.log"),
+                Role("router", [*base, "router", *common, *backends, *internal], log_dir / "router.log"),
             ]
             measured = "edge"
         return cls(roles, f"127.0.0.1:{edge_port}", f"127.0.0.1:{api_port}", measured, log_dir)
@@ -414,7 +451,7 @@ class Servers:
 
     def unexpected_log_lines(self) -> list[str]:
         """Server log lines beyond the known startup warnings: drops, failures, tracebacks."""
-        expected = ("auth.off", "api_key.off")
+        expected = ("auth.off", "api_key.off", "internal.insecure")
         found = []
         for role in self.roles:
             try:
@@ -929,6 +966,7 @@ async def bench(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         growth_per_message = round((rss_after - rss_connected) / m, 2)
     return {
         "mode": mode,
+        "internal_auth": args.internal_auth if args.registry is not None else "in-process",
         "devices": n,
         "messages": m,
         "payload_bytes": args.payload_bytes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 from pushplat import __version__
 from pushplat.config import Config
+from pushplat.logs import kv
 
 ENV_PREFIX = "PUSHPLAT_"
 
@@ -53,11 +55,16 @@ def add_option(
         parser.set_defaults(**{_dest(flag) + "_env": value})
         return
     value = type(raw) if raw is not None else default
-    if value is not None and not required:
+    # --help must never print a secret that came from the environment.
+    if value is not None and not required and not _is_secret(flag):
         text += f"; default {value}"
     parser.add_argument(
         flag, type=type, default=value, metavar=metavar, required=required and value is None, help=text + "]"
     )
+
+
+def _is_secret(flag: str) -> bool:
+    return any(word in flag for word in ("secret", "-key"))
 
 
 def _dest(flag: str) -> str:
@@ -80,16 +87,34 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.edge_port,
             help="port for device streams (Edge.Connect); 0 picks a free port",
         )
-        add_option(
-            parser,
-            "--delivery-port",
-            type=int,
-            default=d.delivery_port,
-            help="internal port where routers hand messages to this edge (Delivery.Deliver)",
-        )
-        add_option(
-            parser, "--advertise-host", default="", help="host routers use to reach the delivery port (default: --host)"
-        )
+        if dev:
+            add_option(
+                parser,
+                "--delivery-port",
+                type=int,
+                help="unused: pushplat dev hands batches to its edge in process, with no delivery port "
+                "(accepted so that older scripts keep working)",
+            )
+        else:
+            add_option(
+                parser,
+                "--delivery-port",
+                type=int,
+                default=d.delivery_port,
+                help="internal port where routers hand messages to this edge (Delivery.Deliver/Evict)",
+            )
+            add_option(
+                parser,
+                "--delivery-host",
+                default="",
+                help="interface for the delivery port alone, e.g. a private one (default: --host)",
+            )
+            add_option(
+                parser,
+                "--advertise-host",
+                default="",
+                help="host routers use to reach the delivery port (default: --delivery-host, else --host)",
+            )
         add_option(parser, "--edge-id", default="", help="this edge's id in the registry (default: host-pid-random)")
         add_option(
             parser,
@@ -163,6 +188,17 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.lane_capacity,
             help="messages each in-process priority lane holds; a full lane answers Send with UNAVAILABLE",
         )
+    if "api" in roles:
+        add_option(
+            parser,
+            "--api-tls-client-ca",
+            default="",
+            help="PEM CA file: api clients must present a certificate it signed (mutual TLS; needs --tls-cert)",
+        )
+    if "edge" in roles or "api" in roles:
+        _public_tls_options(parser, d)
+    if not dev and ("edge" in roles or "router" in roles):
+        _internal_auth_options(parser)
     if not dev:
         add_option(
             parser,
@@ -221,6 +257,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         default=d.keepalive_timeout_seconds,
         help="a keepalive ping unanswered this long closes the connection",
     )
+    add_option(parser, "--metrics-host", default="", help="interface for /metrics alone (default: --host)")
     add_option(parser, "--log-level", default=d.log_level, help="debug, info, warning or error")
 
 
@@ -347,6 +384,89 @@ def _client_api_key(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _public_tls_options(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--tls-cert",
+        default="",
+        help="PEM certificate chain: serve the device and api ports over TLS (needs --tls-key)",
+    )
+    add_option(parser, "--tls-key", default="", help="PEM private key of --tls-cert (unencrypted)")
+    add_option(
+        parser,
+        "--health-port",
+        type=int,
+        default=d.health_port,
+        help="plaintext port serving only grpc.health.v1, for probes that cannot speak TLS; 0 turns it off",
+    )
+
+
+def _internal_auth_options(parser: argparse.ArgumentParser) -> None:
+    add_option(
+        parser,
+        "--internal-secret",
+        repeat=True,
+        metavar="SECRET",
+        help="shared secret between routers and edges on the delivery port (32+ bytes); the first is "
+        "sent, any is accepted, for rotation",
+    )
+    add_option(
+        parser,
+        "--internal-tls-cert",
+        default="",
+        help="PEM certificate of this role for mutual TLS on the delivery port (with --internal-tls-key, "
+        "--internal-ca)",
+    )
+    add_option(parser, "--internal-tls-key", default="", help="PEM private key of --internal-tls-cert")
+    add_option(
+        parser,
+        "--internal-ca",
+        default="",
+        help="PEM CA that signs every role's internal certificate; only its certificates get in",
+    )
+    add_option(
+        parser,
+        "--internal-tls-server-name",
+        default="",
+        help="name to expect in edges' internal certificates (default: the host routers dial)",
+    )
+    add_option(
+        parser,
+        "--insecure-internal",
+        switch=True,
+        help="run without internal auth: anyone who reaches the delivery port can push to and evict "
+        "any device (trusted networks only)",
+    )
+
+
+def _client_tls_options(parser: argparse.ArgumentParser, client_cert: bool) -> None:
+    add_option(parser, "--tls", switch=True, help="connect over TLS, checking the server against the default roots")
+    add_option(parser, "--tls-ca", default="", help="PEM CA file to check the server against (implies --tls)")
+    add_option(
+        parser, "--tls-server-name", default="", help="name to expect in the server's certificate (implies --tls)"
+    )
+    if client_cert:
+        add_option(
+            parser,
+            "--tls-client-cert",
+            default="",
+            help="PEM client certificate for an api that requires mutual TLS (implies --tls)",
+        )
+        add_option(parser, "--tls-client-key", default="", help="PEM private key of --tls-client-cert")
+
+
+def client_tls(args: argparse.Namespace) -> Any:
+    """The SDK's TLS settings from the command line, or None for plaintext. Raises ValueError."""
+    from pushplat_client import TLS
+
+    cert, key = getattr(args, "tls_client_cert", ""), getattr(args, "tls_client_key", "")
+    if not (args.tls or args.tls_ca or args.tls_server_name or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-client-cert and --tls-client-key go together")
+    return TLS(ca=args.tls_ca or None, cert=cert or None, key=key or None, server_name=args.tls_server_name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushplat",
@@ -388,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--at-least-once", action="store_true", help="keep in the inbox until the device acks")
     send.add_argument("--label", action="append", default=[], metavar="K=V", help="a label (repeatable)")
     _client_api_key(send)
+    _client_tls_options(send, client_cert=True)
     send.add_argument("payload", help="message payload (text); '-' reads standard input")
 
     status = sub.add_parser(
@@ -397,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(status, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
     _client_api_key(status)
+    _client_tls_options(status, client_cert=True)
     status.add_argument("message_id", help="the message_id that `pushplat send` printed")
 
     presence = sub.add_parser(
@@ -406,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(presence, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
     _client_api_key(presence)
+    _client_tls_options(presence, client_cert=True)
     presence.add_argument("user", help="user id")
 
     listen = sub.add_parser(
@@ -417,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(listen, "--user", default="", help="user id (auth off only)")
     add_option(listen, "--device", default="", help="device id (auth off only, required then)")
     add_option(listen, "--token", default="", help="device token from `pushplat token` (auth on)")
+    _client_tls_options(listen, client_cert=False)
     listen.add_argument("--count", type=int, default=0, help="exit after this many messages (0: run until Ctrl-C)")
 
     token = sub.add_parser(
@@ -446,6 +570,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 setattr(config, name, value)
     if "api" in roles:
         config.api_keys = _repeated(args, "--api-key")
+    if hasattr(args, "internal_secret"):
+        config.internal_secrets = _repeated(args, "--internal-secret")
     if not config.edge_id:
         config.__post_init__()  # an empty --edge-id means "make one up", as Config() does
     return config
@@ -474,7 +600,7 @@ async def _send(args: argparse.Namespace) -> int:
 
     payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
     labels = dict(item.split("=", 1) for item in args.label)
-    async with PushSender(args.api, api_key=args.api_key or None) as sender:
+    async with PushSender(args.api, api_key=args.api_key or None, tls=args.tls_settings) as sender:
         try:
             response = await sender.send(
                 user_id=args.user,
@@ -499,7 +625,7 @@ async def _query(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
     from pushplat_client import PushError, PushSender
 
-    async with PushSender(args.api, api_key=args.api_key or None) as sender:
+    async with PushSender(args.api, api_key=args.api_key or None, tls=args.tls_settings) as sender:
         try:
             if args.command == "status":
                 reply = await sender.get_status(args.message_id)
@@ -546,7 +672,9 @@ async def _listen(args: argparse.Namespace) -> int:
         return 2
     received = 0
     try:
-        async with PushClient(args.edge, token=args.token or None, user_id=args.user, device_id=args.device) as client:
+        async with PushClient(
+            args.edge, token=args.token or None, user_id=args.user, device_id=args.device, tls=args.tls_settings
+        ) as client:
             async for message in client:
                 print(json.dumps(message_json(message)), flush=True)
                 received += 1
@@ -584,8 +712,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("dev", "api", "router", "edge"):
         config = config_from_args(args)
         setup_logging(config.log_level)
+        if args.command == "dev" and args.delivery_port is not None:
+            logging.getLogger("pushplat.server").info(
+                kv("dev.delivery_port_unused", port=args.delivery_port, detail="pushplat dev has no delivery port")
+            )
         return _run(_run_server(config))
     setup_logging("warning")
+    if args.command in ("send", "listen", "status", "presence"):
+        try:
+            args.tls_settings = client_tls(args)
+        except ValueError as exc:
+            print(f"pushplat {args.command}: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "send":
             return _run(_send(args))

@@ -19,10 +19,32 @@ class Config:
     # Routers reach edges here (Delivery service); kept off the client-facing port so that a
     # layer-4 balancer in front of edge_port never sees internal traffic.
     delivery_port: int = 50053
+    # The delivery port's own bind address, so it can sit on a private interface; "" = `host`.
+    delivery_host: str = ""
     # The host routers use to reach this edge's delivery port; defaults to `host`.
     advertise_host: str = ""
-    # Prometheus metrics over HTTP; 0 turns them off.
+    # Prometheus metrics over HTTP; 0 turns them off. "" binds them on `host`.
     metrics_port: int = 0
+    metrics_host: str = ""
+    # A plaintext port serving only grpc.health.v1, for probes that cannot speak TLS; 0 = off.
+    health_port: int = 0
+
+    # TLS on the public ports (device and api); both files or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # With this CA, api clients must present a certificate it signed (mutual TLS).
+    api_tls_client_ca: str = ""
+
+    # Auth between roles on the delivery port: shared secrets (the first is sent, any is
+    # accepted, for rotation) and/or mutual TLS with a private CA.
+    internal_secrets: list[str] = field(default_factory=list)
+    internal_tls_cert: str = ""
+    internal_tls_key: str = ""
+    internal_ca: str = ""
+    # The name edges' certificates carry, when routers dial them by IP.
+    internal_tls_server_name: str = ""
+    # Run a separate edge or router without internal auth (trusted networks only).
+    insecure_internal: bool = False
     edge_id: str = ""
 
     registry: str = "memory://"

@@ -59,3 +59,6 @@ def by_priority(counter: Counter) -> dict[int, Counter]:
     from pushplat.messages import Priority, priority_name
 
     return {value: counter.labels(priority_name(value)) for value in Priority.values()}
+INTERNAL_AUTH_REFUSED = Counter(
+    "pushplat_internal_auth_refused_total", "Calls to the delivery port refused for lack of the internal secret"
+)

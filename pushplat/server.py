@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from pushplat_client.v1 import delivery_pb2, delivery_pb2_grpc, edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
+from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
 
 from pushplat.api import PushServicer
 from pushplat.config import ROLES, Config
 from pushplat.edge import EdgeNode
+from pushplat.edge_link import LOCAL_ADDRESS, EdgeLink, GrpcEdgeLink, LocalEdgeLink
 from pushplat.idempotency import IdempotencyStore, open_idempotency
 from pushplat.inbox import Inbox, open_inbox
+from pushplat.internal_auth import InternalAuth
 from pushplat.logs import kv
 from pushplat.metrics import MetricsServer, serve_metrics
 from pushplat.queue import LaneConsumer, LaneProducer, check_queue_url
@@ -25,6 +27,8 @@ from pushplat.receipts import Receipts, open_receipts
 from pushplat.reflection import enable_reflection
 from pushplat.registry import Registry, open_registry
 from pushplat.router import RouterNode
+from pushplat.tls import CertificateError, load_ca, load_key_pair, server_credentials
+from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 
 log = logging.getLogger("pushplat.server")
 
@@ -52,6 +56,7 @@ class Ports:
     edge: int = 0
     api: int = 0
     delivery: int = 0
+    health: int = 0
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Server:
         self.consumer: LaneConsumer | None = None
         self.edge: EdgeNode | None = None
         self.router: RouterNode | None = None
+        self.link: EdgeLink | None = None
         self._servers: list[grpc.aio.Server] = []
         self._health: list[health.aio.HealthServicer] = []
         self._stopped = asyncio.Event()
@@ -81,11 +87,26 @@ class Server:
     async def start(self) -> None:
         config = self.config
         roles = set(config.roles)
-        # First, so a taken metrics port fails before anything else has started.
+        # pushplat dev: the router hands batches to the edge in process, so there is no
+        # delivery port to guard. Separate roles meet on it and must authenticate each other.
+        in_process = {"edge", "router"} <= roles
         try:
-            self._metrics = serve_metrics(config.host, config.metrics_port)
+            public_tls = _public_credentials(config)
+            internal = InternalAuth.from_config(config)
+        except CertificateError as exc:
+            raise StartupError(str(exc)) from exc
+        # First, so a taken metrics port fails before anything else has started.
+        metrics_host = config.metrics_host or config.host
+        try:
+            self._metrics = serve_metrics(metrics_host, config.metrics_port)
         except OSError as exc:
-            raise port_error(config.host, config.metrics_port, "metrics", exc) from exc
+            raise port_error(metrics_host, config.metrics_port, "metrics", exc) from exc
+        if roles & {"edge", "router"} and not in_process and not internal.enabled and not config.insecure_internal:
+            raise StartupError(
+                "the delivery port needs internal auth between routers and edges: give --internal-secret "
+                "(or --internal-tls-cert, --internal-tls-key and --internal-ca), or --insecure-internal "
+                "on a network only pushplat roles can reach"
+            )
         try:
             self.producer, self.consumer = _open_lanes(config, roles)
             if self.producer is not None:
@@ -107,29 +128,49 @@ class Server:
         except Exception as exc:
             raise StartupError(f"cannot open backends: {exc}") from exc
 
+        local = LocalEdgeLink() if in_process else None
+        self.link = local or GrpcEdgeLink(config.deliver_timeout_seconds, internal)
+        public: list[str] = []
         if "edge" in roles:
-            self.edge = EdgeNode(config, self.registry, self.inbox, self.receipts)
-            delivery_server = self._new_server()
-            delivery_pb2_grpc.add_DeliveryServicer_to_server(self.edge.delivery, delivery_server)
-            self.ports.delivery = self._bind(delivery_server, config.delivery_port, "delivery")
-            await self._serve_meta(delivery_server, [delivery_pb2.DESCRIPTOR.services_by_name["Delivery"].full_name])
+            self.edge = EdgeNode(config, self.registry, self.inbox, self.receipts, self.link)
+            if local is not None:
+                local.attach(self.edge.delivery)
+            else:
+                delivery_server = self._new_server(internal.interceptors())
+                delivery_pb2_grpc.add_DeliveryServicer_to_server(self.edge.delivery, delivery_server)
+                self.ports.delivery = self._bind(
+                    delivery_server,
+                    config.delivery_host or config.host,
+                    config.delivery_port,
+                    "delivery",
+                    internal.server_credentials(),
+                )
+                await self._serve_meta(delivery_server, [_service_name(delivery_pb2, "Delivery")])
             edge_server = self._new_server()
             edge_pb2_grpc.add_EdgeServicer_to_server(self.edge.servicer, edge_server)
-            self.ports.edge = self._bind(edge_server, config.edge_port, "edge")
-            await self._serve_meta(edge_server, [edge_pb2.DESCRIPTOR.services_by_name["Edge"].full_name])
+            self.ports.edge = self._bind(edge_server, config.host, config.edge_port, "edge", public_tls[0])
+            public.append(_service_name(edge_pb2, "Edge"))
+            await self._serve_meta(edge_server, public[-1:])
         if "api" in roles:
             api_server = self._new_server()
             push = PushServicer(
                 config, self.producer, idempotency=self.idempotency, receipts=self.receipts, registry=self.registry
             )
             push_pb2_grpc.add_PushServicer_to_server(push, api_server)
-            self.ports.api = self._bind(api_server, config.api_port, "api")
-            await self._serve_meta(api_server, [push_pb2.DESCRIPTOR.services_by_name["Push"].full_name])
+            self.ports.api = self._bind(api_server, config.host, config.api_port, "api", public_tls[1])
+            public.append(_service_name(push_pb2, "Push"))
+            await self._serve_meta(api_server, public[-1:])
+        if public and config.health_port:
+            # Kubernetes' gRPC probes and many balancers cannot speak TLS: health alone, in plaintext.
+            health_server = self._new_server()
+            self.ports.health = self._bind(health_server, config.host, config.health_port, "health", None)
+            await self._serve_meta(health_server, public, reflection=False)
         if "router" in roles:
-            self.router = RouterNode(config, self.registry, self.consumer, self.inbox, self.receipts)
+            self.router = RouterNode(config, self.registry, self.consumer, self.inbox, self.receipts, self.link)
 
         if self.edge:
-            await self.edge.start(f"{advertised_host(config)}:{self.ports.delivery}")
+            address = LOCAL_ADDRESS if in_process else f"{advertised_host(config)}:{self.ports.delivery}"
+            await self.edge.start(address)
         if self.router:
             try:
                 await self.router.start()
@@ -146,6 +187,10 @@ class Server:
                 edge_port=self.ports.edge or None,
                 api_port=self.ports.api or None,
                 delivery_port=self.ports.delivery or None,
+                health_port=self.ports.health or None,
+                tls="on" if public_tls[0] else "off",
+                api_mtls="on" if config.api_tls_client_ca and "api" in roles else None,
+                internal_auth="in-process" if in_process else internal.mechanisms,
                 registry=config.registry,
                 queue=config.queue,
                 metrics_port=config.metrics_port or None,
@@ -160,6 +205,16 @@ class Server:
             log.warning(kv("auth.off", detail="; ".join(off)))
         if "edge" in roles and config.auth_enabled and len(config.auth_secret.encode()) < 32:
             log.warning(kv("auth.weak_secret", detail="--auth-secret is under 32 bytes; RFC 7518 asks for 32+"))
+        if not in_process and roles & {"edge", "router"}:
+            if not internal.enabled:
+                log.warning(
+                    kv(
+                        "internal.insecure",
+                        detail="--insecure-internal: anyone who reaches a delivery port can push to and evict devices",
+                    )
+                )
+            elif internal.weak_secret:
+                log.warning(kv("internal.weak_secret", detail="an --internal-secret is under 32 bytes"))
 
     async def drain(self) -> None:
         """Graceful shutdown: NOT_SERVING, leave the registry, move clients off, then stop."""
@@ -177,6 +232,8 @@ class Server:
             await self.edge.stop()
         if self.router:
             await self.router.stop()
+        if self.link:
+            await self.link.close()
         await asyncio.gather(*(server.stop(grace=1.0) for server in self._servers))
         if self.producer:
             await self.producer.close()
@@ -203,36 +260,44 @@ class Server:
         log.info(kv("server.signal", signal=signal.Signals(sig).name, drain_s=self.config.drain_seconds))
         self._tasks.add(asyncio.create_task(self.drain()))
 
-    def _new_server(self) -> grpc.aio.Server:
+    def _new_server(self, interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> grpc.aio.Server:
         server = grpc.aio.server(
+            interceptors=interceptors or None,
             options=[
                 *SERVER_OPTIONS,
                 ("grpc.keepalive_time_ms", int(self.config.keepalive_seconds * 1000)),
                 ("grpc.keepalive_timeout_ms", int(self.config.keepalive_timeout_seconds * 1000)),
                 ("grpc.max_receive_message_length", max(4 * 1024 * 1024, 4 * self.config.max_payload_bytes)),
-            ]
+            ],
         )
         self._servers.append(server)
         return server
 
-    def _bind(self, server: grpc.aio.Server, port: int, what: str) -> int:
-        address = f"{self.config.host}:{port}"
+    def _bind(
+        self, server: grpc.aio.Server, host: str, port: int, what: str, credentials: grpc.ServerCredentials | None
+    ) -> int:
+        address = f"{host}:{port}"
         # gRPC's own bind failure is a core log line plus a vague RuntimeError; say it plainly.
-        free_or_fail(self.config.host, port, what)
+        free_or_fail(host, port, what)
         try:
-            bound = server.add_insecure_port(address)
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {address} for {what}: {exc}") from exc
         if bound == 0:
             raise StartupError(f"cannot listen on {address} for {what}: address in use?")
         return bound
 
-    async def _serve_meta(self, server: grpc.aio.Server, services: list[str]) -> None:
+    async def _serve_meta(self, server: grpc.aio.Server, services: list[str], reflection: bool = True) -> None:
         servicer = health.aio.HealthServicer()
         for name in ["", *services]:
             await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         self._health.append(servicer)
+        if not reflection:
+            return
         enable_reflection([*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
 
 
@@ -260,13 +325,33 @@ def port_error(host: str, port: int, what: str, exc: OSError) -> StartupError:
     return StartupError(f"cannot listen on {host}:{port} for {what}: {detail} (choose another --{what}-port)")
 
 
+WILDCARDS = ("0.0.0.0", "::", "[::]", "")
+
+
 def advertised_host(config: Config) -> str:
-    """Where routers reach this edge: --advertise-host, else --host unless it is a wildcard."""
+    """Where routers reach this edge: --advertise-host, else the delivery port's bind host
+    (--delivery-host, else --host) unless it is a wildcard."""
     if config.advertise_host:
         return config.advertise_host
-    if config.host in ("0.0.0.0", "::", "[::]", ""):
+    bound = config.delivery_host or config.host
+    if bound in WILDCARDS:
         return socket.gethostbyname(socket.gethostname())
-    return config.host
+    return bound
+
+
+def _service_name(module: object, service: str) -> str:
+    return module.DESCRIPTOR.services_by_name[service].full_name  # type: ignore[attr-defined]
+
+
+def _public_credentials(config: Config) -> tuple[grpc.ServerCredentials | None, grpc.ServerCredentials | None]:
+    """TLS for the device port and the api port (the api's with the client CA, if any)."""
+    if not (config.tls_cert or config.tls_key):
+        if config.api_tls_client_ca:
+            raise CertificateError("--api-tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first")
+        return None, None
+    pair = load_key_pair(config.tls_cert, config.tls_key, "--tls-cert", "--tls-key")
+    client_ca = load_ca(config.api_tls_client_ca, "--api-tls-client-ca") if config.api_tls_client_ca else None
+    return server_credentials(pair), server_credentials(pair, client_ca)
 
 
 def _open_lanes(config: Config, roles: set[str]) -> tuple[LaneProducer | None, LaneConsumer | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import signal
 import sys
 import urllib.request
@@ -42,9 +43,9 @@ async def serving(port: int) -> bool:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def scrape(port: int) -> str:
+def scrape(port: int, host: str = "127.0.0.1") -> str:
     """The Prometheus text of the /metrics endpoint on the port (blocking: use asyncio.to_thread)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as reply:
         return reply.read().decode()
 
 
@@ -86,6 +87,7 @@ class Role:
     args: list[str]
     port: int = 0  # the gRPC port whose health says the role is up (0: none, e.g. a router)
     metrics_port: int = 0  # the /metrics port; without a gRPC port, it says the role is up
+    delivery_port: int = 0  # an edge's internal Delivery port
     env: dict[str, str] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
@@ -264,19 +266,35 @@ class ProcessGroup:
 
 
 class Deployment(ProcessGroup):
-    """api, routers and edges as separate processes on shared Redis and Kafka, isolated by a unique prefix."""
+    """api, routers and edges as separate processes on shared Redis and Kafka, isolated by a unique prefix.
 
-    def __init__(self, redis_url: str, kafka_url: str, log_dir: str | Path) -> None:
+    Routers and edges share a fresh internal secret (PUSHPLAT_INTERNAL_SECRET) unless
+    internal_env says otherwise (e.g. {} for none, or mutual-TLS files)."""
+
+    def __init__(
+        self, redis_url: str, kafka_url: str, log_dir: str | Path, internal_env: dict[str, str] | None = None
+    ) -> None:
         super().__init__(log_dir)
         self.kafka_url = kafka_url
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.registry = with_prefix(redis_url, self.prefix)
+        self.internal_env = (
+            internal_env if internal_env is not None else {"PUSHPLAT_INTERNAL_SECRET": secrets.token_hex(32)}
+        )
 
-    def _role(self, name: str, args: list[str], extra: tuple[str, ...], port: int = 0, metrics: bool = False) -> Role:
+    def _role(
+        self,
+        name: str,
+        args: list[str],
+        extra: tuple[str, ...],
+        port: int = 0,
+        metrics: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Role:
         metrics_port = free_port() if metrics else 0
         common = ["--registry", self.registry, "--queue", self.kafka_url, "--topic-prefix", self.prefix]
         common += ["--log-level", "info", *(["--metrics-port", str(metrics_port)] if metrics else [])]
-        return Role(name, [*args, *common, *extra], port, metrics_port)
+        return Role(name, [*args, *common, *extra], port, metrics_port, env=dict(env or {}))
 
     def edge_id(self, name: str) -> str:
         """The --edge-id of the edge role called name."""
@@ -291,7 +309,8 @@ class Deployment(ProcessGroup):
 
     async def router(self, *extra: str, metrics: bool = False) -> Role:
         name = f"router{self._count('router')}"
-        return await self.start_on_free_ports(lambda: self._role(name, ["router"], extra, metrics=metrics))
+        env = self.internal_env
+        return await self.start_on_free_ports(lambda: self._role(name, ["router"], extra, metrics=metrics, env=env))
 
     async def edge(self, *extra: str, name: str = "", metrics: bool = False) -> Role:
         name = name or f"edge{self._count('edge')}"
@@ -299,7 +318,9 @@ class Deployment(ProcessGroup):
         def make() -> Role:
             port, delivery = free_port(), free_port()
             args = ["edge", "--edge-port", str(port), "--delivery-port", str(delivery), "--edge-id", self.edge_id(name)]
-            return self._role(name, args, extra, port, metrics)
+            role = self._role(name, args, extra, port, metrics, env=self.internal_env)
+            role.delivery_port = delivery
+            return role
 
         return await self.start_on_free_ports(make)
 

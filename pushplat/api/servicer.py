@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 import grpc
-from pushplat_client.v1 import delivery_pb2, message_pb2, push_pb2, push_pb2_grpc
+from pushplat_client.v1 import message_pb2, push_pb2, push_pb2_grpc
 
 from pushplat.auth import ApiKeyChecker
 from pushplat.config import Config
@@ -20,6 +20,7 @@ from pushplat.metrics import MESSAGES_IN, by_priority
 from pushplat.queue import LaneProducer, QueueUnavailable
 from pushplat.receipts import Receipts, State, receipt
 from pushplat.registry import Registry, RegistryUnavailable
+from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.api")
 _MESSAGES_IN = by_priority(MESSAGES_IN)

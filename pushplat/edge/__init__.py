@@ -13,6 +13,7 @@ from pushplat.edge.hub import Hub
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.servicer import EdgeServicer, SessionLifetimes
 from pushplat.edge.session import GoAwayReason
+from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
 from pushplat.logs import kv
 from pushplat.receipts import Receipts
@@ -24,10 +25,13 @@ __all__ = ["EdgeNode"]
 
 
 class EdgeNode:
-    def __init__(self, config: Config, registry: Registry, inbox: Inbox, receipts: Receipts) -> None:
+    def __init__(self, config: Config, registry: Registry, inbox: Inbox, receipts: Receipts, link: EdgeLink) -> None:
+        """link reaches other edges (to evict sessions a connection here replaced)."""
         self.config = config
         self.hub = Hub()
-        self.registration = PushRegistrationHandler(registry, self.hub, config.edge_id, config.registry_ttl_seconds)
+        self.registration = PushRegistrationHandler(
+            registry, self.hub, config.edge_id, config.registry_ttl_seconds, link
+        )
         self.lifetimes = SessionLifetimes(config, self.hub)
         self.servicer = EdgeServicer(
             config,

@@ -7,14 +7,13 @@ import logging
 import time
 from collections import defaultdict
 
-from pushplat_client.v1 import delivery_pb2
-
 from pushplat.edge.hub import Hub
 from pushplat.edge.session import Session
-from pushplat.edge_clients import EdgeClients
+from pushplat.edge_link import EdgeLink
 from pushplat.logs import kv
 from pushplat.metrics import REGISTRY_LATENCY
 from pushplat.registry import Registry, Route
+from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.edge")
 
@@ -24,12 +23,10 @@ def route_of(session: Session) -> Route:
 
 
 class PushRegistrationHandler:
-    def __init__(
-        self, registry: Registry, hub: Hub, edge_id: str, ttl_seconds: float, edges: EdgeClients | None = None
-    ) -> None:
+    def __init__(self, registry: Registry, hub: Hub, edge_id: str, ttl_seconds: float, edges: EdgeLink) -> None:
         self.registry = registry
         # To tell another edge that one of its sessions was replaced by a connection here.
-        self.edges = edges or EdgeClients(timeout_seconds=5.0)
+        self.edges = edges
         self._evictions: set[asyncio.Task[None]] = set()
         self.hub = hub
         self.edge_id = edge_id
@@ -51,7 +48,6 @@ class PushRegistrationHandler:
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
         await asyncio.gather(*self._evictions, return_exceptions=True)
-        await self.edges.close()
 
     async def withdraw_edge(self) -> None:
         """Stop routers from picking this edge (drain)."""
@@ -76,7 +72,8 @@ class PushRegistrationHandler:
             address = (await self.registry.edge_addresses([previous.edge_id])).get(previous.edge_id)
             if address is None:
                 return  # that edge is gone; its sessions went with it
-            reply = await self.edges.evict(
+            evicted = await self.edges.evict(
+                previous.edge_id,
                 address,
                 delivery_pb2.EvictRequest(
                     device_id=previous.device_id, session_id=previous.session_id, replaced_by_edge_id=self.edge_id
@@ -88,7 +85,7 @@ class PushRegistrationHandler:
                     device=previous.device_id,
                     session=previous.session_id,
                     edge=previous.edge_id,
-                    evicted=reply.evicted,
+                    evicted=evicted,
                 )
             )
         except Exception as exc:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushplat_client.v1 import delivery_pb2
+from pushplat.v1 import delivery_pb2
 
 
 class QueueUnavailable(Exception):

@@ -35,12 +35,12 @@ import kafka.errors as kafka_errors
 from google.protobuf.message import DecodeError
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
-from pushplat_client.v1 import delivery_pb2
 
 from pushplat.logs import kv
 from pushplat.messages import LANES
 from pushplat.metrics import DROPPED
 from pushplat.queue.base import LaneConsumer, LaneProducer, QueueUnavailable, Record, target_key
+from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.queue.kafka")
 

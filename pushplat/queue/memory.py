@@ -6,10 +6,9 @@ import asyncio
 from collections import deque
 from collections.abc import Collection, Sequence
 
-from pushplat_client.v1 import delivery_pb2
-
 from pushplat.messages import LANES
 from pushplat.queue.base import LaneConsumer, LaneProducer, QueueUnavailable, Record
+from pushplat.v1 import delivery_pb2
 
 
 class MemoryLanes:

@@ -7,10 +7,10 @@ import logging
 from collections import defaultdict
 
 import grpc
-from pushplat_client.v1 import delivery_pb2, message_pb2, push_pb2
+from pushplat_client.v1 import message_pb2, push_pb2
 
 from pushplat.config import Config
-from pushplat.edge_clients import EdgeClients
+from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
 from pushplat.logs import kv
 from pushplat.messages import is_expired, now_ms
@@ -19,6 +19,7 @@ from pushplat.queue import LaneConsumer, Record
 from pushplat.receipts import Receipts, State, receipt
 from pushplat.registry import Registry, Route
 from pushplat.router.scheduler import LaneScheduler
+from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.router")
 
@@ -27,7 +28,13 @@ __all__ = ["RouterNode"]
 
 class RouterNode:
     def __init__(
-        self, config: Config, registry: Registry, consumer: LaneConsumer, inbox: Inbox, receipts: Receipts
+        self,
+        config: Config,
+        registry: Registry,
+        consumer: LaneConsumer,
+        inbox: Inbox,
+        receipts: Receipts,
+        link: EdgeLink,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -35,7 +42,7 @@ class RouterNode:
         self.receipts = receipts
         self.consumer = consumer
         self.scheduler = LaneScheduler(buffer_limit=max(2 * config.router_batch_size, 64))
-        self.edges = EdgeClients(config.deliver_timeout_seconds)
+        self.edges = link
         self._task: asyncio.Task[None] | None = None
         self.poll_timeout = 0.5
 
@@ -56,7 +63,6 @@ class RouterNode:
 
     async def stop(self) -> None:
         await self.pause()
-        await self.edges.close()
         await self.consumer.close()
 
     async def _run(self) -> None:
@@ -187,17 +193,25 @@ class RouterNode:
             log.info(kv("router.edge_gone", edge=edge_id, messages=len(items)))
             return [_outcome_receipt(item, edge_id, NO_SESSION) for item in items]
         try:
-            response = await self.edges.deliver(address, delivery_pb2.DeliverRequest(edge_id=edge_id, items=items))
+            outcomes = await self.edges.deliver(edge_id, address, items)
         except Exception as exc:
-            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
-            # The edge died or hung: its sessions' registry entries expire; at-least-once
-            # messages wait in the inbox for the reconnect.
+            rpc = isinstance(exc, grpc.aio.AioRpcError)
+            details = exc.details() if rpc else repr(exc)
+            # The edge died or hung (or refused our internal credentials): its sessions'
+            # registry entries expire; at-least-once messages wait in the inbox for the reconnect.
             DROPPED.labels("edge_unreachable").inc(len(items))
-            log.warning(kv("router.deliver_failed", edge=edge_id, address=address, messages=len(items), error=details))
+            log.warning(
+                kv(
+                    "router.deliver_failed",
+                    edge=edge_id,
+                    address=address,
+                    messages=len(items),
+                    code=exc.code().name if rpc else None,
+                    error=details,
+                )
+            )
             return [_outcome_receipt(item, edge_id, NO_SESSION, "edge unreachable") for item in items]
-        return [
-            _outcome_receipt(item, edge_id, outcome) for item, outcome in zip(items, response.outcomes, strict=False)
-        ]
+        return [_outcome_receipt(item, edge_id, outcome) for item, outcome in zip(items, outcomes, strict=False)]
 
 
 Outcome = delivery_pb2.DeliverResponse.Outcome

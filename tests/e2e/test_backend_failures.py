@@ -29,6 +29,8 @@ from tests.processes import Deployment, Role, run, service
 async def test_unreachable_or_unusable_backend_is_a_clear_startup_error(role, flags, text):
     port = free_port()
     ports = {"edge": ["--edge-port", "0", "--delivery-port", "0"], "api": ["--api-port", "0"], "router": []}[role]
+    if role != "api":
+        ports += ["--insecure-internal"]  # the backend check is what this test is about
     code, out, err = await run(
         role, *ports, *[f.format(port=port) for f in flags], "--kafka-publish-timeout-seconds", "2", timeout=60
     )

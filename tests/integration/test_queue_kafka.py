@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
-from pushplat_client.v1 import delivery_pb2, message_pb2
+from pushplat_client.v1 import message_pb2
 
 from pushplat.config import Config
 from pushplat.messages import LANES, new_message_id, now_ms
 from pushplat.queue import QueueUnavailable, Record
 from pushplat.queue.kafka import KafkaLaneConsumer, KafkaLaneProducer, parse_kafka_url
+from pushplat.v1 import delivery_pb2
 from tests.helpers import free_port, require_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]

@@ -24,6 +24,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.certs import CA
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +155,9 @@ def wait_serving(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: f
             time.sleep(0.05)
 
 
-def start_platform(tmp: Path, *extra: str) -> Iterator[Platform]:
+def start_platform(tmp: Path, *extra: str, health: int = 0) -> Iterator[Platform]:
+    """`pushplat dev` with extra flags; with health (a --health-port among them), wait on that
+    plaintext port instead of the edge and api (which may serve TLS only)."""
     edge, api, delivery, metrics = free_port(), free_port(), free_port(), 0
     log = tmp / "pushplat-dev.log"
     with log.open("wb") as out:
@@ -176,9 +179,9 @@ def start_platform(tmp: Path, *extra: str) -> Iterator[Platform]:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_serving(edge, proc, log)
-        wait_serving(api, proc, log)
-        yield Platform(f"127.0.0.1:{edge}", f"127.0.0.1:{api}", bool(extra), proc, log)
+        for port in [health] if health else [edge, api]:
+            wait_serving(port, proc, log)
+        yield Platform(f"127.0.0.1:{edge}", f"127.0.0.1:{api}", "--auth-secret" in extra, proc, log)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -199,6 +202,25 @@ def dev_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]
 def auth_dev_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """`pushplat dev` with device tokens and an API key required."""
     yield from start_platform(tmp_path_factory.mktemp("dev-auth"), "--auth-secret", SECRET, "--api-key", API_KEY)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: str
+    cert: str  # a client certificate the api accepts
+    key: str
+
+
+@pytest.fixture(scope="module")
+def tls_dev_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, TlsFiles]]:
+    """`pushplat dev` with TLS on both public ports and mutual TLS on the api (test-time certs)."""
+    tmp = tmp_path_factory.mktemp("dev-tls")
+    ca = CA(tmp / "pki")
+    server, backend = ca.issue("server"), ca.issue("backend")
+    health = free_port()
+    tls = ["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--api-tls-client-ca", str(ca.cert)]
+    for platform in start_platform(tmp, *tls, "--health-port", str(health), health=health):
+        yield platform, TlsFiles(str(ca.cert), str(backend.cert), str(backend.key))
 
 
 def mint_token(user: str, device: str, secret: str = SECRET) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from pushplat_client import PushClient, PushSender
+from pushplat_client import TLS, PushClient, PushSender
 from pushplat_client.v1 import push_pb2, push_pb2_grpc
 
 from tests.helpers import eventually
@@ -24,6 +24,7 @@ from tests.interop.conftest import (
     Platform,
     Program,
     Running,
+    TlsFiles,
     mint_token,
 )
 
@@ -40,10 +41,14 @@ async def python_receives(client: PushClient) -> Any:
     return await asyncio.wait_for(anext(client), EVENT_TIMEOUT)
 
 
-def send_args(api: str, *, user: str, payload: str, priority: str, label: str, api_key: str = "") -> list[str]:
+def send_args(
+    api: str, *, user: str, payload: str, priority: str, label: str, api_key: str = "", tls: TlsFiles | None = None
+) -> list[str]:
     args = ["send", "--api", api, "--user", user, "--priority", priority, "--label", label]
     if api_key:
         args += ["--api-key", api_key]
+    if tls is not None:
+        args += ["--tls-ca", tls.ca, "--tls-cert", tls.cert, "--tls-key", tls.key]
     return [*args, payload]
 
 
@@ -55,6 +60,7 @@ async def fan_out_scenario(
     *,
     tokens: dict[str, str] | None = None,
     api_key: str = "",
+    tls: TlsFiles | None = None,
 ) -> None:
     user = unique("user")
     devices = {"go": unique("go-dev"), "node": unique("node-dev"), "python": unique("py-dev")}
@@ -66,14 +72,17 @@ async def fan_out_scenario(
             return {"token": tokens[lang]}
         return {"user": user, "device": devices[lang]}
 
-    go_dev = await run_program(go, go.listen_args(platform.edge, count=3, **identity("go")))
-    node_dev = await run_program(node, node.listen_args(platform.edge, count=3, **identity("node")))
+    tls_args = ["--tls-ca", tls.ca] if tls else []
+    go_dev = await run_program(go, [*go.listen_args(platform.edge, count=3, **identity("go")), *tls_args])
+    node_dev = await run_program(node, [*node.listen_args(platform.edge, count=3, **identity("node")), *tls_args])
     py_kwargs: dict[str, Any] = (
         {"token": tokens["python"]} if tokens is not None else {"user_id": user, "device_id": devices["python"]}
     )
+    device_tls = TLS(ca=tls.ca) if tls else None
+    sender_tls = TLS(ca=tls.ca, cert=tls.cert, key=tls.key) if tls else None
     async with (
-        PushClient(platform.edge, **py_kwargs) as py_dev,
-        PushSender(platform.api, api_key=api_key or None) as py_api,
+        PushClient(platform.edge, tls=device_tls, **py_kwargs) as py_dev,
+        PushSender(platform.api, api_key=api_key or None, tls=sender_tls) as py_api,
     ):
         await py_dev.wait_connected(EVENT_TIMEOUT)
         for dev in (go_dev, node_dev):
@@ -106,6 +115,7 @@ async def fan_out_scenario(
                     priority=priority,
                     label=f"lang={backend.name}",
                     api_key=api_key,
+                    tls=tls,
                 ),
             )
             result = await sender.expect("sent")
@@ -143,6 +153,21 @@ async def test_with_auth_tokens_and_api_key(
     auth_dev_platform: Platform, run_program: Start, go_program: Program, node_program: Program
 ) -> None:
     await fan_out_scenario(auth_dev_platform, run_program, go_program, node_program, tokens={}, api_key=API_KEY)
+
+
+async def test_over_tls_with_mutual_tls_backends(
+    tls_dev_platform: tuple[Platform, TlsFiles], run_program: Start, go_program: Program, node_program: Program
+) -> None:
+    """Every SDK's device checks the edge's certificate against the test CA; every SDK's sender
+    also presents a client certificate to the api, which requires one."""
+    platform, tls = tls_dev_platform
+    await fan_out_scenario(platform, run_program, go_program, node_program, tls=tls)
+    # Without its client certificate a sender does not get past the api's handshake.
+    for program in (go_program, node_program):
+        args = ["send", "--api", platform.api, "--device", "d", "--tls-ca", tls.ca, "x"]
+        running = await run_program(program, args)
+        event = await running.expect("error")
+        assert event["code"] == "UNAVAILABLE", (program.name, event)
 
 
 async def test_auth_failures_surface_as_errors(

@@ -35,3 +35,21 @@ def test_public_api() -> None:
     for name in ("PushClient", "PushSender", "Backoff", "PushError", "AuthError", "parse_priority"):
         assert name in sdk.__all__
     assert issubclass(sdk.AuthError, sdk.PushError)
+
+
+def test_no_sdk_ships_the_internal_delivery_api() -> None:
+    import importlib.util
+
+    root = SDK_DIR.parents[1]
+    assert importlib.util.find_spec("pushplat_client.v1.delivery_pb2") is None
+    assert not list((SDK_DIR / "pushplat_client").rglob("delivery*"))
+    assert not list((root / "clients" / "go" / "pushplatv1").glob("delivery*"))
+    assert not list((root / "clients" / "typescript" / "src" / "gen").rglob("delivery*"))
+    for folder in ("clients/go/pushplatv1", "clients/typescript/src/gen", "clients/python/pushplat_client"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".go", ".ts", ".py", ".pyi"):
+                assert "DeliverRequest" not in path.read_text(), path
+    # The server has them, as its own.
+    from pushplat.v1 import delivery_pb2_grpc
+
+    assert delivery_pb2_grpc.DeliveryStub

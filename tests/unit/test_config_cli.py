@@ -64,3 +64,15 @@ def test_every_tunable_flag_and_its_variable_reach_the_config(monkeypatch):
             assert getattr(config, f.name) == want, (role, f"PUSHPLAT_{f.name.upper()}")
             checked += 1
     assert checked > 40
+
+
+def test_help_never_prints_secrets_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PUSHPLAT_AUTH_SECRET", "env-auth-secret-value")
+    monkeypatch.setenv("PUSHPLAT_API_KEY", "env-api-key-value")
+    monkeypatch.setenv("PUSHPLAT_INTERNAL_SECRET", "env-internal-secret-value")
+    monkeypatch.setenv("PUSHPLAT_EDGE_PORT", "6001")
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("dev", "edge", "router", "api", "send", "status", "presence", "token"):
+        text = subparsers.choices[command].format_help()
+        assert "env-" not in text, command
+    assert "default 6001" in " ".join(subparsers.choices["edge"].format_help().split())

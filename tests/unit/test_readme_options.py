@@ -117,7 +117,7 @@ def test_every_server_option_names_its_environment_variable(command):
 
 
 # Config fields that are not tunables of their own.
-NOT_FLAGS = {"roles": "the command picks them", "api_keys": "--api-key"}
+NOT_FLAGS = {"roles": "the command picks them", "api_keys": "--api-key", "internal_secrets": "--internal-secret"}
 
 
 def test_every_config_tunable_is_a_flag_of_some_server_command():

@@ -1,7 +1,8 @@
-from pushplat_client.v1 import delivery_pb2, message_pb2
+from pushplat_client.v1 import message_pb2
 
 from pushplat.queue import Record
 from pushplat.router.scheduler import LaneScheduler
+from pushplat.v1 import delivery_pb2
 
 
 def records(lane: str, n: int) -> list[Record]:

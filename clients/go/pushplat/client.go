@@ -2,6 +2,7 @@ package pushplat
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,7 +12,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/pushplat/pushplat/clients/go/pushplatv1"
 )
@@ -56,8 +56,11 @@ type Options struct {
 	DisableReconnect bool
 	// ConnectTimeout bounds the wait for the Welcome; default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	// DialOptions are added to each connection's grpc.NewClient call (after insecure
-	// transport credentials, which they may override).
+	// TLS, when set, connects over TLS with this configuration (see LoadTLS); nil means
+	// plaintext.
+	TLS *tls.Config
+	// DialOptions are added to each connection's grpc.NewClient call (after the transport
+	// credentials, which they may override).
 	DialOptions []grpc.DialOption
 	// Logger receives connection events; default: discarded.
 	Logger *slog.Logger
@@ -474,7 +477,7 @@ type readResult struct {
 func (c *Client) session() (bool, time.Duration, *Error) {
 	// A fresh channel (TCP connection) per attempt: behind a layer-4 load balancer a reused
 	// channel would stick to the edge that just told us to go away.
-	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.DialOptions...)
+	dialOpts := append([]grpc.DialOption{transport(c.opts.TLS)}, c.opts.DialOptions...)
 	conn, err := grpc.NewClient(c.edge, dialOpts...)
 	if err != nil {
 		return false, 0, newError(codes.InvalidArgument, "cannot dial edge %q: %v", c.edge, err)

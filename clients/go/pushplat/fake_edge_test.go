@@ -202,7 +202,7 @@ type fakeEdge struct {
 	all []*fakeConn
 }
 
-func startFakeEdge(t *testing.T) *fakeEdge {
+func startFakeEdge(t *testing.T, opts ...grpc.ServerOption) *fakeEdge {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -210,7 +210,7 @@ func startFakeEdge(t *testing.T) *fakeEdge {
 	}
 	e := &fakeEdge{addr: lis.Addr().String(), conns: make(chan *fakeConn, 100)}
 	e.endOnHalfClose.Store(true)
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	pb.RegisterEdgeServer(srv, e)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() {

@@ -2,11 +2,11 @@ package pushplat
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/pushplat/pushplat/clients/go/pushplatv1"
@@ -21,7 +21,10 @@ type SenderOptions struct {
 	APIKey string
 	// Timeout is the gRPC deadline for calls whose ctx has none; default DefaultSendTimeout.
 	Timeout time.Duration
-	// DialOptions are added to grpc.NewClient (after insecure transport credentials).
+	// TLS, when set, connects over TLS with this configuration (see LoadTLS; give it a
+	// client certificate for an api that requires mutual TLS); nil means plaintext.
+	TLS *tls.Config
+	// DialOptions are added to grpc.NewClient (after the transport credentials).
 	DialOptions []grpc.DialOption
 }
 
@@ -70,7 +73,7 @@ func NewSender(addr string, opts SenderOptions) (*Sender, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultSendTimeout
 	}
-	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...)
+	dialOpts := append([]grpc.DialOption{transport(opts.TLS)}, opts.DialOptions...)
 	conn, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
 		return nil, err

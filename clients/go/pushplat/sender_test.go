@@ -69,14 +69,14 @@ func (f *fakePush) SendBatch(ctx context.Context, req *pb.SendBatchRequest) (*pb
 	return resp, nil
 }
 
-func startFakePush(t *testing.T) (*fakePush, string) {
+func startFakePush(t *testing.T, opts ...grpc.ServerOption) (*fakePush, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fakePush{}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	pb.RegisterPushServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)

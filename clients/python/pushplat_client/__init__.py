@@ -17,6 +17,7 @@ from .priority import (
     priority_name,
 )
 from .sender import PushSender
+from .tls import TLS
 from .v1 import message_pb2
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "PRIORITY_LOW",
     "PRIORITY_NORMAL",
     "PRIORITY_UNSPECIFIED",
+    "TLS",
     "AuthError",
     "Backoff",
     "Message",

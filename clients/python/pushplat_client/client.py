@@ -20,6 +20,7 @@ import grpc
 from .backoff import Backoff
 from .dedup import RecentIds
 from .errors import PushError, error_from_rpc
+from .tls import TLS, ChannelFactory
 from .v1 import edge_pb2, edge_pb2_grpc, message_pb2
 
 __all__ = ["PushClient"]
@@ -89,6 +90,7 @@ class PushClient:
         backoff: Backoff | None = None,
         heartbeat_interval: float | None = None,
         reconnect: bool = True,
+        tls: TLS | bool | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
         connect_timeout: float = 10.0,
     ) -> None:
@@ -118,7 +120,8 @@ class PushClient:
         self._backoff = backoff if backoff is not None else Backoff()
         self._heartbeat_interval = heartbeat_interval
         self._reconnect = reconnect
-        self._channel_options = list(channel_options)
+        # tls=True: TLS against the default roots; TLS(ca=...) for your own CA.
+        self._channels = ChannelFactory(tls, list(channel_options))
         self._connect_timeout = connect_timeout
 
         # Ids handed to us before (dedup), and ids the application has acked: a redelivery
@@ -371,7 +374,7 @@ class PushClient:
         # reused channel would stick to the edge that just told us to go away.
         self._edge = self._edges[self._edge_index % len(self._edges)]
         self._edge_index += 1
-        channel = grpc.aio.insecure_channel(self._edge, options=self._channel_options)
+        channel = self._channels.open(self._edge)
         call: Any = None
         tasks: list[asyncio.Task[Any]] = []
         try:

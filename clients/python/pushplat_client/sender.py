@@ -9,6 +9,7 @@ import grpc
 
 from .errors import error_from_rpc
 from .priority import parse_priority
+from .tls import TLS, ChannelFactory
 from .v1 import message_pb2, push_pb2, push_pb2_grpc
 
 __all__ = ["PushSender", "make_request"]
@@ -71,13 +72,15 @@ class PushSender:
         api: str,
         api_key: str | None = None,
         *,
+        tls: TLS | bool | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         if not api:
             raise ValueError("PushSender needs the api address, e.g. '127.0.0.1:50052'")
         self._api = api
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        self._channel_options = list(channel_options)
+        # tls=True: TLS against the default roots; TLS(...) for a CA file or a client certificate.
+        self._channels = ChannelFactory(tls, list(channel_options))
         self._channel: grpc.aio.Channel | None = None
         self._stub: push_pb2_grpc.PushStub | None = None
 
@@ -96,7 +99,7 @@ class PushSender:
     def _get_stub(self) -> push_pb2_grpc.PushStub:
         # Created lazily: a grpc.aio channel belongs to the event loop that is running.
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._api, options=self._channel_options)
+            self._channel = self._channels.open(self._api)
             self._stub = push_pb2_grpc.PushStub(self._channel)
         return self._stub
 
@@ -166,4 +169,5 @@ class PushSender:
             raise error_from_rpc(err) from None
 
     def __repr__(self) -> str:
-        return f"PushSender(api={self._api!r}, api_key={'set' if self._metadata else 'none'})"
+        tls = self._channels.tls
+        return f"PushSender(api={self._api!r}, api_key={'set' if self._metadata else 'none'}, tls={tls!r})"

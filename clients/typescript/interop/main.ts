@@ -3,7 +3,9 @@
  * sends as a backend, and prints one JSON object per line (same CLI as clients/go/cmd/interop).
  *
  *   node dist/interop/main.js listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
- *   node dist/interop/main.js send --api HOST:PORT [--api-key K] (--user U | --device D) [--priority high]
+ *        [--tls-ca FILE]
+ *   node dist/interop/main.js send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+ *        (--user U | --device D) [--priority high]
  *        [--ttl S] [--collapse-key K] [--idempotency-key K] [--at-least-once] [--content-type T] [--label K=V]... PAYLOAD
  *
  * listen prints {"event":"connected",...} once welcomed, then {"event":"message",...} per message
@@ -13,7 +15,21 @@
 
 import { parseArgs } from "node:util";
 
-import { PushClient, PushError, PushSender, TimeoutError, priorityName, statusName } from "../src/index";
+import {
+  PushClient,
+  PushError,
+  PushSender,
+  TimeoutError,
+  type TlsOptions,
+  priorityName,
+  statusName,
+} from "../src/index";
+
+/** Plaintext unless a CA or a client certificate is given. */
+function tlsFrom(ca?: string, cert?: string, key?: string): TlsOptions | undefined {
+  if (!ca && !cert) return undefined;
+  return { ca: ca || undefined, cert: cert || undefined, key: key || undefined };
+}
 
 function emit(value: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
@@ -42,6 +58,7 @@ async function listen(args: string[]): Promise<number> {
       device: { type: "string", default: "" },
       count: { type: "string", default: "1" },
       "timeout-ms": { type: "string", default: "30000" },
+      "tls-ca": { type: "string", default: "" },
     },
   });
   const count = Number(values.count);
@@ -50,6 +67,7 @@ async function listen(args: string[]): Promise<number> {
     token: values.token || undefined,
     userId: values.user,
     deviceId: values.device,
+    tls: tlsFrom(values["tls-ca"], "", ""),
   });
   const timer = setTimeout(() => {
     emit({ event: "error", code: "TIMEOUT", details: `gave up after ${timeoutMs} ms` });
@@ -107,6 +125,9 @@ async function send(args: string[]): Promise<number> {
       "at-least-once": { type: "boolean", default: false },
       "content-type": { type: "string", default: "text/plain" },
       label: { type: "string", multiple: true, default: [] },
+      "tls-ca": { type: "string", default: "" },
+      "tls-cert": { type: "string", default: "" },
+      "tls-key": { type: "string", default: "" },
     },
   });
   if (positionals.length !== 1) {
@@ -119,7 +140,10 @@ async function send(args: string[]): Promise<number> {
     if (i < 0) throw new TypeError(`label ${item} is not K=V`);
     labels[item.slice(0, i)] = item.slice(i + 1);
   }
-  const sender = new PushSender(values.api as string, { apiKey: values["api-key"] || undefined });
+  const sender = new PushSender(values.api as string, {
+    apiKey: values["api-key"] || undefined,
+    tls: tlsFrom(values["tls-ca"], values["tls-cert"], values["tls-key"]),
+  });
   try {
     const response = await sender.send({
       userId: values.user,

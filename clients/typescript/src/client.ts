@@ -10,7 +10,6 @@ import {
   type ChannelCredentials,
   type ChannelOptions,
   type ClientDuplexStream,
-  credentials as grpcCredentials,
   type StatusObject,
   status,
 } from "@grpc/grpc-js";
@@ -30,6 +29,7 @@ import {
 } from "./gen/pushplat/v1/edge";
 import type { Message } from "./gen/pushplat/v1/message";
 import { type Logger, silentLogger } from "./logger";
+import { type TlsOptions, tlsChannel } from "./tls";
 import { VERSION } from "./version";
 
 /** Used when neither the options nor the Welcome give a heartbeat interval. */
@@ -60,7 +60,9 @@ export interface PushClientOptions {
   reconnect?: boolean;
   /** Bound on the wait for the Welcome after Hello (default 10 s). */
   connectTimeoutMs?: number;
-  /** Default: insecure (plaintext) credentials. */
+  /** Connect over TLS (`true`: default roots; see {@link TlsOptions}). Default: plaintext. */
+  tls?: TlsOptions | boolean;
+  /** Raw grpc-js credentials, instead of `tls`. Default: insecure (plaintext) credentials. */
   credentials?: ChannelCredentials;
   channelOptions?: Partial<ChannelOptions>;
   logger?: Logger;
@@ -168,8 +170,9 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
     this.heartbeatIntervalMs = options.heartbeatIntervalMs;
     this.reconnect = options.reconnect ?? true;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    this.credentials = options.credentials ?? grpcCredentials.createInsecure();
-    this.channelOptions = options.channelOptions ?? {};
+    const channel = tlsChannel(options.tls, options.credentials);
+    this.credentials = channel.credentials;
+    this.channelOptions = { ...channel.options, ...options.channelOptions };
     this.log = options.logger ?? silentLogger;
     this.deviceLabel = options.deviceId || "-";
     const capacity = options.dedupCapacity ?? DEFAULT_DEDUP_CAPACITY;

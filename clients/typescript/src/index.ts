@@ -28,6 +28,7 @@ export {
 export { type Logger, silentLogger } from "./logger";
 export { Priority, type PriorityLike, parsePriority, priorityName } from "./priority";
 export { DEFAULT_SEND_TIMEOUT_MS, PushSender, type PushSenderOptions, type SendOptions, makeRequest } from "./sender";
+export { type TlsOptions, tlsChannel } from "./tls";
 export { VERSION } from "./version";
 
 // The generated wire types, for applications that need more than the message.

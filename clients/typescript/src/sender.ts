@@ -3,7 +3,6 @@
 import {
   type ChannelCredentials,
   type ChannelOptions,
-  credentials as grpcCredentials,
   Metadata,
   type ServiceError,
 } from "@grpc/grpc-js";
@@ -12,6 +11,7 @@ import { errorFromGrpc } from "./errors";
 import { DeliveryMode } from "./gen/pushplat/v1/message";
 import { PushClient as PushStub, type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
 import { type PriorityLike, parsePriority } from "./priority";
+import { type TlsOptions, tlsChannel } from "./tls";
 
 export const DEFAULT_SEND_TIMEOUT_MS = 10_000;
 
@@ -40,7 +40,9 @@ export interface PushSenderOptions {
   apiKey?: string;
   /** gRPC deadline of each call (default 10 s); the server sees it and stops work past it. */
   timeoutMs?: number;
-  /** Default: insecure (plaintext) credentials. */
+  /** Connect over TLS (`true`: default roots; see {@link TlsOptions}). Default: plaintext. */
+  tls?: TlsOptions | boolean;
+  /** Raw grpc-js credentials, instead of `tls`. Default: insecure (plaintext) credentials. */
   credentials?: ChannelCredentials;
   channelOptions?: Partial<ChannelOptions>;
 }
@@ -90,7 +92,8 @@ export class PushSender {
     this.api = api;
     this.apiKey = options.apiKey || undefined;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SEND_TIMEOUT_MS;
-    this.stub = new PushStub(api, options.credentials ?? grpcCredentials.createInsecure(), options.channelOptions);
+    const channel = tlsChannel(options.tls, options.credentials);
+    this.stub = new PushStub(api, channel.credentials, { ...channel.options, ...options.channelOptions });
   }
 
   private metadata(): Metadata {

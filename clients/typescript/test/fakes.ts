@@ -156,10 +156,10 @@ export class FakeEdge {
   endOnHalfClose = true;
   private server = new Server();
 
-  async start(): Promise<this> {
+  async start(creds: ServerCredentials = ServerCredentials.createInsecure()): Promise<this> {
     this.server.addService(EdgeService, { connect: (call: ServerDuplexStream<ClientFrame, ServerFrame>) => this.connect(call) });
     const port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      this.server.bindAsync("127.0.0.1:0", creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
     this.address = `127.0.0.1:${port}`;
     return this;
@@ -211,7 +211,7 @@ export class FakePush {
   fail: { code: status; details: string; trailer?: Record<string, string> } | null = null;
   private server = new Server();
 
-  async start(): Promise<this> {
+  async start(creds: ServerCredentials = ServerCredentials.createInsecure()): Promise<this> {
     this.server.addService(PushService, {
       send: (call: ServerUnaryCall<SendRequest, SendResponse>, callback: sendUnaryData<SendResponse>) => {
         if (this.check(call, callback)) return;
@@ -228,7 +228,7 @@ export class FakePush {
       },
     });
     const port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      this.server.bindAsync("127.0.0.1:0", creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
     this.address = `127.0.0.1:${port}`;
     return this;

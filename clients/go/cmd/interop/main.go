@@ -2,7 +2,9 @@
 // listens as a device or sends as a backend, and prints one JSON object per line.
 //
 //	interop listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
-//	interop send --api HOST:PORT [--api-key K] (--user U | --device D) [--priority high]
+//	               [--tls-ca FILE]
+//	interop send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+//	             (--user U | --device D) [--priority high]
 //	             [--ttl S] [--collapse-key K] [--idempotency-key K] [--at-least-once]
 //	             [--content-type T] [--label K=V]... PAYLOAD
 //
@@ -13,6 +15,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -83,11 +86,16 @@ func listen(args []string) int {
 	device := fs.String("device", "", "device id (auth off)")
 	count := fs.Int("count", 1, "exit after this many messages")
 	timeoutMs := fs.Int("timeout-ms", 30_000, "give up after this many milliseconds")
+	tlsCA := fs.String("tls-ca", "", "connect over TLS, checking the edge against this PEM CA")
 	_ = fs.Parse(args)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeoutMs)*time.Millisecond)
 	defer cancel()
-	client, err := pushplat.Dial(*edge, pushplat.Options{Token: *token, UserID: *user, DeviceID: *device})
+	tlsConfig, err := tlsFrom(*tlsCA, "", "")
+	if err != nil {
+		return fail(err)
+	}
+	client, err := pushplat.Dial(*edge, pushplat.Options{Token: *token, UserID: *user, DeviceID: *device, TLS: tlsConfig})
 	if err != nil {
 		return fail(err)
 	}
@@ -139,6 +147,9 @@ func send(args []string) int {
 	lbls := labels{}
 	fs.Var(lbls, "label", "K=V (repeatable)")
 	timeoutMs := fs.Int("timeout-ms", 10_000, "call deadline in milliseconds")
+	tlsCA := fs.String("tls-ca", "", "connect over TLS, checking the api against this PEM CA")
+	tlsCert := fs.String("tls-cert", "", "client certificate for mutual TLS")
+	tlsKey := fs.String("tls-key", "", "key of --tls-cert")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "interop send: give exactly one PAYLOAD")
@@ -148,7 +159,13 @@ func send(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	sender, err := pushplat.NewSender(*api, pushplat.SenderOptions{APIKey: *apiKey, Timeout: time.Duration(*timeoutMs) * time.Millisecond})
+	tlsConfig, err := tlsFrom(*tlsCA, *tlsCert, *tlsKey)
+	if err != nil {
+		return fail(err)
+	}
+	sender, err := pushplat.NewSender(*api, pushplat.SenderOptions{
+		APIKey: *apiKey, Timeout: time.Duration(*timeoutMs) * time.Millisecond, TLS: tlsConfig,
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -163,6 +180,14 @@ func send(args []string) int {
 	}
 	emit(map[string]any{"event": "sent", "message_id": resp.GetMessageId(), "duplicate": resp.GetDuplicate()})
 	return 0
+}
+
+// tlsFrom is nil (plaintext) unless a CA or a client certificate is given.
+func tlsFrom(ca, cert, key string) (*tls.Config, error) {
+	if ca == "" && cert == "" {
+		return nil, nil
+	}
+	return pushplat.LoadTLS(pushplat.TLSFiles{CAFile: ca, CertFile: cert, KeyFile: key})
 }
 
 func main() {
