@@ -712,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("dev", "api", "router", "edge"):
         config = config_from_args(args)
         setup_logging(config.log_level)
-        if args.command == "dev" and args.delivery_port is not None:
+        if args.command == "dev" and args.delivery_port:
             logging.getLogger("pushplat.server").info(
                 kv("dev.delivery_port_unused", port=args.delivery_port, detail="pushplat dev has no delivery port")
             )

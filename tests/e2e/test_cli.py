@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, require_env
 from tests.processes import Role, run
 
 SECRET = "cli-test-secret-0123456789abcdef0123"
@@ -189,23 +189,27 @@ async def test_client_commands_send_the_first_key_of_a_rotation_list(processes):
     assert code == 1 and "unknown API key" in err
 
 
-@pytest.mark.parametrize("taken", ["edge", "api", "delivery", "metrics"])
-async def test_every_port_in_use_is_one_clear_line_and_exit_2(taken):
+@pytest.mark.parametrize("command,taken", [("dev", "edge"), ("dev", "api"), ("dev", "metrics"), ("edge", "delivery")])
+async def test_every_port_in_use_is_one_clear_line_and_exit_2(command, taken):
     """A taken port of any kind: exit code 2 and one line naming the port and the option to change,
-    no traceback and no event-loop noise after it."""
+    no traceback and no event-loop noise after it. (Only a separate edge has a delivery port.)"""
     import socket
 
+    extra = []
+    if command == "edge":
+        extra = ["--registry", require_env("PUSHPLAT_TEST_REDIS_URL"), "--insecure-internal"]
+    names = ("edge", "api", "metrics") if command == "dev" else ("edge", "delivery", "metrics")
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        ports = {name: "0" for name in ("edge", "api", "delivery", "metrics")}
+        ports = {name: "0" for name in names}
         ports[taken] = str(port)
         args = [arg for name, value in ports.items() for arg in (f"--{name}-port", value)]
-        code, out, err = await run("dev", *args)
+        code, out, err = await run(command, *args, *extra)
     assert code == 2, err
     assert err.strip().splitlines() == [
-        f"pushplat dev: cannot listen on 127.0.0.1:{port} for {taken}: address already in use "
+        f"pushplat {command}: cannot listen on 127.0.0.1:{port} for {taken}: address already in use "
         f"(choose another --{taken}-port)"
     ], err
     assert out == ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +15,12 @@ import pytest
 from pushplat_client.v1 import edge_pb2, push_pb2
 
 from pushplat.auth import mint_token
+from pushplat.config import Config
+from pushplat.edge.delivery import DeliveryServicer
+from pushplat.edge.hub import Hub
+from pushplat.internal_auth import InternalAuth
+from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
+from tests.certs import CA
 from tests.helpers import Api
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -48,7 +55,10 @@ async def connect_status(edge: str, what: str, *frames: edge_pb2.ClientFrame | b
     call = channel.stream_stream("/pushplat.v1.Edge/Connect", request_serializer=_bytes, response_deserializer=_bytes)()
     try:
         for frame in frames:
-            await call.write(frame)
+            try:
+                await call.write(frame)
+            except grpc.aio.AioRpcError as err:  # the call failed before the frame went out
+                return what, err.code(), tuple(err.trailing_metadata() or ())
         async with asyncio.timeout(10):
             while True:  # frames before the error (a Welcome) are fine; the stream must end in one
                 try:
@@ -151,6 +161,49 @@ async def unknown_status(start, clients) -> Observed:
     return [("GetStatus(no-such-id)", err.code(), ())]
 
 
+async def delivery_without_secret(start, clients) -> Observed:
+    # A delivery port exists only on a separately run edge; this is its server as Server builds it
+    # (the Delivery service behind the internal-secret interceptor) without the Redis it needs.
+    auth = InternalAuth.from_config(Config(internal_secrets=["internal-secret-0123456789abcdef0123"]))
+    server = grpc.aio.server(interceptors=auth.interceptors())
+    delivery_pb2_grpc.add_DeliveryServicer_to_server(DeliveryServicer(Hub(), "edge-1"), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    observed: Observed = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = delivery_pb2_grpc.DeliveryStub(channel)
+            for what, call in (
+                ("Deliver without the secret", stub.Deliver(delivery_pb2.DeliverRequest(edge_id="edge-1"), timeout=5)),
+                ("Evict without the secret", stub.Evict(delivery_pb2.EvictRequest(device_id="d"), timeout=5)),
+            ):
+                err = await rpc_error(call)
+                observed.append((what, err.code(), ()))
+    finally:
+        await server.stop(None)
+    return observed
+
+
+async def failed_tls_handshake(start, clients) -> Observed:
+    with tempfile.TemporaryDirectory() as where:
+        ca, other = CA(Path(where) / "ca"), CA(Path(where) / "other", name="another CA")
+        leaf = ca.issue("server")
+        server = await start(tls_cert=str(leaf.cert), tls_key=str(leaf.key), api_tls_client_ca=str(ca.cert))
+        api = f"127.0.0.1:{server.ports.api}"
+        observed = [await send_status(clients("api", api), "plaintext to a TLS api port", device_id="d", payload=b"x")]
+        observed.append(await connect_status(f"127.0.0.1:{server.ports.edge}", "plaintext to a TLS edge", hello()))
+        for what, credentials in (
+            ("a server certificate from another CA", grpc.ssl_channel_credentials(other.cert_pem)),
+            ("no client certificate where one is required", grpc.ssl_channel_credentials(ca.cert_pem)),
+        ):
+            async with grpc.aio.secure_channel(api, credentials) as channel:
+                send = channel.unary_unary("/pushplat.v1.Push/Send")
+                request = push_pb2.SendRequest(device_id="d", payload=b"x").SerializeToString()
+                err = await rpc_error(send(request, timeout=5))
+                observed.append((what, err.code(), ()))
+        return observed
+
+
 Check = Callable[..., Awaitable[Observed]]
 CHECKS: dict[str, Check] = {
     "Missing target, or `ttl_seconds` out of range": bad_target_or_ttl,
@@ -161,6 +214,9 @@ CHECKS: dict[str, Check] = {
     "Too many connections, or new connections per second, on an edge": admission,
     "The queue (or the idempotency store) is unavailable": queue_unavailable,
     "`GetStatus` for an unknown message": unknown_status,
+    "A call on a delivery port without the internal secret": delivery_without_secret,
+    "A failed TLS handshake: plaintext to a TLS port, a server certificate from another CA, "
+    "no client certificate where one is required": failed_tls_handshake,
 }
 
 
