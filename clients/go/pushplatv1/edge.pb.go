@@ -689,7 +689,8 @@ const file_pushplat_v1_edge_proto_rawDesc = "" +
 	"\x11HEARTBEAT_TIMEOUT\x10\x04\"\x06\n" +
 	"\x04Pong2I\n" +
 	"\x04Edge\x12A\n" +
-	"\aConnect\x12\x18.pushplat.v1.ClientFrame\x1a\x18.pushplat.v1.ServerFrame(\x010\x01B?Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1b\x06proto3"
+	"\aConnect\x12\x18.pushplat.v1.ClientFrame\x1a\x18.pushplat.v1.ServerFrame(\x010\x01B\x8d\x01\n" +
+	"\x0eio.pushplat.v1B\tEdgeProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\vPushplat.V1\xca\x02\vPushplat\\V1\xea\x02\fPushplat::V1b\x06proto3"
 
 var (
 	file_pushplat_v1_edge_proto_rawDescOnce sync.Once

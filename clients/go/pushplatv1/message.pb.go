@@ -260,7 +260,8 @@ const file_pushplat_v1_message_proto_rawDesc = "" +
 	"\rPRIORITY_HIGH\x10\x03*3\n" +
 	"\fDeliveryMode\x12\x10\n" +
 	"\fAT_MOST_ONCE\x10\x00\x12\x11\n" +
-	"\rAT_LEAST_ONCE\x10\x01B?Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1b\x06proto3"
+	"\rAT_LEAST_ONCE\x10\x01B\x90\x01\n" +
+	"\x0eio.pushplat.v1B\fMessageProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\vPushplat.V1\xca\x02\vPushplat\\V1\xea\x02\fPushplat::V1b\x06proto3"
 
 var (
 	file_pushplat_v1_message_proto_rawDescOnce sync.Once

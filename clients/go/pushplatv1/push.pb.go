@@ -908,7 +908,8 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x04Send\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse\x12J\n" +
 	"\tSendBatch\x12\x1d.pushplat.v1.SendBatchRequest\x1a\x1e.pushplat.v1.SendBatchResponse\x12J\n" +
 	"\tGetStatus\x12\x1d.pushplat.v1.GetStatusRequest\x1a\x1e.pushplat.v1.GetStatusResponse\x12P\n" +
-	"\vGetPresence\x12\x1f.pushplat.v1.GetPresenceRequest\x1a .pushplat.v1.GetPresenceResponseB?Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1b\x06proto3"
+	"\vGetPresence\x12\x1f.pushplat.v1.GetPresenceRequest\x1a .pushplat.v1.GetPresenceResponseB\x8d\x01\n" +
+	"\x0eio.pushplat.v1B\tPushProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\vPushplat.V1\xca\x02\vPushplat\\V1\xea\x02\fPushplat::V1b\x06proto3"
 
 var (
 	file_pushplat_v1_push_proto_rawDescOnce sync.Once
