@@ -1,8 +1,10 @@
 """Fixtures for the cross-language interop suite.
 
-The Go and Node programs under clients/go/cmd/interop and clients/typescript/interop are
-built once per session into a temp dir; `pushplat dev` runs as a subprocess on free ports.
-Without go or node/npm the suite is skipped, except in CI (CI set), where it fails.
+The Go, Node and Java programs under clients/go/cmd/interop, clients/typescript/interop and
+clients/java/src/test/java/io/pushplat/client/interop are built once per session (Go and Node
+into a temp dir, Java into clients/java/target); `pushplat dev` runs as a subprocess on free
+ports. Without go, node/npm or java/mvn the suite is skipped, except in CI (CI set), where it
+fails.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from tests.helpers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 GO_DIR = ROOT / "clients" / "go"
 TS_DIR = ROOT / "clients" / "typescript"
+JAVA_DIR = ROOT / "clients" / "java"
+# Maven quiet and non-interactive; the JVM flags trade peak speed for start-up and CPU, which is
+# what short-lived test processes on two shared cores need.
+MVN = ["mvn", "-q", "-B"]
+JAVA = ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 PUSHPLAT = [sys.executable, "-m", "pushplat"]
 
 SECRET = "interop-secret-0123456789abcdef0123456789"
@@ -52,8 +59,9 @@ def require_tools(*names: str) -> None:
 
 def run_step(
     cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600, what: str = "build step"
-) -> None:
-    """Run a toolchain command; fail the test with its output if it fails or overruns."""
+) -> str:
+    """Run a toolchain command; fail the test with its output if it fails or overruns.
+    Returns its stdout."""
     try:
         result = subprocess.run(
             cmd,
@@ -71,12 +79,14 @@ def run_step(
             f"{what} failed ({result.returncode}): {' '.join(cmd)} (in {cwd})\n"
             f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
         )
+    return result.stdout
 
 
-def run_build(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+def run_build(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     started = time.monotonic()
-    run_step(cmd, cwd, env, timeout=BUILD_TIMEOUT)
+    out = run_step(cmd, cwd, env, timeout=BUILD_TIMEOUT)
     print(f"interop build: {' '.join(cmd)} took {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return out
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,31 @@ def node_program(build_dir: Path) -> Program:
     run_build([str(TS_DIR / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json", "--outDir", str(out)], cwd=TS_DIR)
     # The compiled files live outside the package, so point Node at its node_modules.
     return Program("node", ("node", str(out / "interop" / "main.js")), {"NODE_PATH": str(TS_DIR / "node_modules")})
+
+
+@pytest.fixture(scope="session")
+def java_build() -> Path:
+    """Compiles the Java SDK and its tests once; returns the file holding the test classpath."""
+    require_tools("java", "mvn")
+    classpath = JAVA_DIR / "target" / "test-classpath.txt"
+    run_build(
+        [
+            *MVN,
+            "test-compile",
+            "dependency:build-classpath",
+            "-Dmdep.includeScope=test",
+            f"-Dmdep.outputFile={classpath}",
+        ],
+        cwd=JAVA_DIR,
+    )
+    return classpath
+
+
+@pytest.fixture(scope="session")
+def java_program(java_build: Path) -> Program:
+    target = JAVA_DIR / "target"
+    classpath = os.pathsep.join([str(target / "test-classes"), str(target / "classes"), java_build.read_text().strip()])
+    return Program("java", (*JAVA, "-cp", classpath, "io.pushplat.client.interop.InteropMain"))
 
 
 @dataclass
@@ -235,7 +270,7 @@ def mint_token(user: str, device: str, secret: str = SECRET) -> str:
 
 
 class Running:
-    """A Go or Node interop program running as a subprocess; it prints JSON lines."""
+    """A Go, Node or Java interop program running as a subprocess; it prints JSON lines."""
 
     def __init__(self, program: Program, proc: asyncio.subprocess.Process, args: list[str]) -> None:
         self.program = program

@@ -1,8 +1,9 @@
-"""The Go and Node SDKs against a real `pushplat dev`, beside the Python SDK.
+"""The Go, Node and Java SDKs against a real `pushplat dev`, beside the Python SDK.
 
-A Go device, a Node device and a Python device of one user all receive what a Python backend
-sends; a Go backend and a Node backend send and the Python device receives. The same again
-with auth on: every SDK presents a token minted by `pushplat token`, every backend the API key.
+A Go device, a Node device, a Java device and a Python device of one user all receive what a
+Python backend sends; a Go, a Node and a Java backend send and every device receives. The same
+again with auth on: every SDK presents a token minted by `pushplat token`, every backend the
+API key.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from tests.interop.conftest import (
 pytestmark = pytest.mark.asyncio
 
 Start = Callable[[Program, list[str]], Awaitable[Running]]
+# Each other-language backend sends at its own priority, so a mix-up would show.
+PRIORITIES = ("low", "normal", "high")
+PRIORITY_VALUES = {"low": 1, "normal": 2, "high": 3}
+
+
+@pytest.fixture
+def programs(go_program: Program, node_program: Program, java_program: Program) -> tuple[Program, ...]:
+    return (go_program, node_program, java_program)
 
 
 def unique(prefix: str) -> str:
@@ -55,15 +64,15 @@ def send_args(
 async def fan_out_scenario(
     platform: Platform,
     run_program: Start,
-    go: Program,
-    node: Program,
+    programs: tuple[Program, ...],
     *,
     tokens: dict[str, str] | None = None,
     api_key: str = "",
     tls: TlsFiles | None = None,
 ) -> None:
     user = unique("user")
-    devices = {"go": unique("go-dev"), "node": unique("node-dev"), "python": unique("py-dev")}
+    devices = {program.name: unique(f"{program.name}-dev") for program in programs}
+    devices["python"] = unique("py-dev")
     if tokens is not None:
         tokens.update({lang: mint_token(user, device) for lang, device in devices.items()})
 
@@ -72,9 +81,15 @@ async def fan_out_scenario(
             return {"token": tokens[lang]}
         return {"user": user, "device": devices[lang]}
 
+    # Every device gets the Python backend's message and one from each other backend.
+    count = 1 + len(programs)
     tls_args = ["--tls-ca", tls.ca] if tls else []
-    go_dev = await run_program(go, [*go.listen_args(platform.edge, count=3, **identity("go")), *tls_args])
-    node_dev = await run_program(node, [*node.listen_args(platform.edge, count=3, **identity("node")), *tls_args])
+    listeners = [
+        await run_program(
+            program, [*program.listen_args(platform.edge, count=count, **identity(program.name)), *tls_args]
+        )
+        for program in programs
+    ]
     py_kwargs: dict[str, Any] = (
         {"token": tokens["python"]} if tokens is not None else {"user_id": user, "device_id": devices["python"]}
     )
@@ -85,11 +100,11 @@ async def fan_out_scenario(
         PushSender(platform.api, api_key=api_key or None, tls=sender_tls) as py_api,
     ):
         await py_dev.wait_connected(EVENT_TIMEOUT)
-        for dev in (go_dev, node_dev):
+        for dev in listeners:
             hello = await dev.expect("connected", timeout=30)
             assert hello["session_id"], hello
 
-        # 1. A Python backend sends; all three devices receive the same message.
+        # 1. A Python backend sends; every device receives the same message.
         sent = await py_api.send(user_id=user, payload="from-python", priority="high", labels={"lang": "python"})
         got = await python_receives(py_dev)
         assert (got.message_id, got.payload, got.priority, dict(got.labels)) == (
@@ -98,13 +113,13 @@ async def fan_out_scenario(
             3,
             {"lang": "python"},
         )
-        for dev in (go_dev, node_dev):
+        for dev in listeners:
             event = await dev.expect("message")
             assert event["message_id"] == sent.message_id, (dev.name, event)
             assert (event["payload"], event["priority"], event["labels"]) == ("from-python", "high", {"lang": "python"})
 
-        # 2. A Go backend and 3. a Node backend send; the Python device (and the others) receive.
-        for backend, priority in ((go, "low"), (node, "normal")):
+        # 2. The Go, Node and Java backends send in turn; the Python device (and the others) receive.
+        for backend, priority in zip(programs, PRIORITIES, strict=True):
             payload = f"from-{backend.name}"
             sender = await run_program(
                 backend,
@@ -118,7 +133,7 @@ async def fan_out_scenario(
                     tls=tls,
                 ),
             )
-            result = await sender.expect("sent")
+            result = await sender.expect("sent", timeout=30)
             assert await sender.finish() == 0
             message_id = result["message_id"]
             assert message_id and result["duplicate"] is False
@@ -129,55 +144,56 @@ async def fan_out_scenario(
                 payload.encode(),
                 {"lang": backend.name},
             )
-            assert got.priority == {"low": 1, "normal": 2}[priority]
-            for dev in (go_dev, node_dev):
+            assert got.priority == PRIORITY_VALUES[priority]
+            for dev in listeners:
                 event = await dev.expect("message")
                 assert (event["message_id"], event["payload"], event["priority"]) == (message_id, payload, priority), (
                     dev.name,
                     event,
                 )
+                assert event["labels"] == {"lang": backend.name}, (dev.name, event)
 
-        # Each listener exits by itself after its three messages; one session throughout.
-        for dev in (go_dev, node_dev):
+        # Each listener exits by itself after its messages; one session throughout.
+        for dev in listeners:
             assert await dev.finish() == 0, dev.events
             assert {e["connects"] for e in dev.events if e["event"] == "message"} == {1}, dev.events
 
 
-async def test_devices_and_backends_in_three_languages(
-    dev_platform: Platform, run_program: Start, go_program: Program, node_program: Program
+async def test_devices_and_backends_in_four_languages(
+    dev_platform: Platform, run_program: Start, programs: tuple[Program, ...]
 ) -> None:
-    await fan_out_scenario(dev_platform, run_program, go_program, node_program)
+    await fan_out_scenario(dev_platform, run_program, programs)
 
 
 async def test_with_auth_tokens_and_api_key(
-    auth_dev_platform: Platform, run_program: Start, go_program: Program, node_program: Program
+    auth_dev_platform: Platform, run_program: Start, programs: tuple[Program, ...]
 ) -> None:
-    await fan_out_scenario(auth_dev_platform, run_program, go_program, node_program, tokens={}, api_key=API_KEY)
+    await fan_out_scenario(auth_dev_platform, run_program, programs, tokens={}, api_key=API_KEY)
 
 
 async def test_over_tls_with_mutual_tls_backends(
-    tls_dev_platform: tuple[Platform, TlsFiles], run_program: Start, go_program: Program, node_program: Program
+    tls_dev_platform: tuple[Platform, TlsFiles], run_program: Start, programs: tuple[Program, ...]
 ) -> None:
     """Every SDK's device checks the edge's certificate against the test CA; every SDK's sender
     also presents a client certificate to the api, which requires one."""
     platform, tls = tls_dev_platform
-    await fan_out_scenario(platform, run_program, go_program, node_program, tls=tls)
+    await fan_out_scenario(platform, run_program, programs, tls=tls)
     # Without its client certificate a sender does not get past the api's handshake.
-    for program in (go_program, node_program):
+    for program in programs:
         args = ["send", "--api", platform.api, "--device", "d", "--tls-ca", tls.ca, "x"]
         running = await run_program(program, args)
-        event = await running.expect("error")
+        event = await running.expect("error", timeout=30)
         assert event["code"] == "UNAVAILABLE", (program.name, event)
 
 
 async def test_auth_failures_surface_as_errors(
-    auth_dev_platform: Platform, run_program: Start, go_program: Program, node_program: Program
+    auth_dev_platform: Platform, run_program: Start, programs: tuple[Program, ...]
 ) -> None:
     """UNAUTHENTICATED is not retried: a bad token or API key ends the program with the error."""
     user = unique("user")
     forged = mint_token(user, "dev-1", secret="not-the-platform-secret-0123456789abcdef")
     checks: list[tuple[Running, str]] = []
-    for program in (go_program, node_program):
+    for program in programs:
         checks.append((await run_program(program, program.listen_args(auth_dev_platform.edge, token=forged)), "listen"))
         checks.append(
             (
@@ -199,18 +215,17 @@ async def test_auth_failures_surface_as_errors(
             )
         )
     for running, what in checks:
-        event = await running.expect("error")
+        event = await running.expect("error", timeout=30)
         assert event["code"] == "UNAUTHENTICATED", (running.name, what, event)
         assert await running.finish() == 1, (running.name, what)
 
 
 async def test_at_least_once_is_replayed_on_connect_and_acked(
-    dev_platform: Platform, run_program: Start, go_program: Program, node_program: Program
+    dev_platform: Platform, run_program: Start, programs: tuple[Program, ...]
 ) -> None:
-    """Sent while the devices are offline, kept in their inboxes, replayed when the Go and Node
-    devices connect, and acked by the SDKs as they hand the messages over."""
+    """Sent while the devices are offline, kept in their inboxes, replayed when the Go, Node and
+    Java devices connect, and acked by the SDKs as they hand the messages over."""
     user = unique("user")
-    programs = (go_program, node_program)
     devices = {program.name: unique(f"{program.name}-dev") for program in programs}
     async with PushSender(dev_platform.api) as api:
         sent = {

@@ -1,11 +1,11 @@
-"""The Go and TypeScript SDKs' own test suites (unit tests and fake-edge behaviour tests),
+"""The Go, TypeScript and Java SDKs' own test suites (unit tests and fake-edge behaviour tests),
 run from pytest so that scripts/test covers them without a change of its own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.interop.conftest import GO_DIR, Program, require_tools, run_step
+from tests.interop.conftest import GO_DIR, JAVA_DIR, MVN, Program, require_tools, run_step
 
 SUITE_TIMEOUT = 600
 
@@ -27,3 +27,9 @@ def test_typescript_sdk_tests(node_program: Program, build_dir: Path) -> None:
         cwd=build_dir,
         env=node_program.env,
     )
+
+
+def test_java_sdk_tests(java_build: Path) -> None:
+    # java_build compiled everything; this runs JUnit 5 (unit tests, the in-process fake edge,
+    # and TLS on loopback) through Maven Surefire.
+    run_suite([*MVN, "test"], cwd=JAVA_DIR)
