@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -80,6 +81,19 @@ def run_step(
             f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
         )
     return result.stdout
+
+
+def readme_block(readme: Path, name: str) -> str:
+    """The fenced code block after `<!-- tested: name -->` in a README: the tests that follow a
+    README to the letter read its commands and files from there."""
+    text = readme.read_text()
+    marker = f"<!-- tested: {name} -->"
+    at = text.find(marker)
+    if at < 0:
+        pytest.fail(f"{readme} has no {marker!r}: a test follows the README's block")
+    block = re.compile(r"```[A-Za-z]*\n(.*?)```", re.S).search(text, at + len(marker))
+    assert block is not None, f"no code block after {marker!r} in {readme}"
+    return block.group(1)
 
 
 def run_build(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:

@@ -8,19 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import uuid
 from pathlib import Path
 
 from pushplat_client import PushSender
+from pushplat_client.v1 import push_pb2
 
 from tests.helpers import eventually
-from tests.interop.conftest import EVENT_TIMEOUT, ROOT, Platform, require_tools, run_step
+from tests.interop.conftest import EVENT_TIMEOUT, JAVA_DIR, ROOT, Platform, readme_block, require_tools, run_step
 
 GO_MODULE = "github.com/pushplat/pushplat/clients/go"
 INSTALL_TIMEOUT = 600
-LANGUAGES = ("Python", "Go", "Node.js")
+LANGUAGES = ("Python", "Go", "Node.js", "Java")
 
 PYTHON_APP = """
 import asyncio, json, sys
@@ -173,3 +175,37 @@ async def test_typescript_sdk_from_a_fresh_npm_project(dev_platform: Platform, t
     assert (app / "node_modules" / "@grpc" / "grpc-js").is_dir(), "@grpc/grpc-js must come with the SDK"
     (app / "app.mjs").write_text(NODE_APP)
     await receives_one_push(dev_platform, ["node", "app.mjs"], app, "node")
+
+
+async def test_java_sdk_from_a_fresh_maven_project(dev_platform: Platform, tmp_path: Path) -> None:
+    """The recipe installs into ~/.m2, as a Maven user's does. The project is the Java README's own:
+    its pom.xml, Example.java and run command (which sends one push and receives it), to the
+    letter but for this platform's address in place of the default ports."""
+    require_tools("java", "mvn")
+    java_readme = JAVA_DIR / "README.md"
+    recipe = run_recipe("Java", tmp_path)
+    assert recipe == readme_block(java_readme, "install").strip(), "the two READMEs' Java install differ"
+    assert "mvn -q -B install" in recipe
+
+    project = tmp_path / "push-demo"
+    (project / "src" / "main" / "java").mkdir(parents=True)
+    (project / "pom.xml").write_text(readme_block(java_readme, "pom.xml"))
+    (project / "src" / "main" / "java" / "Example.java").write_text(readme_block(java_readme, "Example.java"))
+    run = readme_block(java_readme, "run")
+    assert "127.0.0.1:50051" in run and "127.0.0.1:50052" in run, run
+    run = run.replace("127.0.0.1:50051", dev_platform.edge).replace("127.0.0.1:50052", dev_platform.api)
+    out = run_step(["bash", "-euo", "pipefail", "-c", run], project, timeout=INSTALL_TIMEOUT, what="the README's run")
+    # Debian's Maven 3.8 prints stray colour resets even with -B; a terminal hides them.
+    printed = re.search(r"^sent (\S+), received (\S+): (.*)$", re.sub(r"\x1b\[[0-9;]*m", "", out), re.M)
+    assert printed, f"the example printed no receipt line:\n{out}"
+    sent, received, payload = printed.groups()
+    assert (received, payload) == (sent, "hello from Java")
+
+    # The example's device acked the push (close() flushed the ack): the platform says so.
+    async with PushSender(dev_platform.api) as sender:
+
+        async def acked() -> bool:
+            status = await sender.get_status(sent)
+            return any(d.device_id == "phone" and d.state == push_pb2.DELIVERY_STATE_ACKED for d in status.devices)
+
+        await eventually(acked, EVENT_TIMEOUT, what="the Java example's ack")
