@@ -7,12 +7,14 @@ import io.pushplat.client.PushClient;
 import io.pushplat.client.PushError;
 import io.pushplat.client.PushSender;
 import io.pushplat.client.SendOptions;
+import io.pushplat.client.Tls;
 import io.pushplat.v1.Message;
 import io.pushplat.v1.SendResponse;
 import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
@@ -29,7 +31,9 @@ import java.util.concurrent.TimeoutException;
  *
  * <pre>
  * interop listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
- * interop send --api HOST:PORT [--api-key K] (--user U | --device D) [--priority high]
+ *                [--tls-ca FILE]
+ * interop send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+ *              (--user U | --device D) [--priority high]
  *              [--ttl S] [--collapse-key K] [--idempotency-key K] [--at-least-once]
  *              [--content-type T] [--label K=V]... PAYLOAD
  * </pre>
@@ -108,6 +112,17 @@ public final class InteropMain {
     return 1;
   }
 
+  /** TLS from --tls-ca (and --tls-cert/--tls-key), or null for plaintext. */
+  private static Tls tls(Args a) {
+    String ca = a.get("tls-ca", "");
+    if (ca.isEmpty()) {
+      return null;
+    }
+    Tls tls = Tls.caFile(Path.of(ca));
+    String cert = a.get("tls-cert", "");
+    return cert.isEmpty() ? tls : tls.withClientCertificate(Path.of(cert), Path.of(a.get("tls-key", "")));
+  }
+
   private static int listen(Args a) throws InterruptedException {
     int count = Integer.parseInt(a.get("count", "1"));
     Duration timeout = Duration.ofMillis(Long.parseLong(a.get("timeout-ms", "30000")));
@@ -116,6 +131,7 @@ public final class InteropMain {
         .token(a.get("token", ""))
         .userId(a.get("user", ""))
         .deviceId(a.get("device", ""))
+        .tls(tls(a))
         .build()) {
       try {
         client.waitConnected(timeout);
@@ -192,6 +208,7 @@ public final class InteropMain {
     try (PushSender sender = PushSender.builder(a.get("api", "127.0.0.1:50052"))
         .apiKey(a.get("api-key", ""))
         .timeout(Duration.ofMillis(Long.parseLong(a.get("timeout-ms", "10000"))))
+        .tls(tls(a))
         .build()) {
       SendResponse r = sender.send(message);
       Map<String, Object> e = event("sent");
