@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
             "       batch   Push.SendBatch of --batch-size messages, --inflight calls at once (default 4)\n"
             "       stream  Push.SendStream, --inflight unanswered requests (default 256); a server\n"
             "               without it is reported as not supported\n"
-            "       fanout  Push.Send to one user who owns every device, one call at a time\n"
+            "       fanout  Push.Send to one user who owns every device, each Send once the last one\n"
+            "               reached every device (--fanout-sends of them)\n"
             "Append @RATE for an open loop at a steady RATE msg/s, e.g. --mode single@1000."
         ),
         epilog=(
@@ -907,13 +908,20 @@ def run_once(
         ticks0 = {k: [cpu_ticks(p) for p in pids] for k, pids in watched.items()}
         mach0 = machine_ticks()
         timeout = args.timeout or 60.0 + m / 200 + (m / spec.rate if spec.rate else 0.0)
-        t_run = time.monotonic()
-        result = sender.ask(f"run {m}", timeout=timeout)
-        if result.get("unsupported"):
-            return base | {"unsupported": f"not supported by this server: {result['unsupported']}"}
-        expected = result["accepted"] * targets
-        left = max(5.0, timeout - (time.monotonic() - t_run))
-        wait_until(f"{expected} deliveries", lambda: devices.count("measured") >= expected, left, server)
+        deadline = time.monotonic() + timeout
+        # Fan-out sends each message once the last one reached every device, so its latency is
+        # the spread of one broadcast, not a queue of them; other modes send the run in one go.
+        steps = [(first, 1) for first in range(m)] if fanout else [(0, m)]
+        parts: list[dict[str, Any]] = []
+        for first, count in steps:
+            part = sender.ask(f"run {count} {first}", timeout=max(5.0, deadline - time.monotonic()))
+            if part.get("unsupported"):
+                return base | {"unsupported": f"not supported by this server: {part['unsupported']}"}
+            parts.append(part)
+            expected = sum(p["accepted"] for p in parts) * targets
+            left = max(5.0, deadline - time.monotonic())
+            wait_until(f"{expected} deliveries", lambda e=expected: devices.count("measured") >= e, left, server)
+        result = merge_parts(parts)
         time.sleep(0.05)  # the last acks reach the server: they are part of each message's cost
         ticks1 = {k: [cpu_ticks(p) for p in pids] for k, pids in watched.items()}
         mach1 = machine_ticks()
@@ -942,6 +950,29 @@ def run_once(
             "server_log_unexpected_count": len(lines),
         }
     )
+
+
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One sender result from the steps of a run (fan-out sends its messages one by one)."""
+    if len(parts) == 1:
+        return parts[0]
+    errors: dict[str, int] = {}
+    for part in parts:
+        for code, count in (part.get("errors") or {}).items():
+            errors[code] = errors.get(code, 0) + count
+    # Each step is one call, so its median is that call's duration.
+    rpc = sorted(p["rpc_p50_ms"] for p in parts if p.get("calls"))
+    return {
+        "accepted": sum(p["accepted"] for p in parts),
+        "errors": errors,
+        "first_error": next((p["first_error"] for p in parts if p.get("first_error")), None),
+        "t_call": [t for p in parts for t in p.get("t_call") or []],
+        "start": parts[0]["start"],
+        "end": parts[-1]["end"],
+        "rpc_p50_ms": percentile(rpc, 50),
+        "rpc_p99_ms": percentile(rpc, 99),
+        "behind_schedule_max_ms": max(p.get("behind_schedule_max_ms") or 0 for p in parts),
+    }
 
 
 def figures(

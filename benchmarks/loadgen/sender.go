@@ -128,10 +128,11 @@ func (s *sender) probe() map[string]any {
 	return map[string]any{"ok": true}
 }
 
-func (s *sender) run(kind byte, m int, rate float64) *result {
+// run sends m messages with sequence numbers first..first+m-1 (TCall[i] is first+i's).
+func (s *sender) run(kind byte, m, first int, rate float64) *result {
 	reqs := make([]*pb.SendRequest, m)
 	for i := range reqs {
-		reqs[i] = s.request(kind, i)
+		reqs[i] = s.request(kind, first+i)
 	}
 	r := newResult(m)
 	r.Start = monoNow()
@@ -263,21 +264,26 @@ func runSender(args []string) {
 		case "probe":
 			stdout.send(s.probe())
 		case "warmup", "run":
-			if len(cmd) != 2 {
-				stdout.send(map[string]any{"error": cmd[0] + " needs a message count"})
+			// warmup|run COUNT [FIRST]: FIRST lets the bench send a run in steps (fan-out).
+			if len(cmd) < 2 || len(cmd) > 3 {
+				stdout.send(map[string]any{"error": cmd[0] + " wants COUNT [FIRST]"})
 				continue
 			}
 			m, err := strconv.Atoi(cmd[1])
-			if err != nil || m < 0 {
-				stdout.send(map[string]any{"error": fmt.Sprintf("bad message count %q", cmd[1])})
+			first := 0
+			if err == nil && len(cmd) == 3 {
+				first, err = strconv.Atoi(cmd[2])
+			}
+			if err != nil || m < 0 || first < 0 {
+				stdout.send(map[string]any{"error": fmt.Sprintf("bad count or first sequence number in %q", cmd)})
 				continue
 			}
 			if cmd[0] == "warmup" {
-				r := s.run(kindWarmup, m, 0)
+				r := s.run(kindWarmup, m, first, 0)
 				r.TCall = nil
 				stdout.send(r)
 			} else {
-				stdout.send(s.run(kindMeasured, m, cfg.rate))
+				stdout.send(s.run(kindMeasured, m, first, cfg.rate))
 			}
 		case "quit":
 			stdout.send(map[string]any{"ok": true})
