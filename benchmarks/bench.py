@@ -831,7 +831,9 @@ def run_once(
     targets = n if fanout else 1  # deliveries per accepted message
     inflight = args.inflight or DEFAULT_INFLIGHT[spec.mode]
     base = {"mode": spec.label, "setup": "distributed" if args.distributed else "embedded", "devices": n, "messages": m}
-    base |= {"inflight": inflight, "offered_per_s": spec.rate or None, "transport": args.transport}
+    # An open loop has no fixed number in flight: up to --max-open calls, as the schedule needs.
+    base |= {"inflight": None if spec.rate else inflight, "offered_per_s": spec.rate or None}
+    base |= {"transport": args.transport}
     server = Server(args, flags, ports, args.log_dir, tag)
     if args.transport == "ws" and not server.supports_ws():
         server.ports.release(server.leased)
@@ -1090,6 +1092,7 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "lost": sum(r["lost"] for r in runs),
         "duplicates": sum(r["duplicates"] for r in runs),
         "send_errors": sum(sum(r["send_errors"].values()) for r in runs),
+        "server_log_lines": sum(r["server_log_unexpected_count"] for r in runs),
     }
     return row
 
@@ -1218,6 +1221,7 @@ def render_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
             + (f"; Redis/Kafka {services} µs/msg" if services else "")
             + f"; {fmt(r['messages_per_frame'], 2)} msgs/frame; other processes used "
             f"{fmt(r['other_processes_cores'], 2)} cores"
+            + (f"; {r['server_log_lines']} unexpected server log lines (in the JSON)" if r["server_log_lines"] else "")
         )
     if notes:
         lines += ["", "CPU µs/msg is server CPU (utime+stime from /proc, all threads) per delivered message.", *notes]
