@@ -878,6 +878,9 @@ def run_once(
         argv += ["-devices", str(n), "-device-prefix", device_prefix, "-payload-bytes", str(args.payload_bytes)]
         argv += ["-inflight", str(inflight), "-batch-size", str(args.batch_size), "-max-open", str(args.max_open)]
         argv += ["-rate", str(spec.rate)]
+        timeout = args.timeout or 60.0 + m / 200 + (m / spec.rate if spec.rate else 0.0)
+        # A stream carries the whole run, so its deadline is the run's, not one call's.
+        argv += ["-timeout", f"{timeout:.0f}s" if spec.mode == "stream" else "30s"]
         if fanout:
             argv += ["-user", user]
         sender = Agent(f"sender-{tag}", argv, args.log_dir)
@@ -909,7 +912,6 @@ def run_once(
         devices.command("reset")
         ticks0 = {k: [cpu_ticks(p) for p in pids] for k, pids in watched.items()}
         mach0 = machine_ticks()
-        timeout = args.timeout or 60.0 + m / 200 + (m / spec.rate if spec.rate else 0.0)
         deadline = time.monotonic() + timeout
         # Fan-out sends each message once the last one reached every device, so its latency is
         # the spread of one broadcast, not a queue of them; other modes send the run in one go.

@@ -34,7 +34,11 @@ def require_go() -> None:
     pytest.skip("go is not on PATH: the bench's load generator needs it")
 
 
-def run_bench(*args: str, timeout: float = 240) -> tuple[str, dict[str, Any]]:
+# The first run on a machine also builds the load generator (Go modules may need fetching).
+pytestmark = pytest.mark.timeout(600)
+
+
+def run_bench(*args: str, timeout: float = 540) -> tuple[str, dict[str, Any]]:
     require_go()
     result = subprocess.run(
         [str(BENCH), *TINY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
@@ -95,6 +99,20 @@ def test_ws_transport_without_a_ws_edge_is_reported_not_run() -> None:
         assert "not supported by this server" in row["unsupported"] and "--ws-port" in row["unsupported"]
     else:
         check_row(row, processes={"dev"})
+
+
+def test_load_generator_unit_tests() -> None:
+    """The Go side's own tests, e.g. SendStream against a fake server with the assumed proto."""
+    require_go()
+    result = subprocess.run(
+        ["go", "test", "-count=1", "./..."],
+        cwd=ROOT / "benchmarks" / "loadgen",
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert result.returncode == 0, f"go test failed:\n{result.stdout[-4000:]}\n{result.stderr[-3000:]}"
 
 
 def load_bench_module() -> Any:
