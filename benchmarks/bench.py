@@ -395,8 +395,8 @@ class PortPool:
 
     def __init__(self, base: int, span: int) -> None:
         self.base, self.span = base, span
-        self.lock_dir = Path(tempfile.gettempdir()) / "pushplat-bench-ports"
-        self.lock_dir.mkdir(exist_ok=True)
+        # Not named like the log dirs (pushplat-bench-*), which people clean up by glob.
+        self.lock_dir = Path(tempfile.gettempdir()) / "pushplat-bench.port-locks"
         self.held: dict[int, int] = {}
         self.next = base
 
@@ -409,6 +409,8 @@ class PortPool:
             self.next = self.base + (self.next + 1 - self.base) % self.span
             if port in self.held or port > 65535:
                 continue
+            # Made on every take: a tmp cleaner may remove it between runs (a held lock survives).
+            self.lock_dir.mkdir(exist_ok=True)
             fd = os.open(self.lock_dir / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
