@@ -52,7 +52,7 @@ DEFAULT_INFLIGHT = {"single": 64, "batch": 4, "stream": 256, "fanout": 1}
 PAYLOAD_HEADER_BYTES = 9  # magic, kind, sequence number (benchmarks/loadgen/main.go)
 
 # Server log lines that every run prints and that mean nothing is wrong.
-EXPECTED_LOG = ("auth.off", "api_key.off", "internal.insecure", "insecure_internal")
+EXPECTED_LOG = ("auth.off", "api_key.off", "internal.insecure")
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -223,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--kafka-url",
         metavar="URL",
         help="distributed: queue URL (kafka://host:port); without it the bench starts a private Kafka likewise",
+    )
+    s.add_argument(
+        "--internal-auth",
+        choices=("secret", "mtls", "insecure"),
+        default="secret",
+        help="distributed: how router and edge authenticate each other on the delivery port: a fresh "
+        "--internal-secret (default), mutual TLS with certificates made by openssl for the run, or "
+        "--insecure-internal (to measure what the auth costs); servers older than internal auth get none",
     )
     s.add_argument(
         "--transport",
@@ -579,6 +587,40 @@ class ServerFlags:
         return self.cache[role]
 
 
+def internal_auth_flags(args: argparse.Namespace, have: set[str]) -> list[str]:
+    """Router and edge flags for the delivery port's auth, as far as the server has them."""
+    if "--internal-secret" not in have:
+        return []  # a server from before internal auth: nothing to pass
+    if args.internal_auth == "insecure":
+        return ["--insecure-internal"]
+    if args.internal_auth == "secret":
+        if not getattr(args, "internal_secret", None):
+            args.internal_secret = secrets.token_hex(32)  # one per bench: routers and edges share it
+        return ["--internal-secret", args.internal_secret]
+    pki = args.log_dir / "pki"
+    if not (pki / "role.crt").exists():
+        make_internal_pki(pki)
+    flags = ["--internal-tls-cert", str(pki / "role.crt"), "--internal-tls-key", str(pki / "role.key")]
+    return [*flags, "--internal-ca", str(pki / "ca.crt")]
+
+
+def make_internal_pki(pki: Path) -> None:
+    """A CA and one certificate (for 127.0.0.1, client and server use) that every role shares."""
+    pki.mkdir(exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*argv: str) -> None:
+        result = subprocess.run(["openssl", *argv], cwd=pki, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BenchError(f"openssl {argv[0]} failed (--internal-auth mtls): {result.stderr.strip()}")
+
+    openssl("req", "-x509", *ec, "-days", "1", "-subj", "/CN=bench-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", *ec, "-subj", "/CN=role", "-keyout", "role.key", "-out", "role.csr")
+    (pki / "role.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+    sign = ["-req", "-in", "role.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+    openssl("x509", *sign, "-extfile", "role.ext", "-out", "role.crt")
+
+
 def server_env() -> dict[str, str]:
     # PUSHPLAT_* settings from the caller's shell (a secret, a port) would change what is
     # measured; everything the bench relies on is on the command line.
@@ -677,9 +719,8 @@ class Server:
             for flag, value in {**wanted, **backends}.items():
                 if flag in have:
                     argv += [flag, value]
-            if "--insecure-internal" in have:
-                # A server that requires internal auth (issue 9) is measured without it, as before.
-                argv.append("--insecure-internal")
+            if args.distributed and name in ("edge", "router"):
+                argv += internal_auth_flags(args, have)
             for item in args.server_arg:
                 role, _, extra = item.partition(":")
                 if role in (name, "all"):
@@ -835,7 +876,7 @@ def run_once(
     base = {"mode": spec.label, "setup": "distributed" if args.distributed else "embedded", "devices": n, "messages": m}
     # An open loop has no fixed number in flight: up to --max-open calls, as the schedule needs.
     base |= {"inflight": None if spec.rate else inflight, "offered_per_s": spec.rate or None}
-    base |= {"transport": args.transport}
+    base |= {"transport": args.transport, "internal_auth": args.internal_auth if args.distributed else None}
     server = Server(args, flags, ports, args.log_dir, tag)
     if args.transport == "ws" and not server.supports_ws():
         server.ports.release(server.leased)
@@ -1290,7 +1331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {
         k: str(v) if isinstance(v, Path) else v
         for k, v in vars(args).items()
-        if k not in ("services", "modes", "log_dir")
+        if k not in ("services", "modes", "log_dir", "internal_secret")
     }
     print(json.dumps({"machine": machine, "settings": settings, "rows": rows, "runs": all_runs}), flush=True)
     complete = all("unsupported" in r or (r["lost"] == 0 and r["send_errors"] == 0) for r in rows)

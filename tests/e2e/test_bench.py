@@ -82,12 +82,15 @@ def test_embedded_modes_print_one_table_and_json() -> None:
         check_row(stream, processes={"dev"})
 
 
-def test_distributed_reports_every_server_process() -> None:
+@pytest.mark.parametrize("internal_auth", ["secret", "mtls"])
+def test_distributed_reports_every_server_process(internal_auth: str) -> None:
     redis = require_env("PUSHPLAT_TEST_REDIS_URL")
     kafka = require_env("PUSHPLAT_TEST_KAFKA_URL")
-    _, report = run_bench("--distributed", "--redis-url", redis, "--kafka-url", kafka, "--mode", "single")
+    args = ["--distributed", "--redis-url", redis, "--kafka-url", kafka, "--internal-auth", internal_auth]
+    _, report = run_bench(*args, "--mode", "single")
     (row,) = report["rows"]
     assert row["setup"] == "distributed"
+    assert report["runs"][0][0]["internal_auth"] == internal_auth
     check_row(row, processes={"api", "router", "edge"})
     assert set(row["services_cpu_us_per_msg"]) == {"redis", "kafka"}
 
