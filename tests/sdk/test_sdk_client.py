@@ -82,6 +82,19 @@ async def test_auto_acks_arrive_coalesced(edge: FakeEdge) -> None:
         assert len(frames) <= 2
 
 
+async def test_a_large_ack_goes_out_in_frames_the_edge_accepts(edge: FakeEdge) -> None:
+    async with make_client(edge, auto_ack=False) as client:
+        conn = await edge.next_conn()
+        await conn.welcome()
+        ids = [f"m{i}" for i in range(2500)]
+        await client.ack(*ids)
+        sizes: list[int] = []
+        while sum(sizes) < len(ids):
+            sizes.append(len((await conn.next_frame("ack")).ack.message_ids))
+        assert sizes == [1000, 1000, 500]
+        assert conn.acked == ids, "in order, each id once"
+
+
 async def test_duplicate_is_acked_but_not_handed_over(edge: FakeEdge) -> None:
     async with make_client(edge) as client:
         conn = await edge.next_conn()

@@ -101,12 +101,31 @@ async def test_grpc_errors_become_push_errors(
 
 async def test_rate_limit_carries_the_retry_hint(push_api: FakePush) -> None:
     push_api.fail = (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limited", (("retry-after-ms", "250"),))
-    async with PushSender(push_api.address) as sender:
+    async with PushSender(push_api.address, rate_limit_retries=0) as sender:
         with pytest.raises(PushError) as info:
             await sender.send(user_id="u1", payload=b"x")
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert info.value.retriable
     assert info.value.retry_after == pytest.approx(0.25)
+    assert len(push_api.metadata) == 1, "no retry was asked for"
+
+
+async def test_rate_limit_retries_are_bounded_by_count_wait_and_deadline(push_api: FakePush) -> None:
+    push_api.fail = (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limited", (("retry-after-ms", "20"),))
+    async with PushSender(push_api.address, rate_limit_retries=2) as sender:
+        with pytest.raises(PushError) as info:
+            await sender.send(user_id="u1", payload=b"x")
+        assert info.value.retry_after == pytest.approx(0.02) and len(push_api.metadata) == 3, "1 try + 2 retries"
+        # A hint longer than the call's timeout is surfaced at once instead of slept through.
+        push_api.fail = (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limited", (("retry-after-ms", "3000"),))
+        with pytest.raises(PushError):
+            await sender.send(user_id="u1", payload=b"x", timeout=1.0)
+        assert len(push_api.metadata) == 4
+        # Without a hint, RESOURCE_EXHAUSTED is not the api's rate limit: not retried.
+        push_api.fail = (grpc.StatusCode.RESOURCE_EXHAUSTED, "something else", ())
+        with pytest.raises(PushError):
+            await sender.send(user_id="u1", payload=b"x")
+        assert len(push_api.metadata) == 5
 
 
 async def test_target_is_checked_before_sending(push_api: FakePush) -> None:

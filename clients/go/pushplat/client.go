@@ -25,6 +25,8 @@ const (
 	// AckLinger is how long an ack waits for company, so that a burst of messages costs one
 	// Ack frame, not many.
 	AckLinger = 10 * time.Millisecond
+	// MaxAckIDs is the most message ids the edge takes in one Ack frame; more go in several.
+	MaxAckIDs = 1000
 	// DefaultConnectTimeout bounds the wait for the Welcome after Hello.
 	DefaultConnectTimeout = 10 * time.Second
 	// DefaultCloseGrace is how long Close lets the edge end the stream cleanly.
@@ -732,7 +734,7 @@ func (c *Client) writeLoop(ctx context.Context, stream pb.Edge_ConnectClient, s 
 	}
 }
 
-// flushAcks sends every pending ack in one frame; false if the write failed.
+// flushAcks sends every pending ack, in frames of at most MaxAckIDs ids; false if a write failed.
 func (c *Client) flushAcks(ctx context.Context, stream pb.Edge_ConnectClient, s *session) bool {
 	if !c.isClosing() {
 		t := time.NewTimer(AckLinger)
@@ -752,24 +754,33 @@ func (c *Client) flushAcks(ctx context.Context, stream pb.Edge_ConnectClient, s 
 	if len(ids) == 0 {
 		return true
 	}
-	if err := stream.Send(&pb.ClientFrame{Frame: &pb.ClientFrame_Ack{Ack: &pb.Ack{MessageIds: ids}}}); err != nil {
-		// Not known to be delivered: keep them for the next stream (acks are idempotent).
-		c.mu.Lock()
-		restored := make([]string, 0, len(ids)+len(c.pending))
-		set := make(map[string]struct{}, cap(restored))
-		for _, id := range append(ids, c.pending...) {
-			if _, dup := set[id]; !dup {
-				set[id] = struct{}{}
-				restored = append(restored, id)
-			}
+	// The edge ends a stream whose Ack frame carries more than MaxAckIDs ids.
+	for start := 0; start < len(ids); start += MaxAckIDs {
+		chunk := ids[start:min(start+MaxAckIDs, len(ids))]
+		if err := stream.Send(&pb.ClientFrame{Frame: &pb.ClientFrame_Ack{Ack: &pb.Ack{MessageIds: chunk}}}); err != nil {
+			c.restoreAcks(ids[start:])
+			c.log.Debug("ack write failed", "err", err)
+			return false
 		}
-		c.pending, c.pendingSet = restored, set
-		c.mu.Unlock()
-		c.log.Debug("ack write failed", "err", err)
-		return false
 	}
 	c.log.Debug("acked", "count", len(ids))
 	return true
+}
+
+// restoreAcks puts ids that are not known to be delivered back in front of the pending acks,
+// for the next stream (acks are idempotent).
+func (c *Client) restoreAcks(ids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	restored := make([]string, 0, len(ids)+len(c.pending))
+	set := make(map[string]struct{}, cap(restored))
+	for _, id := range append(ids[:len(ids):len(ids)], c.pending...) {
+		if _, dup := set[id]; !dup {
+			set[id] = struct{}{}
+			restored = append(restored, id)
+		}
+	}
+	c.pending, c.pendingSet = restored, set
 }
 
 // -- acks ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ package pushplat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"testing"
@@ -173,6 +174,30 @@ func TestManualAck(t *testing.T) {
 	c.Ack("m1")
 	if ack := conn.nextAck(t); !slices.Equal(ack.GetMessageIds(), []string{"m1"}) {
 		t.Fatalf("second ack: %v", ack.GetMessageIds())
+	}
+}
+
+func TestALargeAckGoesOutInFramesTheEdgeAccepts(t *testing.T) {
+	e := startFakeEdge(t)
+	c := dialTest(t, e, Options{DisableAutoAck: true})
+	conn := e.nextConn(t)
+	conn.welcome(t, "s0", 0)
+	ids := make([]string, 2500)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("m%d", i)
+	}
+	c.Ack(ids...)
+	var sizes []int
+	for total := 0; total < len(ids); {
+		n := len(conn.nextAck(t).GetMessageIds())
+		sizes = append(sizes, n)
+		total += n
+	}
+	if !slices.Equal(sizes, []int{1000, 1000, 500}) {
+		t.Fatalf("ack frame sizes %v, want [1000 1000 500]", sizes)
+	}
+	if got := conn.ackedIDs(); !slices.Equal(got, ids) {
+		t.Fatalf("acked %d ids, not each of the 2500 once in order", len(got))
 	}
 }
 

@@ -48,10 +48,12 @@ func (e *Error) IsAuth() bool { return e.Code == codes.Unauthenticated }
 
 // IsRetriable reports whether a status is worth retrying. The request or credentials are
 // wrong, or the server does not speak this API, for UNAUTHENTICATED, INVALID_ARGUMENT,
-// PERMISSION_DENIED and UNIMPLEMENTED; everything else (UNAVAILABLE, ...) is transient.
+// PERMISSION_DENIED and UNIMPLEMENTED, and ALREADY_EXISTS means an idempotency key was reused
+// for another request; everything else (UNAVAILABLE, ...) is transient.
 func IsRetriable(code codes.Code) bool {
 	switch code {
-	case codes.Unauthenticated, codes.InvalidArgument, codes.PermissionDenied, codes.Unimplemented:
+	case codes.Unauthenticated, codes.InvalidArgument, codes.PermissionDenied, codes.Unimplemented,
+		codes.AlreadyExists:
 		return false
 	}
 	return true

@@ -33,6 +33,8 @@ MISSED_HEARTBEATS: Final = 3
 # Acks wait this long for company, so a burst of messages costs one Ack frame, not many.
 ACK_LINGER: Final = 0.01
 DEFAULT_MAX_BUFFERED: Final = 1_000
+# The most message ids the edge takes in one Ack frame; more go in several frames.
+MAX_ACK_IDS: Final = 1000
 
 
 class _Sentinel:
@@ -553,11 +555,14 @@ class PushClient:
         self._pending_acks.clear()
         if not ids:
             return
+        sent = 0
         try:
-            await call.write(edge_pb2.ClientFrame(ack=edge_pb2.Ack(message_ids=ids)))
+            # The edge takes at most MAX_ACK_IDS ids per frame (and ends a stream that sends more).
+            for sent in range(0, len(ids), MAX_ACK_IDS):
+                await call.write(edge_pb2.ClientFrame(ack=edge_pb2.Ack(message_ids=ids[sent : sent + MAX_ACK_IDS])))
         except BaseException:
             # Not known to be delivered: keep them for the next stream (acks are idempotent).
-            restored = dict.fromkeys(ids)
+            restored = dict.fromkeys(ids[sent:])
             restored.update(self._pending_acks)
             self._pending_acks = restored
             raise

@@ -15,14 +15,16 @@ __all__ = [
     "retry_after_from_metadata",
 ]
 
-# Retrying these cannot help: the request or the credentials are wrong, or the server does
-# not speak this API. Everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, ...) is transient.
+# Retrying these cannot help: the request or the credentials are wrong (or, ALREADY_EXISTS, an
+# idempotency key was reused for another request), or the server does not speak this API.
+# Everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, ...) is transient.
 NON_RETRIABLE: frozenset[grpc.StatusCode] = frozenset(
     {
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.ALREADY_EXISTS,
     }
 )
 

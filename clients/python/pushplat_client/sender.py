@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -63,8 +65,13 @@ class PushSender:
             print(resp.message_id)
 
     A send returns once the message is enqueued (fire-and-forget). gRPC failures raise
-    :class:`PushError` (:class:`AuthError` for a bad key); the sender does not retry, since
-    only the caller knows whether a retry is safe (use ``idempotency_key`` to make it so).
+    :class:`PushError` (:class:`AuthError` for a bad key). The one failure the sender retries
+    on its own is the api's rate limit (RESOURCE_EXHAUSTED with a ``retry-after-ms`` hint):
+    nothing was enqueued, so a retry is always safe. It waits for the hint (plus up to 10 %
+    jitter) at most ``rate_limit_retries`` times, and only while the wait is at most
+    ``max_retry_wait`` seconds and fits in the call's timeout; otherwise the PushError is
+    raised with ``retry_after`` set, for the caller to decide. Anything else is not retried,
+    since only the caller knows whether a retry is safe (use ``idempotency_key`` to make it so).
     """
 
     def __init__(
@@ -74,10 +81,16 @@ class PushSender:
         *,
         tls: TLS | bool | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        rate_limit_retries: int = 3,
+        max_retry_wait: float = 5.0,
     ) -> None:
         if not api:
             raise ValueError("PushSender needs the api address, e.g. '127.0.0.1:50052'")
+        if rate_limit_retries < 0:
+            raise ValueError("rate_limit_retries must be 0 or more")
         self._api = api
+        self._rate_limit_retries = rate_limit_retries
+        self._max_retry_wait = max_retry_wait
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         # tls=True: TLS against the default roots; TLS(...) for a CA file or a client certificate.
         self._channels = ChannelFactory(tls, list(channel_options))
@@ -132,10 +145,7 @@ class PushSender:
             at_least_once=at_least_once,
             labels=labels,
         )
-        try:
-            return await self._get_stub().Send(request, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(err) from None
+        return await self._unary("Send", request, timeout)
 
     async def send_batch(
         self,
@@ -148,10 +158,7 @@ class PushSender:
         batch = push_pb2.SendBatchRequest(
             requests=[r if isinstance(r, push_pb2.SendRequest) else make_request(**r) for r in requests]
         )
-        try:
-            response = await self._get_stub().SendBatch(batch, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(err) from None
+        response = await self._unary("SendBatch", batch, timeout)
         return list(response.responses)
 
     async def get_status(self, message_id: str, *, timeout: float | None = 10.0) -> push_pb2.GetStatusResponse:
@@ -163,10 +170,26 @@ class PushSender:
         return await self._unary("GetPresence", push_pb2.GetPresenceRequest(user_id=user_id), timeout)
 
     async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
-        try:
-            return await getattr(self._get_stub(), method)(request, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(err) from None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for attempt in range(self._rate_limit_retries + 1):
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            try:
+                return await getattr(self._get_stub(), method)(request, timeout=remaining, metadata=self._metadata)
+            except grpc.aio.AioRpcError as err:
+                error = error_from_rpc(err)
+            wait = error.retry_after
+            if (
+                error.code != grpc.StatusCode.RESOURCE_EXHAUSTED
+                or wait is None
+                or attempt == self._rate_limit_retries
+                or wait > self._max_retry_wait
+                or (deadline is not None and loop.time() + wait >= deadline)
+            ):
+                raise error
+            # A little jitter, so that senders throttled together do not come back together.
+            await asyncio.sleep(wait * (1.0 + random.uniform(0.0, 0.1)))
+        raise AssertionError("unreachable")
 
     def __repr__(self) -> str:
         tls = self._channels.tls

@@ -38,6 +38,8 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000;
 export const MISSED_HEARTBEATS = 3;
 /** Acks wait this long for company, so a burst of messages costs one Ack frame, not many. */
 export const ACK_LINGER_MS = 10;
+/** The most message ids the edge takes in one Ack frame; more go in several frames. */
+export const MAX_ACK_IDS = 1000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_CLOSE_GRACE_MS = 1_000;
 
@@ -573,17 +575,22 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
     clearTimeout(session.flushTimer);
     session.flushQueued = false;
     if (this.pendingAcks.size === 0 || session.halfClosed) return;
-    const ids = [...this.pendingAcks];
+    const all = [...this.pendingAcks];
     this.pendingAcks.clear();
-    session.inflight.add(ids);
-    const written = session.write({ ack: { messageIds: ids } }, (error) => {
-      if (!session.inflight.delete(ids)) return; // the session ended first and restored them
-      if (error) this.restoreAcks(ids);
-      else this.log.debug?.(`acked count=${ids.length} ${this.fields()}`);
-    });
-    if (!written) {
-      session.inflight.delete(ids);
-      this.restoreAcks(ids);
+    // The edge ends a stream whose Ack frame carries more than MAX_ACK_IDS ids.
+    for (let start = 0; start < all.length; start += MAX_ACK_IDS) {
+      const ids = all.slice(start, start + MAX_ACK_IDS);
+      session.inflight.add(ids);
+      const written = session.write({ ack: { messageIds: ids } }, (error) => {
+        if (!session.inflight.delete(ids)) return; // the session ended first and restored them
+        if (error) this.restoreAcks(ids);
+        else this.log.debug?.(`acked count=${ids.length} ${this.fields()}`);
+      });
+      if (!written) {
+        session.inflight.delete(ids);
+        this.restoreAcks(all.slice(start));
+        return;
+      }
     }
   }
 

@@ -14,6 +14,8 @@ export const NON_RETRIABLE: ReadonlySet<status> = new Set([
   status.INVALID_ARGUMENT,
   status.PERMISSION_DENIED,
   status.UNIMPLEMENTED,
+  // An idempotency key reused for another request: retrying the same request cannot help.
+  status.ALREADY_EXISTS,
 ]);
 
 export function isRetriable(code: status): boolean {

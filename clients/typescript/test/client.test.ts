@@ -134,6 +134,23 @@ describe("PushClient", () => {
     assert.deepEqual((await conn.acks.get()).messageIds, ["m1"]);
   });
 
+  test("a large ack goes out in frames the edge accepts", async () => {
+    const client = makeClient({ autoAck: false });
+    const conn = await edge.nextConn();
+    conn.welcome();
+    const ids = Array.from({ length: 2500 }, (_, i) => `m${i}`);
+    await client.ack(...ids);
+    const sizes: number[] = [];
+    const acked: string[] = [];
+    while (acked.length < ids.length) {
+      const frame = await conn.acks.get();
+      sizes.push(frame.messageIds.length);
+      acked.push(...frame.messageIds);
+    }
+    assert.deepEqual(sizes, [1000, 1000, 500]);
+    assert.deepEqual(acked, ids);
+  });
+
   test("acks made while disconnected go out after the reconnect", async () => {
     const client = makeClient({ autoAck: false });
     const first = await edge.nextConn();
