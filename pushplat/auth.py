@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
 import jwt
+
+from pushplat.limits import MAX_TOKEN_BYTES, LimitExceeded, check_id
+from pushplat.logs import clip
 
 DEVICE_CLAIM = "device"
 
@@ -36,7 +41,11 @@ def mint_token(secret: str, user_id: str, device_id: str, ttl_seconds: int = 360
 
 
 class PushAuthHandler:
-    """Decides who a Hello speaks for. With no secret, auth is off and Hello's ids are trusted."""
+    """Decides who a Hello speaks for. With no secret, auth is off and Hello's ids are trusted.
+
+    Raises AuthError (UNAUTHENTICATED) for a token that does not verify, and IncompleteHello or
+    LimitExceeded (INVALID_ARGUMENT) for ids no device may have, from Hello or from a token.
+    """
 
     def __init__(self, secret: str = "") -> None:
         self._secret = secret
@@ -49,50 +58,128 @@ class PushAuthHandler:
         if not self._secret:
             if not device_id:
                 raise IncompleteHello("Hello.device_id is required when auth is off")
+            check_id("Hello.device_id", device_id)
+            if user_id:
+                check_id("Hello.user_id", user_id)
             return Identity(user_id or device_id, device_id)
         if not token:
             raise AuthError("Hello.token is required")
+        if len(token) > MAX_TOKEN_BYTES or len(token.encode()) > MAX_TOKEN_BYTES:
+            raise LimitExceeded(
+                "token_bytes", f"Hello.token is {len(token.encode())} bytes; the limit is {MAX_TOKEN_BYTES} bytes"
+            )
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthError("token expired") from exc
         except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {exc}") from exc
-        device = claims.get(DEVICE_CLAIM)
-        if not isinstance(device, str) or not device or not isinstance(claims["sub"], str):
+            raise AuthError(_token_error(exc)) from exc
+        user, device = claims["sub"], claims.get(DEVICE_CLAIM)
+        if not isinstance(device, str) or not isinstance(user, str):
             raise AuthError(f"invalid token: needs string claims 'sub' and '{DEVICE_CLAIM}'")
-        return Identity(claims["sub"], device)
+        check_id("token claim 'sub'", user)
+        check_id(f"token claim '{DEVICE_CLAIM}'", device)
+        return Identity(user, device)
+
+
+# PyJWT's own messages can carry decoder internals ("'utf-8' codec can't decode byte ..."):
+# a client gets one of these fixed reasons instead, most specific class first.
+_TOKEN_ERRORS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.InvalidSignatureError, "invalid token: the signature does not match this edge's secret"),
+    (jwt.InvalidAlgorithmError, "invalid token: only HS256 tokens are accepted"),
+    (jwt.ImmatureSignatureError, "invalid token: not valid yet (nbf or iat is in the future)"),
+    (jwt.InvalidIssuedAtError, "invalid token: 'iat' must be a number"),
+    (jwt.DecodeError, "invalid token: not a well-formed HS256 JWT (header.payload.signature)"),
+)
+
+
+def _token_error(exc: jwt.InvalidTokenError) -> str:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"invalid token: missing required claim '{exc.claim}'"
+    for kind, message in _TOKEN_ERRORS:
+        if isinstance(exc, kind):
+            return message
+    return "invalid token"
+
+
+# Callers of an api with no --api-key configured are all this one (anonymous) sender.
+ANONYMOUS_SENDER = ""
+_SENDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One configured key and the sender identity it authenticates as."""
+
+    sender: str
+    secret: bytes
+
+
+def key_fingerprint(key: str) -> str:
+    """The identity of an unnamed key: stable across restarts and processes, never the key."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def parse_api_keys(entries: Iterable[str]) -> list[ApiKey]:
+    """``NAME:KEY`` names the sender (several keys of one name are one sender, for rotation);
+    a bare ``KEY`` is its own sender, identified by its fingerprint. Raises ValueError."""
+    keys: list[ApiKey] = []
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if not entry:
+            continue
+        name, sep, key = entry.partition(":")
+        if not sep:
+            name, key = key_fingerprint(entry), entry
+        elif not _SENDER_NAME.fullmatch(name):
+            raise ValueError(
+                f"--api-key {clip(name)!r}:...: a sender name is 1-64 characters of letters, digits, '_', '.', '-'"
+            )
+        if not key.strip():
+            raise ValueError(f"--api-key {name}:...: the key after the name is empty")
+        key = key.strip()
+        if seen.get(key, name) != name:
+            raise ValueError(f"--api-key: one key is given for two senders ({seen[key]!r} and {name!r})")
+        seen[key] = name
+        keys.append(ApiKey(name, key.encode()))
+    return keys
 
 
 class ApiKeyChecker:
-    """Checks `authorization: Bearer <key>` on backend calls. No keys configured: auth is off."""
+    """Checks `authorization: Bearer <key>` on backend calls and says which sender it is.
+    No keys configured: auth is off and every caller is ANONYMOUS_SENDER."""
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = [k.encode() for k in keys if k]
+        self._keys = parse_api_keys(keys)
 
     @property
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def check(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+    def check(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+        """The caller's sender identity, or AuthError."""
         if not self._keys:
-            return
+            return ANONYMOUS_SENDER
         header = next((v for k, v in (metadata or ()) if k == "authorization"), None)
         if header is None:
             raise AuthError("missing API key: send metadata 'authorization: Bearer <key>'")
-        value = header.decode() if isinstance(header, bytes) else header
+        value = header.decode(errors="replace") if isinstance(header, bytes) else header
         scheme, _, key = value.partition(" ")
         if scheme.lower() != "bearer" or not key:
             raise AuthError("malformed authorization metadata: expected 'Bearer <key>'")
         # Compare against every key in constant time so timing does not reveal a prefix match.
-        ok = False
+        given = key.strip().encode()
+        sender = None
         for known in self._keys:
-            ok |= hmac.compare_digest(known, key.strip().encode())
-        if not ok:
+            if hmac.compare_digest(known.secret, given):
+                sender = known.sender
+        if sender is None:
             raise AuthError("unknown API key")
+        return sender
 
-    async def require(self, context: grpc.aio.ServicerContext) -> None:
+    async def require(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's sender identity; ends the call with UNAUTHENTICATED if there is none."""
         try:
-            self.check(context.invocation_metadata())
+            return self.check(context.invocation_metadata())
         except AuthError as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise  # abort raises; this keeps type checkers sure a sender is returned

@@ -72,8 +72,10 @@ def _dest(flag: str) -> str:
 
 
 def _repeated(args: argparse.Namespace, flag: str) -> list[str]:
+    """A repeatable option's values: each flag (or the variable) may hold a comma-separated list."""
     given = getattr(args, _dest(flag))
-    return given if given is not None else getattr(args, _dest(flag) + "_env")
+    values = given if given is not None else getattr(args, _dest(flag) + "_env")
+    return [item for value in values for item in value.split(",") if item]
 
 
 def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: bool) -> None:
@@ -164,7 +166,8 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             "--api-key",
             repeat=True,
             metavar="KEY",
-            help="require 'authorization: Bearer KEY' on Push calls; without it the api is open",
+            help="require 'authorization: Bearer KEY' on Push calls; NAME:KEY names the sender (several keys "
+            "of one name are one sender, for rotation); without any the api is open",
         )
         add_option(
             parser, "--max-payload-bytes", type=int, default=d.max_payload_bytes, help="largest accepted payload"
@@ -238,6 +241,34 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         )
     add_option(
         parser,
+        "--handshake-timeout-seconds",
+        type=float,
+        default=d.handshake_timeout_seconds,
+        help="close TCP connections that have not completed the HTTP/2 handshake within this",
+    )
+    add_option(
+        parser,
+        "--idle-connection-seconds",
+        type=float,
+        default=d.idle_connection_seconds,
+        help="close device and api connections that hold no call for this long (0: never)",
+    )
+    add_option(
+        parser,
+        "--metric-label-keys",
+        repeat=True,
+        metavar="KEY",
+        help="message label keys counted per value in pushplat_labelled_events_total (default none)",
+    )
+    add_option(
+        parser,
+        "--metric-label-values-max",
+        type=int,
+        default=d.metric_label_values_max,
+        help="distinct values counted per label key; later ones count as __other__",
+    )
+    add_option(
+        parser,
         "--metrics-port",
         type=int,
         default=d.metrics_port,
@@ -274,7 +305,8 @@ def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         "--max-connects-per-second",
         type=float,
         default=d.max_connects_per_second,
-        help="new device streams accepted per second (token bucket); 0 is no limit",
+        help="new device streams accepted per second (token bucket); only authenticated Hellos take a "
+        "token; 0 is no limit",
     )
     add_option(
         parser,
@@ -289,6 +321,13 @@ def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         type=float,
         default=d.hello_timeout_seconds,
         help="a stream that sends no Hello within this is closed with DEADLINE_EXCEEDED",
+    )
+    add_option(
+        parser,
+        "--max-pending-hellos",
+        type=int,
+        default=d.max_pending_hellos,
+        help="streams that may wait for their Hello at once; more get RESOURCE_EXHAUSTED (0: no limit)",
     )
     add_option(
         parser,
@@ -323,7 +362,8 @@ def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         "--device-memory-seconds",
         type=float,
         default=d.device_memory_seconds,
-        help="how long a user's device keeps getting the user's at-least-once messages after it last connected",
+        help="how long after it last connected a device stays bound to its user (another user's Hello for "
+        "it is PERMISSION_DENIED) and keeps getting the user's at-least-once messages",
     )
 
 
@@ -349,6 +389,21 @@ def _api_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         default=d.idempotency_window_seconds,
         help="a repeat Send with the same idempotency_key within this window is a duplicate",
     )
+    add_option(
+        parser,
+        "--send-rate",
+        type=float,
+        default=d.send_rate,
+        help="messages per second each sender (API-key identity) may send, per api process; "
+        "over it, RESOURCE_EXHAUSTED with a retry-after-ms trailer (0: off)",
+    )
+    add_option(
+        parser,
+        "--send-burst",
+        type=float,
+        default=d.send_burst,
+        help="messages a sender may send at once above --send-rate (0: one second's worth)",
+    )
 
 
 def _router_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
@@ -369,8 +424,11 @@ def _router_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
 
 
 def first_key(keys: str) -> str:
-    """The key a client sends from a comma-separated list (the servers take one for rotation)."""
-    return next((key.strip() for key in keys.split(",") if key.strip()), "")
+    """The key a client sends from a comma-separated list (the servers take one for rotation).
+    A server entry NAME:KEY names the key's sender; the client sends only the KEY."""
+    first = next((key.strip() for key in keys.split(",") if key.strip()), "")
+    name, sep, key = first.partition(":")
+    return key.strip() if sep else name
 
 
 def _client_api_key(parser: argparse.ArgumentParser) -> None:
@@ -467,6 +525,21 @@ def client_tls(args: argparse.Namespace) -> Any:
     return TLS(ca=args.tls_ca or None, cert=cert or None, key=key or None, server_name=args.tls_server_name)
 
 
+def _limits_epilog() -> str:
+    from pushplat import limits
+
+    return (
+        "fixed limits on client input (INVALID_ARGUMENT when exceeded, counted in "
+        f"pushplat_limits_hit_total): user/device/message ids 1-{limits.MAX_ID_BYTES} bytes of printable "
+        f"text; {limits.MAX_LABELS} labels per message, keys up to {limits.MAX_LABEL_KEY_BYTES} bytes, "
+        f"values up to {limits.MAX_LABEL_VALUE_BYTES} bytes; idempotency_key, collapse_key and "
+        f"content_type up to {limits.MAX_KEY_BYTES} bytes; {limits.MAX_BATCH_REQUESTS} requests per "
+        f"SendBatch; {limits.MAX_ACK_IDS} ids per Ack frame; device tokens up to "
+        f"{limits.MAX_TOKEN_BYTES} bytes. --api-key NAME:KEY names the sender (keys of one name are one "
+        "sender, for rotation); a bare KEY is a sender of its own."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushplat",
@@ -479,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dev",
         help="api, router and edge in one process on in-memory stores",
         description="Run the whole platform in one process on in-memory registry and lanes.",
+        epilog=_limits_epilog(),
     )
     _server_options(dev, ("api", "router", "edge"), dev=True)
     for role, text in (
@@ -486,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("router", "consumes the lanes and hands messages to edges"),
         ("edge", "holds device streams and pushes messages down them"),
     ):
-        p = sub.add_parser(role, help=f"run only the {role} role", description=f"Run {text}.")
+        p = sub.add_parser(role, help=f"run only the {role} role", description=f"Run {text}.", epilog=_limits_epilog())
         _server_options(p, (role,), dev=False)
 
     send = sub.add_parser(
@@ -572,6 +646,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         config.api_keys = _repeated(args, "--api-key")
     if hasattr(args, "internal_secret"):
         config.internal_secrets = _repeated(args, "--internal-secret")
+    config.metric_label_keys = _repeated(args, "--metric-label-keys")
     if not config.edge_id:
         config.__post_init__()  # an empty --edge-id means "make one up", as Config() does
     return config

@@ -76,13 +76,29 @@ class Config:
     goaway_grace_seconds: float = 5.0
     drain_seconds: float = 30.0
     session_queue_limit: int = 10_000
-    # Admission control per edge; 0 turns a limit off.
+    # Admission control per edge; 0 turns a limit off. Only authenticated Hellos take a token.
     max_connections: int = 100_000
     max_connects_per_second: float = 1_000.0
+    # Streams open but still waiting for their Hello (each for up to hello_timeout_seconds).
+    max_pending_hellos: int = 1_000
+    # TCP connections that have not finished the HTTP/2 (or TLS) handshake by then are closed,
+    # and so are connections with no call open for idle_connection_seconds (edge and api ports).
+    handshake_timeout_seconds: float = 5.0
+    idle_connection_seconds: float = 30.0
+
+    # Per-sender (API-key identity) token bucket on the api, in messages; 0 turns it off.
+    send_rate: float = 0.0
+    # 0: one second's worth of send_rate.
+    send_burst: float = 0.0
+    # Label keys counted per value in pushplat_labelled_events_total, and the cap on distinct
+    # values per key (later values count as "__other__"). No keys: no per-label series.
+    metric_label_keys: list[str] = field(default_factory=list)
+    metric_label_values_max: int = 100
 
     # A repeat Send with the same idempotency_key within this window is a duplicate.
     idempotency_window_seconds: float = 24 * 3600.0
-    # How long the inbox remembers that a device belongs to a user (refreshed on connect).
+    # How long a device stays bound to its user, and the user's device list remembers it
+    # (refreshed on every connect); until then another user's Hello for it is refused.
     device_memory_seconds: float = 30 * 24 * 3600.0
     registry_ttl_seconds: float = 60.0
     router_batch_size: int = 256

@@ -17,11 +17,26 @@ def setup_logging(level: str = "info") -> None:
     )
 
 
+# No field of a log line is longer than this, whatever a client sent.
+MAX_FIELD_CHARS = 1024
+
+
 def _quote(value: Any) -> str:
-    text = str(value)
+    text = clip(value, MAX_FIELD_CHARS)
+    if not text.isprintable():
+        # A newline in a client-chosen value must not forge a second log line.
+        text = text.encode("unicode_escape").decode("ascii")
     if text == "" or any(c in text for c in ' ="'):
         return '"' + text.replace('"', '\\"') + '"'
     return text
+
+
+def clip(value: Any, limit: int = 64) -> str:
+    """Text for a log line or an error message: a hostile 1 MB id must not be written whole."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text.encode('utf-8', 'surrogatepass'))} bytes)"
 
 
 def kv(event: str, **fields: Any) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 OPEN_CONNECTIONS = Gauge("pushplat_open_connections", "Device streams currently open on this edge")
@@ -43,15 +46,52 @@ def serve_metrics(host: str, port: int) -> MetricsServer | None:
 
 LABELLED_EVENTS = Counter(
     "pushplat_labelled_events_total",
-    "Deliveries and acks per message label, for A/B comparisons",
+    "Deliveries and acks per message label (only the --metric-label-keys), for A/B comparisons",
     ["state", "label", "value"],
 )
+# The value counted for a label once its key has --metric-label-values-max distinct values.
+OTHER_LABEL_VALUE = "__other__"
 INBOX_SIZE = Histogram(
     "pushplat_inbox_replay_messages",
     "Messages replayed from a device's inbox on connect",
     buckets=(0, 1, 5, 10, 50, 100, 500, 1000),
 )
+LIMITS_HIT = Counter(
+    "pushplat_limits_hit_total",
+    "Client calls refused (or values folded) by a limit, per limit (see the README's Limits table)",
+    ["limit"],
+)
 RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])
+
+
+class LabelMetrics:
+    """Counts events per label for the keys the operator listed, with at most max_values
+    distinct values per key: senders choose label values, so without a cap they would choose
+    how many series /metrics has. Later values are counted as OTHER_LABEL_VALUE."""
+
+    def __init__(self, keys: Iterable[str] = (), max_values: int = 100) -> None:
+        self.keys = tuple(dict.fromkeys(k for k in keys if k))
+        self.max_values = max_values
+        self._values: dict[str, set[str]] = {key: set() for key in self.keys}
+        # Counter children, resolved once: bounded by states x keys x (max_values + 1).
+        self._children: dict[tuple[str, str, str], Any] = {}
+
+    def count(self, state: str, labels: Mapping[str, str]) -> None:
+        for key in self.keys:
+            value = labels.get(key)
+            if value is None:
+                continue
+            seen = self._values[key]
+            if value not in seen:
+                if len(seen) >= self.max_values:
+                    LIMITS_HIT.labels("metric_label_values").inc()
+                    value = OTHER_LABEL_VALUE
+                else:
+                    seen.add(value)
+            child = self._children.get((state, key, value))
+            if child is None:
+                child = self._children[(state, key, value)] = LABELLED_EVENTS.labels(state, key, value)
+            child.inc()
 
 
 def by_priority(counter: Counter) -> dict[int, Counter]:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2, push_pb2_grpc
+from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2
 
 from pushplat.api import PushServicer
+from pushplat.api.wire import add_unary_servicer
 from pushplat.config import ROLES, Config
 from pushplat.edge import EdgeNode
 from pushplat.edge_link import LOCAL_ADDRESS, EdgeLink, GrpcEdgeLink, LocalEdgeLink
@@ -136,7 +137,7 @@ class Server:
             if local is not None:
                 local.attach(self.edge.delivery)
             else:
-                delivery_server = self._new_server(internal.interceptors())
+                delivery_server = self._new_server(internal.interceptors(), public=False)
                 delivery_pb2_grpc.add_DeliveryServicer_to_server(self.edge.delivery, delivery_server)
                 self.ports.delivery = self._bind(
                     delivery_server,
@@ -153,10 +154,13 @@ class Server:
             await self._serve_meta(edge_server, public[-1:])
         if "api" in roles:
             api_server = self._new_server()
-            push = PushServicer(
-                config, self.producer, idempotency=self.idempotency, receipts=self.receipts, registry=self.registry
-            )
-            push_pb2_grpc.add_PushServicer_to_server(push, api_server)
+            try:
+                push = PushServicer(
+                    config, self.producer, idempotency=self.idempotency, receipts=self.receipts, registry=self.registry
+                )
+            except ValueError as exc:  # e.g. a malformed --api-key NAME:KEY
+                raise StartupError(str(exc)) from exc
+            add_unary_servicer(push, push_pb2.DESCRIPTOR.services_by_name["Push"], api_server)
             self.ports.api = self._bind(api_server, config.host, config.api_port, "api", public_tls[1])
             public.append(_service_name(push_pb2, "Push"))
             await self._serve_meta(api_server, public[-1:])
@@ -260,14 +264,23 @@ class Server:
         log.info(kv("server.signal", signal=signal.Signals(sig).name, drain_s=self.config.drain_seconds))
         self._tasks.add(asyncio.create_task(self.drain()))
 
-    def _new_server(self, interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> grpc.aio.Server:
+    def _new_server(
+        self, interceptors: list[grpc.aio.ServerInterceptor] | None = None, public: bool = True
+    ) -> grpc.aio.Server:
+        config = self.config
+        # Connections that never finish their handshake, or (on public ports) hold no call, are
+        # closed instead of being held open for free by whoever opened them.
+        closing = [("grpc.server_handshake_timeout_ms", max(1, round(config.handshake_timeout_seconds * 1000)))]
+        if public and config.idle_connection_seconds > 0:
+            closing.append(("grpc.max_connection_idle_ms", max(1, round(config.idle_connection_seconds * 1000))))
         server = grpc.aio.server(
             interceptors=interceptors or None,
             options=[
                 *SERVER_OPTIONS,
-                ("grpc.keepalive_time_ms", int(self.config.keepalive_seconds * 1000)),
-                ("grpc.keepalive_timeout_ms", int(self.config.keepalive_timeout_seconds * 1000)),
-                ("grpc.max_receive_message_length", max(4 * 1024 * 1024, 4 * self.config.max_payload_bytes)),
+                *closing,
+                ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
+                ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
+                ("grpc.max_receive_message_length", max(4 * 1024 * 1024, 4 * config.max_payload_bytes)),
             ],
         )
         self._servers.append(server)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from pushplat.config import Config
 from pushplat.server import Server
-from tests.helpers import Api, RawDevice
+from tests.helpers import REDIS_DEPLOYMENTS, REDIS_URL_ENV, Api, RawDevice, delete_prefix, require_env, with_prefix
 
 
 @pytest.fixture
@@ -44,3 +45,21 @@ async def clients() -> AsyncIterator[Callable[..., object]]:
     yield make
     for client in opened:
         await client.close()
+
+
+@pytest.fixture(params=[pytest.param("memory"), *REDIS_DEPLOYMENTS])
+async def registry_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """For a test that runs an embedded platform on each store: memory://, then a real standalone
+    Redis and a real Redis Cluster (on a fresh key prefix, removed afterwards)."""
+    if request.param == "memory":
+        yield "memory://"
+        return
+    from pushplat.registry.redis import RedisRegistry
+
+    url = with_prefix(require_env(REDIS_URL_ENV[request.param]), f"t{uuid.uuid4().hex[:12]}")
+    yield url
+    store = RedisRegistry.from_url(url)
+    try:
+        await delete_prefix(store)
+    finally:
+        await store.close()

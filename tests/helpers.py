@@ -54,6 +54,21 @@ def with_prefix(url: str, prefix: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
 
 
+REDIS_URL_ENV = {"standalone": "PUSHPLAT_TEST_REDIS_URL", "cluster": "PUSHPLAT_TEST_REDIS_CLUSTER_URL"}
+REDIS_DEPLOYMENTS = [
+    pytest.param("standalone", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=pytest.mark.cluster),
+]
+
+
+async def delete_prefix(store: Any) -> None:
+    """Remove everything a test wrote under a RedisStore's prefix (on every master in a cluster)."""
+    client = store.client
+    keys = [key async for key in client.scan_iter(match=f"{store.prefix}:*", count=1000)]
+    for key in keys:  # one by one: keys of different slots cannot share a DEL in a cluster
+        await client.delete(key)
+
+
 class Inbox:
     """What the application behind each SDK client sees: one pump per client appends keep(message)
     to seen[name] for every message the client yields. close() stops the pumps (not the clients)."""

@@ -1,5 +1,8 @@
 """Admission control: a cap on open connections and on new connections per second.
 
+The edge asks only after a Hello authenticated, so failed Hellos never spend the budget of
+good clients (streams still waiting for a Hello have their own cap, max_pending_hellos).
+
 A reconnect storm must not take the edge down or starve the sessions it already holds, so
 excess connects are refused early and cheaply with RESOURCE_EXHAUSTED and a retry hint.
 """
@@ -38,6 +41,11 @@ class AdmissionControl:
                 return Refusal("too many new connections per second", self._hint(1_000))
             self._tokens -= 1.0
         return None
+
+    def refund(self) -> None:
+        """Give back the token of an admitted connect that was refused later (its device is taken)."""
+        if self.rate:
+            self._tokens = min(max(self.rate, 1.0), self._tokens + 1.0)
 
     def _hint(self, base_ms: int) -> int:
         return int(base_ms / 2 + self._rng.uniform(0, base_ms))

@@ -12,29 +12,39 @@ import grpc
 from google.protobuf.message import DecodeError
 from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, message_pb2
 
-from pushplat.auth import AuthError, IncompleteHello, PushAuthHandler
+from pushplat.auth import AuthError, Identity, IncompleteHello, PushAuthHandler
 from pushplat.config import Config
 from pushplat.edge.admission import AdmissionControl
 from pushplat.edge.hub import Hub
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.session import GoAwayReason, Session
 from pushplat.inbox import Inbox
-from pushplat.logs import kv
+from pushplat.limits import MAX_ACK_IDS, MAX_ID_BYTES, LimitExceeded
+from pushplat.logs import LogLimiter, clip, kv
 from pushplat.messages import new_session_id, now_ms
 from pushplat.metrics import (
     ACKS,
     CONNECTS,
     DISCONNECTS,
     INBOX_SIZE,
+    LIMITS_HIT,
     MESSAGES_OUT,
     OPEN_CONNECTIONS,
     SEND_TO_PUSH,
     by_priority,
 )
 from pushplat.receipts import Receipts, State, receipt
+from pushplat.registry import DeviceOwned, RegistryUnavailable
 
 log = logging.getLogger("pushplat.edge")
 _MESSAGES_OUT = by_priority(MESSAGES_OUT)
+
+
+def _owned_message(device_id: str) -> str:
+    return (
+        f"device {device_id!r} belongs to another user; a device id is bound to its first user until it "
+        "has not connected for the device memory window (--device-memory-seconds)"
+    )
 
 
 class EdgeServicer(edge_pb2_grpc.EdgeServicer):
@@ -57,6 +67,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self.lifetimes = lifetimes
         self.accepting = True
         self.admission = AdmissionControl(config.max_connections, config.max_connects_per_second)
+        # Streams open that have not sent their Hello yet (bounded by max_pending_hellos).
+        self.awaiting_hello = 0
+        self._refusal_log = LogLimiter(interval_seconds=0.1)
 
     async def Connect(
         self, request_iterator: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
@@ -68,6 +81,21 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         if not self.accepting:
             CONNECTS.labels("draining").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "edge is draining; reconnect elsewhere")
+        # Who it is comes first, so that failed Hellos never spend the connect budget.
+        try:
+            identity = self.auth.identify(hello.token, hello.user_id, hello.device_id)
+        except IncompleteHello as exc:
+            CONNECTS.labels("bad_hello").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except AuthError as exc:
+            CONNECTS.labels("unauthenticated").inc()
+            self._log_refused(context, "unauthenticated", str(exc))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except LimitExceeded as exc:
+            exc.count()
+            CONNECTS.labels("invalid").inc()
+            self._log_refused(context, "invalid", str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         refusal = self.admission.admit(self.hub.stream_count)
         if refusal is not None:
             CONNECTS.labels("refused").inc()
@@ -76,15 +104,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 f"{refusal.reason}; retry after {refusal.retry_after_ms} ms",
                 trailing_metadata=(("retry-after-ms", str(refusal.retry_after_ms)),),
             )
-        try:
-            identity = self.auth.identify(hello.token, hello.user_id, hello.device_id)
-        except IncompleteHello as exc:
-            CONNECTS.labels("bad_hello").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except AuthError as exc:
-            CONNECTS.labels("unauthenticated").inc()
-            log.info(kv("session.refused", peer=context.peer(), reason=str(exc)))
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        await self._claim_device(identity, context)
 
         session = Session(
             session_id=new_session_id(),
@@ -95,11 +115,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             max_age_seconds=self.lifetimes.draw_max_age(),
             peer=context.peer(),
         )
-        await self._open(session, hello.client_version)
-        reader = asyncio.create_task(self._read(frames, session), name=f"read-{session.session_id}")
-        writer = asyncio.create_task(self._write(context, session), name=f"write-{session.session_id}")
-        killed = asyncio.create_task(session.killed.wait())
+        reader = writer = killed = None
         try:
+            await self._open(session, clip(hello.client_version))
+            reader = asyncio.create_task(self._read(frames, session), name=f"read-{session.session_id}")
+            writer = asyncio.create_task(self._write(context, session), name=f"write-{session.session_id}")
+            killed = asyncio.create_task(session.killed.wait())
             # A dead peer can leave a write pending forever; `killed` lets the sweeper end it.
             await asyncio.wait({writer, killed}, return_when=asyncio.FIRST_COMPLETED)
             if session.protocol_error:
@@ -109,12 +130,51 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 await asyncio.wait({writer}, timeout=self.config.goaway_grace_seconds)
                 if writer.done():
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, session.protocol_error)
+        except DeviceOwned:  # the registry's own check: a route of another user is live
+            session.close("device_owned")
+            CONNECTS.labels("device_owned").inc()
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _owned_message(session.device_id))
+        except RegistryUnavailable as exc:
+            session.close("registry_unavailable")
+            log.warning(kv("session.register_failed", device=session.device_id, error=str(exc)))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the registry is unavailable; reconnect later")
         finally:
-            for task in (reader, writer, killed):
+            tasks = [t for t in (reader, writer, killed) if t is not None]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, writer, killed, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             session.close(session.close_reason or "stream_ended")
             await self._close(session)
+
+    async def _claim_device(self, identity: Identity, context: grpc.aio.ServicerContext) -> None:
+        """A device id belongs to one user: bind it (or refresh the binding) before the session
+        can replace anyone's stream or see the device's inbox; refuse another user's Hello."""
+        current = self.hub.get(identity.device_id)
+        owner = current.user_id if current is not None and current.user_id != identity.user_id else None
+        if owner is None:
+            try:
+                owner = await self.inbox.enroll(
+                    identity.user_id, identity.device_id, self.config.device_memory_seconds
+                )
+            except Exception as exc:  # fail closed: an unchecked Hello could take a device over
+                self.admission.refund()
+                log.warning(kv("session.enroll_failed", device=identity.device_id, error=repr(exc)))
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "cannot check who owns this device right now; reconnect later"
+                )
+        if owner is not None:
+            self.admission.refund()
+            CONNECTS.labels("device_owned").inc()
+            self._log_refused(context, "device_owned", f"device={identity.device_id} user={identity.user_id}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _owned_message(identity.device_id))
+
+    def _log_refused(self, context: grpc.aio.ServicerContext, result: str, reason: str) -> None:
+        # Hostile clients choose how often this happens: at most 10 lines a second per kind.
+        allowed, suppressed = self._refusal_log.allow(result)
+        if allowed:
+            log.info(
+                kv("session.refused", peer=context.peer(), result=result, reason=reason, suppressed=suppressed or None)
+            )
 
     async def _write(self, context: grpc.aio.ServicerContext, session: Session) -> None:
         await context.write(
@@ -134,6 +194,27 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 await context.write(frame)
 
     async def _read_hello(
+        self, frames: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
+    ) -> edge_pb2.Hello | None:
+        limit = self.config.max_pending_hellos
+        if limit and self.awaiting_hello >= limit:
+            # Streams that never say Hello must not crowd out the ones that do: refuse early.
+            LIMITS_HIT.labels("pending_hellos").inc()
+            CONNECTS.labels("refused").inc()
+            retry_ms = int(self.config.hello_timeout_seconds * 1000 * random.uniform(0.5, 1.5))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{limit} streams are already waiting to send their Hello (--max-pending-hellos); "
+                f"retry after {retry_ms} ms",
+                trailing_metadata=(("retry-after-ms", str(retry_ms)),),
+            )
+        self.awaiting_hello += 1
+        try:
+            return await self._first_frame(frames, context)
+        finally:
+            self.awaiting_hello -= 1
+
+    async def _first_frame(
         self, frames: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
     ) -> edge_pb2.Hello | None:
         try:
@@ -182,7 +263,6 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     async def _load_inbox(self, session: Session) -> list[message_pb2.Message]:
         """The device's unacked inbox, oldest first; a failing inbox only delays the replay."""
         try:
-            await self.inbox.enroll(session.user_id, session.device_id, self.config.device_memory_seconds)
             replay = await self.inbox.pending(session.device_id)
         except Exception as exc:
             log.warning(
@@ -217,10 +297,18 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 if kind == "ping":
                     session.outbound.control(edge_pb2.ServerFrame(pong=edge_pb2.Pong()))
                 elif kind == "ack":
-                    ACKS.inc(len(frame.ack.message_ids))
-                    await self.on_ack(session, list(frame.ack.message_ids))
+                    ids = frame.ack.message_ids
+                    if len(ids) > MAX_ACK_IDS:
+                        LIMITS_HIT.labels("ack_ids").inc()
+                        session.protocol_error = (
+                            f"an Ack carries {len(ids)} message ids; the limit is {MAX_ACK_IDS} per frame "
+                            "(send several Ack frames)"
+                        )
+                        session.kill("protocol_error")
+                        return
+                    await self.on_ack(session, list(ids))
                 elif kind == "hello":
-                    log.info(kv("session.extra_hello", device=session.device_id, session=session.session_id))
+                    log.debug(kv("session.extra_hello", device=session.device_id, session=session.session_id))
             session.close(session.close_reason or "client_closed")
         except asyncio.CancelledError:
             raise
@@ -232,16 +320,31 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             log.debug(kv("session.read_error", session=session.session_id, error=repr(exc)))
 
     async def on_ack(self, session: Session, message_ids: list[str]) -> None:
-        """At-least-once messages leave the inbox when acked; every ack becomes a receipt."""
-        acked = {mid: session.acked(mid) for mid in message_ids}
-        # At-most-once messages were never stored: no inbox round trip for them (the default).
-        stored = [mid for mid, (_, maybe_stored) in acked.items() if maybe_stored]
+        """An ack counts only for a message pushed on this session or waiting in this device's
+        inbox: those leave the inbox and get an ACKED receipt; any other id changes nothing."""
+        pushed: list[tuple[str, dict[str, str]]] = []
+        stored: list[str] = []  # ids that may be in the inbox
+        for mid in dict.fromkeys(message_ids):
+            entry = session.in_flight.pop(mid, None)
+            if entry is not None:
+                pushed.append((mid, entry[0]))
+                if entry[1]:  # at-least-once: in the inbox too
+                    stored.append(mid)
+            elif 0 < len(mid) <= MAX_ID_BYTES:
+                stored.append(mid)  # not pushed on this session; counts only if the inbox had it
+        acked = pushed
         if stored:
             try:
-                await self.inbox.ack(session.device_id, stored)
+                removed = await self.inbox.ack(session.device_id, stored)
             except Exception as exc:
                 # The entry stays and is replayed later; the SDK drops the duplicate.
                 log.warning(kv("inbox.ack_failed", device=session.device_id, error=repr(exc)))
+                removed = []
+            known = {mid for mid, _ in pushed}
+            acked = pushed + [(mid, {}) for mid in removed if mid not in known]
+        if not acked:
+            return
+        ACKS.inc(len(acked))
         await self.receipts.emit(
             [
                 receipt(
@@ -252,7 +355,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                     edge_id=session.edge_id,
                     labels=labels,
                 )
-                for mid, (labels, _) in acked.items()
+                for mid, labels in acked
             ]
         )
 

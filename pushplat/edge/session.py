@@ -161,7 +161,7 @@ class Session:
         # Set when the client broke the protocol; the stream then ends with INVALID_ARGUMENT.
         self.protocol_error = ""
         # Pushed, not yet acked messages: their labels (for ack receipts) and whether the inbox
-        # holds them. Bounded; an id that fell out is treated as possibly in the inbox.
+        # holds them. Bounded; an ack for an id that fell out counts only if the inbox has it.
         self.in_flight: OrderedDict[str, tuple[dict[str, str], bool]] = OrderedDict()
 
     def sent(self, messages: Iterable[message_pb2.Message]) -> None:
@@ -169,10 +169,6 @@ class Session:
             self.in_flight[message.message_id] = (dict(message.labels), message.requires_ack)
         while len(self.in_flight) > IN_FLIGHT_MEMORY:
             self.in_flight.popitem(last=False)
-
-    def acked(self, message_id: str) -> tuple[dict[str, str], bool]:
-        """(labels, maybe in the inbox) of an acked message."""
-        return self.in_flight.pop(message_id, ({}, True))
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pushplat.idempotency.base import IdempotencyStore, IdempotencyUnavailable
+from pushplat.idempotency.base import Claim, IdempotencyStore, IdempotencyUnavailable
 from pushplat.store_url import store_backend
 
-__all__ = ["IdempotencyStore", "IdempotencyUnavailable", "open_idempotency"]
+__all__ = ["Claim", "IdempotencyStore", "IdempotencyUnavailable", "open_idempotency"]
 
 
 def open_idempotency(url: str) -> IdempotencyStore:

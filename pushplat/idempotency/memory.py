@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import time
 
-from pushplat.idempotency.base import IdempotencyStore
+from pushplat.idempotency.base import Claim, IdempotencyStore, scoped
 
 
 class MemoryIdempotencyStore(IdempotencyStore):
     def __init__(self, max_keys: int = 1_000_000) -> None:
         self.max_keys = max_keys
-        self._keys: dict[str, tuple[str, float]] = {}
+        self._keys: dict[str, tuple[Claim, float]] = {}
 
-    async def claim(self, key: str, message_id: str, window_seconds: float) -> str | None:
+    async def claim(self, sender: str, key: str, claim: Claim, window_seconds: float) -> Claim | None:
         now = time.monotonic()
-        held = self._keys.get(key)
+        name = scoped(sender, key)
+        held = self._keys.get(name)
         if held is not None and held[1] > now:
             return held[0]
-        self._keys.pop(key, None)  # re-insert so insertion order tracks age
-        self._keys[key] = (message_id, now + window_seconds)
+        self._keys.pop(name, None)  # re-insert so insertion order tracks age
+        self._keys[name] = (claim, now + window_seconds)
         while len(self._keys) > self.max_keys:
             del self._keys[next(iter(self._keys))]
         return None
 
-    async def release(self, key: str, message_id: str) -> None:
-        held = self._keys.get(key)
-        if held is not None and held[0] == message_id:
-            del self._keys[key]
+    async def release(self, sender: str, key: str, claim: Claim) -> None:
+        name = scoped(sender, key)
+        held = self._keys.get(name)
+        if held is not None and held[0] == claim:
+            del self._keys[name]

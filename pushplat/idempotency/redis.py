@@ -1,15 +1,15 @@
-"""Redis / Redis Cluster idempotency keys: ``<prefix>:idem:{<key>}`` holds the message id that
-claimed the key, with the idempotency window as its TTL."""
+"""Redis / Redis Cluster idempotency keys: ``<prefix>:idem:{<sender scoped key>}`` holds
+``"<request fingerprint> <message id>"`` of the claim, with the idempotency window as its TTL."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from pushplat.idempotency.base import IdempotencyStore, IdempotencyUnavailable
+from pushplat.idempotency.base import Claim, IdempotencyStore, IdempotencyUnavailable, scoped
 from pushplat.redis_support import RedisStore, Script, hash_tag, ttl_ms
 
-# Claim-or-read in one step (ARGV: message id, window ms): the holder's id, or false (nil) when
+# Claim-or-read in one step (ARGV: encoded claim, window ms): the holder's claim, or false (nil) when
 # this call claimed the key. Atomic, so no claim can slip in between a failed SET NX and the GET
 # (nor can the key expire there); and it needs no Redis 7 (SET NX GET).
 _CLAIM = Script(
@@ -21,7 +21,7 @@ return false
 """
 )
 
-# Compare-and-delete (ARGV: message id): only the claim's own message may release it.
+# Compare-and-delete (ARGV: encoded claim): only the claim's own message may release it.
 _RELEASE = Script(
     """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -37,22 +37,22 @@ class RedisIdempotencyStore(RedisStore, IdempotencyStore):
     unavailable = IdempotencyUnavailable
     log = logging.getLogger("pushplat.idempotency")
 
-    def key(self, key: str) -> str:
-        return f"{self.prefix}:idem:{hash_tag(key)}"
+    def key(self, sender: str, key: str) -> str:
+        return f"{self.prefix}:idem:{hash_tag(scoped(sender, key))}"
 
-    async def claim(self, key: str, message_id: str, window_seconds: float) -> str | None:
-        redis_key, window = self.key(key), ttl_ms(window_seconds)
+    async def claim(self, sender: str, key: str, claim: Claim, window_seconds: float) -> Claim | None:
+        redis_key, window, value = self.key(sender, key), ttl_ms(window_seconds), claim.encode()
 
         def build(pipe: Any, cached: bool) -> None:
-            _CLAIM.queue(pipe, redis_key, message_id, window, cached=cached)
+            _CLAIM.queue(pipe, redis_key, value, window, cached=cached)
 
         results = await self._guarded("claim", lambda: self._scripts(build))
-        return results[0]  # None (Lua false) when claimed now
+        return None if results[0] is None else Claim.decode(results[0])  # None (Lua false): claimed now
 
-    async def release(self, key: str, message_id: str) -> None:
-        redis_key = self.key(key)
+    async def release(self, sender: str, key: str, claim: Claim) -> None:
+        redis_key, value = self.key(sender, key), claim.encode()
 
         def build(pipe: Any, cached: bool) -> None:
-            _RELEASE.queue(pipe, redis_key, message_id, cached=cached)
+            _RELEASE.queue(pipe, redis_key, value, cached=cached)
 
         await self._guarded("release", lambda: self._scripts(build))

@@ -4,7 +4,9 @@ A message is put in each target device's inbox before it is pushed, and leaves w
 device acks it or its TTL runs out. On every (re)connect the edge replays what is left,
 oldest first. A newer message with the same (device, collapse_key) replaces the older one.
 The inbox also remembers which devices a user has, so a message to a user reaches the
-devices that are offline at send time.
+devices that are offline at send time, and which user each device belongs to: a device id is
+bound to the first user that enrolls it, until it has not connected for the memory window, and
+no other user may enroll it (or read its inbox) meanwhile.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class Inbox(ABC):
         return replaced
 
     @abstractmethod
-    async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
-        """Remove acked messages; return how many were there."""
+    async def ack(self, device_id: str, message_ids: Sequence[str]) -> list[str]:
+        """Remove acked messages; return the ids that were there."""
 
     @abstractmethod
     async def pending(self, device_id: str, limit: int = 1000) -> list[message_pb2.Message]:
@@ -56,8 +58,9 @@ class Inbox(ABC):
     async def size(self, device_id: str) -> int: ...
 
     @abstractmethod
-    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> None:
-        """Remember that device belongs to user (refreshed on every connect)."""
+    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> str | None:
+        """Bind device to user for ttl_seconds (refreshed on every connect) and add it to the
+        user's devices. If another user holds the device, change nothing and return that user."""
 
     @abstractmethod
     async def devices_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:

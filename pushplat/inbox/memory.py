@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from pushplat_client.v1 import message_pb2
 
 from pushplat.inbox.base import Inbox
 from pushplat.messages import is_expired, now_ms
-from pushplat.metrics import DROPPED
+from pushplat.metrics import DROPPED, LIMITS_HIT
+
+# Device bindings kept at most; past it the least recently connected device is forgotten early.
+MAX_DEVICES = 1_000_000
 
 
 class MemoryInbox(Inbox):
-    def __init__(self, max_per_device: int = 10_000) -> None:
+    def __init__(self, max_per_device: int = 10_000, max_devices: int = MAX_DEVICES) -> None:
         self.max_per_device = max_per_device
+        self.max_devices = max_devices
+        # device -> (user, expires); least recently enrolled first, so expired ones are in front.
+        self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()
         # Insertion-ordered dicts: iteration is oldest first.
         self._boxes: dict[str, dict[str, message_pb2.Message]] = {}
         self._collapse: dict[str, dict[str, str]] = {}
@@ -36,13 +43,13 @@ class MemoryInbox(Inbox):
                 del box[next(iter(box))]
         return replaced
 
-    async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
+    async def ack(self, device_id: str, message_ids: Sequence[str]) -> list[str]:
         box = self._boxes.get(device_id, {})
-        removed = 0
+        removed = []
         for message_id in message_ids:
             message = box.pop(message_id, None)
             if message is not None:
-                removed += 1
+                removed.append(message_id)
                 self._forget_collapse(device_id, message)
         return removed
 
@@ -60,8 +67,22 @@ class MemoryInbox(Inbox):
     async def size(self, device_id: str) -> int:
         return len(await self.pending(device_id, limit=self.max_per_device))
 
-    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> None:
-        self._users.setdefault(user_id, {})[device_id] = time.monotonic() + ttl_seconds
+    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> str | None:
+        now = time.monotonic()
+        held = self._owners.get(device_id)
+        if held is not None and held[1] > now and held[0] != user_id:
+            return held[0]
+        self._owners[device_id] = (user_id, now + ttl_seconds)
+        self._owners.move_to_end(device_id)
+        while self._owners:
+            oldest = next(iter(self._owners.values()))
+            if oldest[1] > now and len(self._owners) <= self.max_devices:
+                break
+            if oldest[1] > now:
+                LIMITS_HIT.labels("inbox_devices").inc()
+            self._owners.popitem(last=False)
+        self._users.setdefault(user_id, {})[device_id] = now + ttl_seconds
+        return None
 
     async def devices_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         now = time.monotonic()

@@ -11,7 +11,8 @@ all of them atomically, also in a cluster (``<prefix>:ib:{<device>}:<suffix>``):
 
 Every write extends the TTL of all four keys to at least the message's remaining lifetime, so
 an abandoned inbox disappears on its own once its last message has expired. A device's users
-are a ZSET ``<prefix>:udev:{<user>}`` of device ids scored by enrollment expiry (ms).
+are a ZSET ``<prefix>:udev:{<user>}`` of device ids scored by enrollment expiry (ms), and the
+user a device is bound to is the string ``<prefix>:ib:{<device>}:o`` (TTL: the memory window).
 """
 
 from __future__ import annotations
@@ -105,17 +106,28 @@ return result
     keys=4,
 )
 
-# ARGV: message ids. Returns how many were in the inbox.
+# ARGV: message ids. Returns the ids that were in the inbox.
 _ACK = Script(
     _DROP
     + """
-local removed = 0
+local removed = {}
 for _, id in ipairs(ARGV) do
-  removed = removed + drop(id)
+  if drop(id) == 1 then removed[#removed + 1] = id end
 end
 return removed
 """,
     keys=4,
+)
+
+# Bind a device to a user (KEYS[1] the owner key; ARGV user, ttl ms): false when bound (or
+# refreshed) now, else the user who holds it, unchanged.
+_BIND = Script(
+    """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return owner end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
 )
 
 # ARGV: now (ms), limit. Purges expired messages, then returns
@@ -178,6 +190,10 @@ class RedisInbox(RedisStore, Inbox):
         base = f"{self.prefix}:ib:{hash_tag(device_id)}"
         return f"{base}:z", f"{base}:m", f"{base}:x", f"{base}:c"
 
+    def owner_key(self, device_id: str) -> str:
+        """The user the device is bound to; same slot as the device's inbox."""
+        return f"{self.prefix}:ib:{hash_tag(device_id)}:o"
+
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}:udev:{hash_tag(user_id)}"
 
@@ -223,14 +239,14 @@ class RedisInbox(RedisStore, Inbox):
             DROPPED.labels("inbox_full").inc(trimmed)
         return replaced
 
-    async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
+    async def ack(self, device_id: str, message_ids: Sequence[str]) -> list[str]:
         if not message_ids:
-            return 0
+            return []
         keys = self.device_keys(device_id)
         results = await self._guarded(
             "ack", lambda: self._scripts(lambda pipe, cached: _ACK.queue(pipe, *keys, *message_ids, cached=cached))
         )
-        return int(results[0])
+        return [_text(mid) for mid in results[0]]
 
     async def pending(self, device_id: str, limit: int = 1000) -> list[message_pb2.Message]:
         _, bodies = await self._pending("pending", device_id, limit)
@@ -240,14 +256,25 @@ class RedisInbox(RedisStore, Inbox):
         size, _ = await self._pending("size", device_id, 0)
         return size
 
-    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> None:
+    async def enroll(self, user_id: str, device_id: str, ttl_seconds: float) -> str | None:
         ttl = ttl_ms(ttl_seconds)
+        owner_key = self.owner_key(device_id)
+
+        def bind(pipe: Any, cached: bool) -> None:
+            _BIND.queue(pipe, owner_key, user_id, ttl, cached=cached)
+
+        # Two round trips: the device's slot and the user's differ, and the user's list must
+        # not name a device that another user holds (the router stores user messages there).
+        [owner] = await self._guarded("enroll", lambda: self._scripts(bind))
+        if owner is not None:
+            return _text(owner)
         expires = self._now_ms() + ttl
 
-        def build(pipe: Any, cached: bool) -> None:
+        def index(pipe: Any, cached: bool) -> None:
             INDEX_ADD.queue(pipe, self.user_key(user_id), device_id, expires, ttl + TTL_SLACK_MS, cached=cached)
 
-        await self._guarded("enroll", lambda: self._scripts(build))
+        await self._guarded("enroll", lambda: self._scripts(index))
+        return None
 
     async def devices_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         users = list(dict.fromkeys(user_ids))

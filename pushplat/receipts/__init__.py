@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pushplat.metrics import LabelMetrics
 from pushplat.receipts.base import Receipts, State, merge_status, receipt
 
 if TYPE_CHECKING:
@@ -14,10 +15,14 @@ __all__ = ["Receipts", "State", "merge_status", "open_receipts", "receipt"]
 
 def open_receipts(config: Config) -> Receipts:
     """Memory when everything runs in one process; otherwise events to Kafka, status in Redis."""
+    receipts: Receipts
     if config.registry.startswith("memory:"):
         from pushplat.receipts.memory import MemoryReceipts
 
-        return MemoryReceipts()
-    from pushplat.receipts.distributed import DistributedReceipts
+        receipts = MemoryReceipts()
+    else:
+        from pushplat.receipts.distributed import DistributedReceipts
 
-    return DistributedReceipts.from_config(config)
+        receipts = DistributedReceipts.from_config(config)
+    receipts.label_metrics = LabelMetrics(config.metric_label_keys, config.metric_label_values_max)
+    return receipts

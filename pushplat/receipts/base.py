@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pushplat_client.v1 import push_pb2
 
 from pushplat.messages import now_ms
-from pushplat.metrics import LABELLED_EVENTS
+from pushplat.metrics import LabelMetrics
 
 State = push_pb2.DeliveryState
 # States counted per label, with the metric's name for each.
@@ -28,8 +28,10 @@ def receipt(
     edge_id: str = "",
     labels: Mapping[str, str] | None = None,
     detail: str = "",
+    sender_id: str = "",
 ) -> push_pb2.Receipt:
     return push_pb2.Receipt(
+        sender_id=sender_id,
         message_id=message_id,
         state=state,
         device_id=device_id,
@@ -42,24 +44,28 @@ def receipt(
 
 
 class Receipts(ABC):
+    # Which labels are counted in metrics; open_receipts sets the operator's choice.
+    label_metrics: LabelMetrics = LabelMetrics()
+
     async def start(self) -> None:
         return None
 
     async def emit(self, receipts: Sequence[push_pb2.Receipt]) -> None:
         """Publish events and record the last states. Never raises: receipts are best effort."""
-        for r in receipts:
-            counted_as = COUNTED_FOR_LABELS.get(r.state)
-            if counted_as:
-                for key, value in r.labels.items():
-                    LABELLED_EVENTS.labels(counted_as, key, value).inc()
+        if self.label_metrics.keys:
+            for r in receipts:
+                counted_as = COUNTED_FOR_LABELS.get(r.state)
+                if counted_as and r.labels:
+                    self.label_metrics.count(counted_as, r.labels)
         await self._emit(receipts)
 
     @abstractmethod
     async def _emit(self, receipts: Sequence[push_pb2.Receipt]) -> None: ...
 
     @abstractmethod
-    async def status(self, message_id: str) -> push_pb2.GetStatusResponse | None:
-        """The last known state of the message and of each device; None if unknown."""
+    async def status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
+        """The last known state of the message and of each device; None if unknown, or if
+        sender_id is not the sender that the message's ACCEPTED receipt named."""
 
     async def close(self) -> None:
         return None

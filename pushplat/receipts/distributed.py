@@ -90,8 +90,8 @@ class DistributedReceipts(Receipts):
             RECEIPT_ERRORS.labels("status").inc()
             log.warning(kv("receipts.status_failed", receipts=len(receipts), error=str(exc)))
 
-    async def status(self, message_id: str) -> push_pb2.GetStatusResponse | None:
-        return await self.status_store.status(message_id)
+    async def status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
+        return await self.status_store.status(message_id, sender_id)
 
     async def close(self) -> None:
         if self.events is not None:

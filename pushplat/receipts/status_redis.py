@@ -4,6 +4,7 @@ of its devices, as ``Push.GetStatus`` reports it.
 One HASH per message, ``<prefix>:st:{<message_id>}``, whose fields each hold one scalar:
 
 - ``_state``: the message's last state; ``_labels``: its labels (JSON, first non-empty wins);
+  ``_sender``: the sender its ACCEPTED receipt named (the only one GetStatus answers);
 - per device ``s:<device>`` state, ``t:<device>`` updated_at_ms, ``e:<device>`` edge id,
   ``x:<device>`` detail and ``o:<device>`` the order in which devices were first seen
   (``_n`` counts them).
@@ -36,11 +37,12 @@ class StatusUnavailable(Exception):
 
 
 # ARGV: state, device ('' for the message as a whole), at_ms, edge, detail, labels JSON ('' for
-# none), key ttl ms, the ACKED state. Mirrors merge_status field by field.
+# none), key ttl ms, the ACKED state, sender ('' for none). Mirrors merge_status field by field.
 _RECORD = Script(
     """
 local key, state, device = KEYS[1], ARGV[1], ARGV[2]
 if ARGV[6] ~= '' then redis.call('HSETNX', key, '_labels', ARGV[6]) end
+if ARGV[9] ~= '' then redis.call('HSETNX', key, '_sender', ARGV[9]) end
 redis.call('HSET', key, '_state', state)
 if device ~= '' then
   local current = redis.call('HGET', key, 's:' .. device)
@@ -108,6 +110,7 @@ class RedisStatusStore(RedisStore):
                     labels,
                     ttl,
                     int(acked),
+                    r.sender_id,
                     cached=cached,
                 )
 
@@ -115,9 +118,9 @@ class RedisStatusStore(RedisStore):
         # leaves the same state (an ack stays final).
         await self._guarded("record", lambda: self._scripts(build))
 
-    async def status(self, message_id: str) -> push_pb2.GetStatusResponse | None:
+    async def status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
         fields: dict[str, str] = await self._guarded("status", lambda: self._client.hgetall(self.key(message_id)))
-        if "_state" not in fields:
+        if "_state" not in fields or fields.get("_sender", "") != sender_id:
             return None
         response = push_pb2.GetStatusResponse(message_id=message_id, state=int(fields["_state"]))
         if "_labels" in fields:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pushplat.registry.base import Registry, RegistryUnavailable, Route
+from pushplat.registry.base import DeviceOwned, Registry, RegistryUnavailable, Route
 from pushplat.store_url import store_backend
 
-__all__ = ["Registry", "RegistryUnavailable", "Route", "open_registry"]
+__all__ = ["DeviceOwned", "Registry", "RegistryUnavailable", "Route", "open_registry"]
 
 
 def open_registry(url: str) -> Registry:

@@ -15,6 +15,15 @@ class RegistryUnavailable(Exception):
     """The registry backend cannot be reached or failed."""
 
 
+class DeviceOwned(Exception):
+    """A register for a device whose live route belongs to another user; nothing was changed."""
+
+    def __init__(self, device_id: str, owner: str) -> None:
+        super().__init__(f"device {device_id!r} is connected as another user")
+        self.device_id = device_id
+        self.owner = owner
+
+
 @dataclass(frozen=True)
 class Route:
     device_id: str
@@ -27,7 +36,8 @@ class Registry(ABC):
     @abstractmethod
     async def register(self, route: Route, ttl_seconds: float) -> Route | None:
         """Point the device at this session and add it to its user; return the live route this
-        replaced (another session, perhaps on another edge), if any."""
+        replaced (another session of the same user, perhaps on another edge), if any. Raise
+        DeviceOwned, changing nothing, if the device's live route belongs to another user."""
 
     @abstractmethod
     async def unregister(self, route: Route) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from pushplat.registry.base import Registry, Route
+from pushplat.registry.base import DeviceOwned, Registry, Route
 
 
 class MemoryRegistry(Registry):
@@ -16,6 +16,8 @@ class MemoryRegistry(Registry):
 
     async def register(self, route: Route, ttl_seconds: float) -> Route | None:
         previous = self._live_device(route.device_id)
+        if previous is not None and previous.user_id != route.user_id:
+            raise DeviceOwned(route.device_id, previous.user_id)
         expires = time.monotonic() + ttl_seconds
         self._devices[route.device_id] = (route, expires)
         self._users.setdefault(route.user_id, {})[route.device_id] = expires

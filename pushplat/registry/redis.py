@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pushplat.redis_support import INDEX_ADD, REDIS_ERRORS, RedisStore, Script, ttl_ms
-from pushplat.registry.base import Registry, RegistryUnavailable, Route
+from pushplat.registry.base import DeviceOwned, Registry, RegistryUnavailable, Route
 
 log = logging.getLogger("pushplat.registry")
 
@@ -34,10 +34,15 @@ INDEX_SLACK_MS = 10_000
 
 
 # Register: replace the whole route and its TTL in one step, so a crash can never leave a
-# device key without a TTL (a ghost route that nobody refreshes and nothing expires).
+# device key without a TTL (a ghost route that nobody refreshes and nothing expires). A live
+# route of another user is left alone: {user, edge, session, 'owned'} says so.
 _REGISTER = Script(
     """
 local previous = redis.call('HMGET', KEYS[1], 'user', 'edge', 'session')
+if previous[1] and previous[1] ~= ARGV[1] then
+  previous[4] = 'owned'
+  return previous
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'user', ARGV[1], 'edge', ARGV[2], 'session', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -129,6 +134,10 @@ class RedisRegistry(RedisStore, Registry):
             )
 
         results = await self._guarded("register", lambda: self._scripts(build))
+        if results[0] and len(results[0]) > 3:
+            # The index member this pipeline added names a device key of another user, so
+            # lookups skip it and clean it up.
+            raise DeviceOwned(route.device_id, results[0][0])
         user, edge, session = (results[0] or [None, None, None])[:3]
         if not session or session == route.session_id:
             return None

@@ -132,7 +132,8 @@ async def test_idempotent_send_returns_the_first_id_and_delivers_once(platform, 
     assert [m.message_id for m in got] == [first.message_id, marker.message_id]
 
 
-async def test_status_follows_a_message_to_its_ack_and_counts_labels(platform, clients):
+async def test_status_follows_a_message_to_its_ack_and_counts_labels(start_platform, clients):
+    platform = await start_platform(metric_label_keys=["variant"])
     api = clients("api", addr(platform.ports.api))
     device = await connect(clients, platform, "d1", user_id="lee")
     offline = await connect(clients, platform, "d2", user_id="lee")

@@ -16,23 +16,11 @@ from typing import TypeVar
 import pytest
 
 from pushplat.redis_support import RedisStore
-from tests.helpers import free_port, require_env, with_prefix
+from tests.helpers import REDIS_DEPLOYMENTS as DEPLOYMENTS
+from tests.helpers import REDIS_URL_ENV as URL_ENV
+from tests.helpers import delete_prefix, free_port, require_env, with_prefix
 
 S = TypeVar("S", bound=RedisStore)
-
-URL_ENV = {"standalone": "PUSHPLAT_TEST_REDIS_URL", "cluster": "PUSHPLAT_TEST_REDIS_CLUSTER_URL"}
-DEPLOYMENTS = [
-    pytest.param("standalone", marks=pytest.mark.redis),
-    pytest.param("cluster", marks=pytest.mark.cluster),
-]
-
-
-async def delete_prefix(store: RedisStore) -> None:
-    """Remove everything a test wrote under the store's prefix (on every master in a cluster)."""
-    client = store.client
-    keys = [key async for key in client.scan_iter(match=f"{store.prefix}:*", count=1000)]
-    for key in keys:  # one by one: keys of different slots cannot share a DEL in a cluster
-        await client.delete(key)
 
 
 @asynccontextmanager

@@ -94,7 +94,7 @@ async def test_collapse_replaces_the_older_message(inbox: RedisInbox) -> None:
     assert await pending_ids(inbox, "phone") == ["news", "plain", "score-3"]
 
     # Once the holder is acked, a newer message with its key has nothing to replace.
-    assert await inbox.ack("phone", ["score-3"]) == 1
+    assert await inbox.ack("phone", ["score-3"]) == ["score-3"]
     assert await inbox.put(["phone"], msg("score-4", collapse_key="score")) == []
     assert await pending_ids(inbox, "phone") == ["news", "plain", "score-4"]
 
@@ -102,17 +102,17 @@ async def test_collapse_replaces_the_older_message(inbox: RedisInbox) -> None:
 async def test_ack_removes_and_is_idempotent(inbox: RedisInbox) -> None:
     for i in range(4):
         await inbox.put(["phone", "tablet"], msg(f"m{i}", collapse_key=f"k{i}"))
-    assert await inbox.ack("phone", ["m1", "m3", "unknown"]) == 2
-    assert await inbox.ack("phone", ["m1", "m3"]) == 0, "a repeated ack finds nothing"
-    assert await inbox.ack("phone", []) == 0
-    assert await inbox.ack("nobody", ["m0"]) == 0
+    assert await inbox.ack("phone", ["m1", "m3", "unknown"]) == ["m1", "m3"], "only what was there"
+    assert await inbox.ack("phone", ["m1", "m3"]) == [], "a repeated ack finds nothing"
+    assert await inbox.ack("phone", []) == []
+    assert await inbox.ack("nobody", ["m0"]) == []
     assert await pending_ids(inbox, "phone") == ["m0", "m2"]
     assert await pending_ids(inbox, "tablet") == ["m0", "m1", "m2", "m3"], "an ack is per device"
     # The acked messages' collapse entries went with them.
     collapse = await inbox.client.hgetall(inbox.device_keys("phone")[3])
     assert collapse == {b"k:k0": b"m0", b"i:m0": b"k0", b"k:k2": b"m2", b"i:m2": b"k2"}
 
-    assert await inbox.ack("phone", ["m0", "m2"]) == 2
+    assert await inbox.ack("phone", ["m0", "m2"]) == ["m0", "m2"]
     assert await inbox.pending("phone") == []
     assert await inbox.client.exists(*inbox.device_keys("phone")) == 0, "an empty inbox leaves no keys"
 
@@ -206,6 +206,30 @@ async def test_enroll_and_devices_of(inbox: RedisInbox) -> None:
     assert sorted((await inbox.devices_of(["kim"]))["kim"]) == ["phone", "tv"]
 
 
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_a_device_belongs_to_its_first_user_until_forgotten(inbox: RedisInbox, backend: str) -> None:
+    store = inbox if backend == "redis" else MemoryInbox()
+    assert await store.enroll("alice", "alice-phone", 60) is None
+    assert await store.enroll("alice", "alice-phone", 60) is None, "its own user refreshes the binding"
+    # Another user is refused and changes nothing: not the binding, not their device list.
+    assert await store.enroll("mallory", "alice-phone", 60) == "alice"
+    assert await store.devices_of(["mallory", "alice"]) == {"mallory": [], "alice": ["alice-phone"]}
+    assert await store.enroll("alice", "alice-phone", 60) is None
+    # Once the binding lapses (no connect for the memory window), the id is free again.
+    assert await store.enroll("bob", "old-tablet", 0.2) is None
+    assert await store.enroll("carol", "old-tablet", 60) == "bob"
+
+    async def free() -> bool:
+        return await store.enroll("carol", "old-tablet", 60) is None
+
+    await eventually(free, timeout=5, what="a 0.2 s binding to lapse")
+    assert await store.enroll("bob", "old-tablet", 60) == "carol"
+    assert await store.devices_of(["bob", "carol"]) == {"bob": [], "carol": ["old-tablet"]}
+    if backend == "redis":
+        assert await inbox.client.get(inbox.owner_key("alice-phone")) == b"alice"
+        assert inbox.owner_key("alice-phone").startswith(inbox.device_keys("alice-phone")[0].rsplit(":", 1)[0])
+
+
 async def test_ids_with_special_characters(inbox: RedisInbox, weird_ids: list[str]) -> None:
     for i, device in enumerate(weird_ids):
         await inbox.put([device], msg(f"only-{i}", collapse_key="k"))
@@ -215,7 +239,7 @@ async def test_ids_with_special_characters(inbox: RedisInbox, weird_ids: list[st
     for i, user in enumerate(weird_ids):
         await inbox.enroll(user, f"device-{i}", 60)
     assert await inbox.devices_of(weird_ids) == {user: [f"device-{i}"] for i, user in enumerate(weird_ids)}
-    assert [await inbox.ack(d, ["all"]) for d in weird_ids] == [1] * len(weird_ids)
+    assert [await inbox.ack(d, ["all"]) for d in weird_ids] == [["all"]] * len(weird_ids)
 
 
 async def test_survives_loss_of_the_script_cache(inbox: RedisInbox) -> None:
@@ -225,7 +249,7 @@ async def test_survives_loss_of_the_script_cache(inbox: RedisInbox) -> None:
     await inbox.client.script_flush()
     assert await pending_ids(inbox, "phone") == ["m2"]
     await inbox.client.script_flush()
-    assert await inbox.ack("phone", ["m2"]) == 1
+    assert await inbox.ack("phone", ["m2"]) == ["m2"]
     await inbox.client.script_flush()
     await inbox.enroll("kim", "phone", 60)
     assert await inbox.devices_of(["kim"]) == {"kim": ["phone"]}

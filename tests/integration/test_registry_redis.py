@@ -22,7 +22,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 import pushplat.registry.redis as redis_backend
-from pushplat.registry import RegistryUnavailable, Route, open_registry
+from pushplat.registry import DeviceOwned, RegistryUnavailable, Route, open_registry
+from pushplat.registry.memory import MemoryRegistry
 from pushplat.registry.redis import RedisRegistry
 from tests.helpers import eventually, require_env, with_prefix
 
@@ -81,6 +82,25 @@ async def test_newer_session_replaces_older(registry: RedisRegistry) -> None:
     assert await registry.lookup_users(["alice"]) == {"alice": [new]}
     members = await registry.client.zrange(registry.user_key("alice"), 0, -1)
     assert len(members) == 1 and "new" in members[0], "the superseded member should have been cleaned up"
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_a_live_device_of_one_user_is_never_taken_by_another(registry: RedisRegistry, backend: str) -> None:
+    reg = registry if backend == "redis" else MemoryRegistry()
+    alice = route("alice-phone", "alice", "s1", "edge-1")
+    await reg.register(alice, LONG_TTL)
+    with pytest.raises(DeviceOwned) as info:
+        await reg.register(route("alice-phone", "mallory", "s2", "edge-2"), LONG_TTL)
+    assert info.value.owner == "alice"
+    # Nothing changed: alice's route stands, mallory has no device, alice's session still refreshes.
+    assert await reg.lookup_devices(["alice-phone"]) == {"alice-phone": alice}
+    assert await reg.lookup_users(["mallory", "alice"]) == {"alice": [alice]}
+    assert not await reg.unregister(route("alice-phone", "mallory", "s2", "edge-2"))
+    # Alice's own newer session replaces hers as before; once she leaves, the id is free.
+    newer = route("alice-phone", "alice", "s3", "edge-2")
+    assert await reg.register(newer, LONG_TTL) == alice
+    assert await reg.unregister(newer)
+    assert await reg.register(route("alice-phone", "bob", "s4"), LONG_TTL) is None
 
 
 async def test_unregister_is_compare_and_delete(registry: RedisRegistry) -> None:

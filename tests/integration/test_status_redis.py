@@ -12,6 +12,7 @@ import pytest
 from pushplat_client.v1 import push_pb2
 
 from pushplat.receipts.base import State, merge_status
+from pushplat.receipts.memory import MemoryReceipts
 from pushplat.receipts.status_redis import DEFAULT_STATUS_TTL_S, RedisStatusStore, StatusUnavailable
 from pushplat.registry.redis import RedisRegistry
 from tests.helpers import eventually
@@ -39,7 +40,7 @@ async def store(deployment: str, redis_store: Callable) -> AsyncIterator[RedisSt
 
 
 async def test_status_follows_the_merge_rule(store: RedisStatusStore) -> None:
-    assert await store.status("unknown") is None
+    assert await store.status("unknown", "") is None
     await store.record([rcpt("m1", ACCEPTED, labels={"campaign": "c1"})])
     await store.record(
         [
@@ -50,13 +51,29 @@ async def test_status_follows_the_merge_rule(store: RedisStatusStore) -> None:
     await store.record([rcpt("m1", ACKED, "phone", at=12)])
     await store.record([rcpt("m1", DELIVERED, "phone", at=13, edge_id="edge-2")])  # a late duplicate
 
-    status = await store.status("m1")
+    status = await store.status("m1", "")
     expected = push_pb2.GetStatusResponse(message_id="m1", state=DELIVERED, labels={"campaign": "c1"})
     expected.devices.add(device_id="phone", state=ACKED, updated_at_ms=12, edge_id="edge-1")
     expected.devices.add(device_id="tv", state=NO_ROUTE, updated_at_ms=11, detail="offline; kept in inbox")
     assert status == expected, "ACKED is final for a device; edge and first labels are kept"
-    assert await store.status("unknown") is None
+    assert await store.status("unknown", "") is None
     await store.record([])  # nothing to do
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_status_is_answered_only_to_its_sender(store: RedisStatusStore, backend: str) -> None:
+    memory = MemoryReceipts()
+    record = store.record if backend == "redis" else memory._emit
+    status = store.status if backend == "redis" else memory.status
+    # The router's receipt may land before the api's ACCEPTED: the owner is set whenever it comes.
+    await record([rcpt("m1", DELIVERED, "phone", at=2)])
+    await record([rcpt("m1", ACCEPTED, at=1, sender_id="billing")])
+    await record([rcpt("m1", ACKED, "phone", at=3, sender_id="someone-else")])  # first sender wins
+    assert device_states(await status("m1", "billing")) == {"phone": ACKED}
+    for other in ("marketing", "key:0123456789abcdef", ""):
+        assert await status("m1", other) is None, f"{other!r} must not read billing's status"
+    await record([rcpt("m2", ACCEPTED, at=1)])  # an api without keys: the anonymous sender
+    assert (await status("m2", "")) is not None and await status("m2", "billing") is None
 
 
 async def test_concurrent_writers_never_lose_updates(store: RedisStatusStore) -> None:
@@ -72,7 +89,7 @@ async def test_concurrent_writers_never_lose_updates(store: RedisStatusStore) ->
         random.Random(7).shuffle(calls)
         await asyncio.gather(*(writer.record(receipts) for writer, receipts in calls))
 
-        status = await store.status("m")
+        status = await store.status("m", "")
         assert status is not None
         assert device_states(status) == dict.fromkeys(devices, ACKED), "an ack is never overwritten by a delivery"
         assert all(d.updated_at_ms == 200 for d in status.devices), "each device's time is its ack's"
@@ -106,7 +123,7 @@ async def test_matches_merge_status_for_any_sequence(store: RedisStatusStore, se
         batch, receipts = receipts[:size], receipts[size:]
         await store.record(batch)
     for message_id, status in expected.items():
-        assert await store.status(message_id) == status
+        assert await store.status(message_id, "") == status
 
 
 async def test_status_expires_after_its_ttl(redis_store: Callable) -> None:
@@ -117,7 +134,7 @@ async def test_status_expires_after_its_ttl(redis_store: Callable) -> None:
         started = time.monotonic()
 
         async def forgotten() -> bool:
-            return await store.status("m") is None
+            return await store.status("m", "") is None
 
         await eventually(forgotten, timeout=5, what="a status with a 0.3 s ttl to expire")
         assert time.monotonic() - started < 3
@@ -135,7 +152,7 @@ async def test_many_messages_in_one_call(store: RedisStatusStore) -> None:
     receipts = [rcpt(f"m{i}", DELIVERED, f"d{i % 7}", at=i) for i in range(500)]  # every cluster node
     await store.record(receipts + [rcpt(f"m{i}", ACKED, f"d{i % 7}", at=1000 + i) for i in range(0, 500, 2)])
     for i in range(500):
-        assert device_states(await store.status(f"m{i}")) == {f"d{i % 7}": ACKED if i % 2 == 0 else DELIVERED}
+        assert device_states(await store.status(f"m{i}", "")) == {f"d{i % 7}": ACKED if i % 2 == 0 else DELIVERED}
 
 
 async def test_ids_with_special_characters(store: RedisStatusStore, weird_ids: list[str]) -> None:
@@ -143,19 +160,19 @@ async def test_ids_with_special_characters(store: RedisStatusStore, weird_ids: l
     for i, message_id in enumerate(message_ids):
         await store.record([rcpt(message_id, DELIVERED, weird_ids[-1 - i], at=i)])
     for i, message_id in enumerate(message_ids):
-        status = await store.status(message_id)
+        status = await store.status(message_id, "")
         assert status is not None and status.message_id == message_id
         assert device_states(status) == {weird_ids[-1 - i]: DELIVERED}
     # A receipt without a message id has nothing to describe: it is skipped.
     await store.record([rcpt("", ACCEPTED)])
-    assert await store.status("") is None
+    assert await store.status("", "") is None
 
 
 async def test_survives_loss_of_the_script_cache(store: RedisStatusStore) -> None:
     await store.record([rcpt("m", ACKED, "d", at=1)])
     await store.client.script_flush()
     await store.record([rcpt("m", DELIVERED, "d", at=2), rcpt("m", NO_ROUTE, "e", at=3)])
-    assert device_states(await store.status("m")) == {"d": ACKED, "e": NO_ROUTE}
+    assert device_states(await store.status("m", "")) == {"d": ACKED, "e": NO_ROUTE}
 
 
 # -- configuration and unreachable servers (no service needed) ------------------------------------
@@ -188,6 +205,6 @@ async def test_unreachable_server_is_status_unavailable(unreachable_redis) -> No
         for call in (
             lambda: store.ping(),
             lambda: store.record([rcpt("m", ACCEPTED)]),
-            lambda: store.status("m"),
+            lambda: store.status("m", ""),
         ):
             await unreachable_redis.assert_unavailable_fast(call, StatusUnavailable)

@@ -3,7 +3,16 @@ import time
 import jwt
 import pytest
 
-from pushplat.auth import ApiKeyChecker, AuthError, IncompleteHello, PushAuthHandler, mint_token
+from pushplat.auth import (
+    ANONYMOUS_SENDER,
+    ApiKeyChecker,
+    AuthError,
+    IncompleteHello,
+    PushAuthHandler,
+    key_fingerprint,
+    mint_token,
+)
+from pushplat.limits import LimitExceeded
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 
@@ -42,3 +51,33 @@ def test_api_keys():
         with pytest.raises(AuthError, match=text):
             checker.check(metadata)
     ApiKeyChecker([]).check([])  # no keys: open
+
+
+def test_named_keys_share_one_sender_and_bare_keys_get_a_fingerprint():
+    checker = ApiKeyChecker(["billing:old-key", "billing:new-key", "lonely-key"])
+    assert checker.check([("authorization", "Bearer old-key")]) == "billing"
+    assert checker.check([("authorization", "Bearer new-key")]) == "billing"
+    lonely = checker.check([("authorization", "Bearer lonely-key")])
+    assert lonely == key_fingerprint("lonely-key") and lonely.startswith("key:") and "lonely" not in lonely
+    assert key_fingerprint("lonely-key") == key_fingerprint("lonely-key") != key_fingerprint("other")
+    assert ApiKeyChecker([]).check([]) == ANONYMOUS_SENDER
+    # A key given under two names, a bad name, or a name without a key: refused at start-up.
+    for entries, text in (
+        (["a:k", "b:k"], "two senders"),
+        (["bad name:k"], "a sender name is"),
+        (["billing:"], "is empty"),
+    ):
+        with pytest.raises(ValueError, match=text):
+            ApiKeyChecker(entries)
+
+
+def test_token_claims_are_checked_as_ids():
+    handler = PushAuthHandler(SECRET)
+    for user, device, text in (("", "d", "'sub' is empty"), ("u", "x" * 129, "129 bytes"), ("u", "a\nb", r"U\+000A")):
+        with pytest.raises(LimitExceeded, match=text):
+            handler.identify(mint_token(SECRET, user, device), "", "")
+    with pytest.raises(LimitExceeded, match="8192 bytes"):
+        handler.identify("x" * 9000, "", "")
+    with pytest.raises(AuthError, match="not a well-formed") as info:
+        handler.identify("\xff\xfe.e30.x", "", "")
+    assert "codec" not in str(info.value)

@@ -76,3 +76,48 @@ def test_help_never_prints_secrets_from_the_environment(monkeypatch):
         text = subparsers.choices[command].format_help()
         assert "env-" not in text, command
     assert "default 6001" in " ".join(subparsers.choices["edge"].format_help().split())
+
+
+def test_security_options_from_flags_and_environment(monkeypatch):
+    monkeypatch.setenv("PUSHPLAT_SEND_RATE", "50")
+    monkeypatch.setenv("PUSHPLAT_METRIC_LABEL_KEYS", "variant,campaign")
+    args = build_parser().parse_args(
+        [
+            "dev",
+            "--send-burst",
+            "100",
+            "--api-key",
+            "billing:k1,billing:k2",
+            "--api-key",
+            "k3",
+            "--max-pending-hellos",
+            "7",
+            "--device-memory-seconds",
+            "60",
+            "--handshake-timeout-seconds",
+            "2",
+            "--idle-connection-seconds",
+            "9",
+            "--metric-label-values-max",
+            "5",
+            "--max-connects-per-second",
+            "3",
+        ]
+    )
+    config = config_from_args(args)
+    assert (config.send_rate, config.send_burst) == (50.0, 100.0)
+    assert config.api_keys == ["billing:k1", "billing:k2", "k3"], "flags are comma-separated too"
+    assert config.metric_label_keys == ["variant", "campaign"] and config.metric_label_values_max == 5
+    assert (config.max_pending_hellos, config.device_memory_seconds) == (7, 60.0)
+    assert (config.handshake_timeout_seconds, config.idle_connection_seconds) == (2.0, 9.0)
+    assert config.max_connects_per_second == 3.0
+    monkeypatch.delenv("PUSHPLAT_SEND_RATE")
+    monkeypatch.delenv("PUSHPLAT_METRIC_LABEL_KEYS")
+    defaults = config_from_args(build_parser().parse_args(["dev"]))
+    assert (defaults.send_rate, defaults.metric_label_keys, defaults.max_pending_hellos) == (0.0, [], 1000)
+
+
+def test_help_names_the_limits():
+    text = build_parser()._subparsers._group_actions[0].choices["dev"].format_help()
+    for words in ("PUSHPLAT_SEND_RATE", "PUSHPLAT_MAX_PENDING_HELLOS", "128 bytes", "500 requests", "1000 ids"):
+        assert words in " ".join(text.split()), words

@@ -102,7 +102,9 @@ type SendRequest struct {
 	// 0 means the server default.
 	TtlSeconds  int64  `protobuf:"varint,6,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	CollapseKey string `protobuf:"bytes,7,opt,name=collapse_key,json=collapseKey,proto3" json:"collapse_key,omitempty"`
-	// A repeated Send with the same key returns the first message_id with duplicate = true.
+	// A repeated Send with the same key (from the same sender, within the idempotency window)
+	// returns the first message_id with duplicate = true; the same key on a different request
+	// is ALREADY_EXISTS.
 	IdempotencyKey string            `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	Delivery       DeliveryMode      `protobuf:"varint,9,opt,name=delivery,proto3,enum=pushplat.v1.DeliveryMode" json:"delivery,omitempty"`
 	Labels         map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -384,12 +386,15 @@ type Receipt struct {
 	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	State     DeliveryState          `protobuf:"varint,2,opt,name=state,proto3,enum=pushplat.v1.DeliveryState" json:"state,omitempty"`
 	// Empty for events about the message as a whole (e.g. accepted).
-	DeviceId      string            `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	UserId        string            `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	EdgeId        string            `protobuf:"bytes,5,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
-	AtMs          int64             `protobuf:"varint,6,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Detail        string            `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	DeviceId string            `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	UserId   string            `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	EdgeId   string            `protobuf:"bytes,5,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
+	AtMs     int64             `protobuf:"varint,6,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
+	Labels   map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Detail   string            `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+	// later events and when the api has no keys. GetStatus answers only this sender.
+	SenderId      string `protobuf:"bytes,9,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -476,6 +481,13 @@ func (x *Receipt) GetLabels() map[string]string {
 func (x *Receipt) GetDetail() string {
 	if x != nil {
 		return x.Detail
+	}
+	return ""
+}
+
+func (x *Receipt) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
 	}
 	return ""
 }
@@ -854,7 +866,7 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x10SendBatchRequest\x124\n" +
 	"\brequests\x18\x01 \x03(\v2\x18.pushplat.v1.SendRequestR\brequests\"L\n" +
 	"\x11SendBatchResponse\x127\n" +
-	"\tresponses\x18\x01 \x03(\v2\x19.pushplat.v1.SendResponseR\tresponses\"\xcb\x02\n" +
+	"\tresponses\x18\x01 \x03(\v2\x19.pushplat.v1.SendResponseR\tresponses\"\xe8\x02\n" +
 	"\aReceipt\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x120\n" +
@@ -864,7 +876,8 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\aedge_id\x18\x05 \x01(\tR\x06edgeId\x12\x13\n" +
 	"\x05at_ms\x18\x06 \x01(\x03R\x04atMs\x128\n" +
 	"\x06labels\x18\a \x03(\v2 .pushplat.v1.Receipt.LabelsEntryR\x06labels\x12\x16\n" +
-	"\x06detail\x18\b \x01(\tR\x06detail\x1a9\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\x12\x1b\n" +
+	"\tsender_id\x18\t \x01(\tR\bsenderId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +

@@ -32,9 +32,9 @@ const (
 // Push is the backend-facing API. A call returns once the message is enqueued.
 type PushClient interface {
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
-	// Validates every request first; either all are enqueued or the call fails.
+	// Validates every request first; either all are enqueued or the call fails. At most 500.
 	SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error)
-	// The last known state of a message on each target device.
+	// The last known state of a message on each target device; only its sender may read it.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// A user's connected devices and the edge each one is on.
 	GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error)
@@ -95,9 +95,9 @@ func (c *pushClient) GetPresence(ctx context.Context, in *GetPresenceRequest, op
 // Push is the backend-facing API. A call returns once the message is enqueued.
 type PushServer interface {
 	Send(context.Context, *SendRequest) (*SendResponse, error)
-	// Validates every request first; either all are enqueued or the call fails.
+	// Validates every request first; either all are enqueued or the call fails. At most 500.
 	SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error)
-	// The last known state of a message on each target device.
+	// The last known state of a message on each target device; only its sender may read it.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// A user's connected devices and the edge each one is on.
 	GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error)

@@ -77,7 +77,7 @@ class SendBatchResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[SendResponse, _Mapping]]] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("message_id", "state", "device_id", "user_id", "edge_id", "at_ms", "labels", "detail")
+    __slots__ = ("message_id", "state", "device_id", "user_id", "edge_id", "at_ms", "labels", "detail", "sender_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Receipt(_message.Message):
     AT_MS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     state: DeliveryState
     device_id: str
@@ -101,7 +102,8 @@ class Receipt(_message.Message):
     at_ms: int
     labels: _containers.ScalarMap[str, str]
     detail: str
-    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., device_id: _Optional[str] = ..., user_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., at_ms: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+    sender_id: str
+    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., device_id: _Optional[str] = ..., user_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., at_ms: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., sender_id: _Optional[str] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ("message_id",)

@@ -68,14 +68,14 @@ class PushServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendBatch(self, request, context):
-        """Validates every request first; either all are enqueued or the call fails.
+        """Validates every request first; either all are enqueued or the call fails. At most 500.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStatus(self, request, context):
-        """The last known state of a message on each target device.
+        """The last known state of a message on each target device; only its sender may read it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -110,7 +110,11 @@ export interface SendRequest {
   /** 0 means the server default. */
   ttlSeconds: number;
   collapseKey: string;
-  /** A repeated Send with the same key returns the first message_id with duplicate = true. */
+  /**
+   * A repeated Send with the same key (from the same sender, within the idempotency window)
+   * returns the first message_id with duplicate = true; the same key on a different request
+   * is ALREADY_EXISTS.
+   */
   idempotencyKey: string;
   delivery: DeliveryMode;
   labels: { [key: string]: string };
@@ -146,6 +150,11 @@ export interface Receipt {
   atMs: number;
   labels: { [key: string]: string };
   detail: string;
+  /**
+   * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+   * later events and when the api has no keys. GetStatus answers only this sender.
+   */
+  senderId: string;
 }
 
 export interface Receipt_LabelsEntry {
@@ -788,7 +797,17 @@ export const SendBatchResponse: MessageFns<SendBatchResponse> = {
 };
 
 function createBaseReceipt(): Receipt {
-  return { messageId: "", state: 0, deviceId: "", userId: "", edgeId: "", atMs: 0, labels: {}, detail: "" };
+  return {
+    messageId: "",
+    state: 0,
+    deviceId: "",
+    userId: "",
+    edgeId: "",
+    atMs: 0,
+    labels: {},
+    detail: "",
+    senderId: "",
+  };
 }
 
 export const Receipt: MessageFns<Receipt> = {
@@ -816,6 +835,9 @@ export const Receipt: MessageFns<Receipt> = {
     });
     if (message.detail !== "") {
       writer.uint32(66).string(message.detail);
+    }
+    if (message.senderId !== "") {
+      writer.uint32(74).string(message.senderId);
     }
     return writer;
   },
@@ -900,6 +922,14 @@ export const Receipt: MessageFns<Receipt> = {
             message.detail = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.senderId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -955,6 +985,11 @@ export const Receipt: MessageFns<Receipt> = {
         )
         : {},
       detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      senderId: isSet(object.senderId)
+        ? globalThis.String(object.senderId)
+        : isSet(object.sender_id)
+        ? globalThis.String(object.sender_id)
+        : "",
     };
   },
 
@@ -990,6 +1025,9 @@ export const Receipt: MessageFns<Receipt> = {
     if (message.detail !== "") {
       obj.detail = message.detail;
     }
+    if (message.senderId !== "") {
+      obj.senderId = message.senderId;
+    }
     return obj;
   },
 
@@ -1014,6 +1052,7 @@ export const Receipt: MessageFns<Receipt> = {
       {},
     );
     message.detail = object.detail ?? "";
+    message.senderId = object.senderId ?? "";
     return message;
   },
 };
@@ -1850,7 +1889,7 @@ export const PushService = {
     responseSerialize: (value: SendResponse): Buffer => Buffer.from(SendResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SendResponse => SendResponse.decode(value),
   },
-  /** Validates every request first; either all are enqueued or the call fails. */
+  /** Validates every request first; either all are enqueued or the call fails. At most 500. */
   sendBatch: {
     path: "/pushplat.v1.Push/SendBatch" as const,
     requestStream: false as const,
@@ -1860,7 +1899,7 @@ export const PushService = {
     responseSerialize: (value: SendBatchResponse): Buffer => Buffer.from(SendBatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SendBatchResponse => SendBatchResponse.decode(value),
   },
-  /** The last known state of a message on each target device. */
+  /** The last known state of a message on each target device; only its sender may read it. */
   getStatus: {
     path: "/pushplat.v1.Push/GetStatus" as const,
     requestStream: false as const,
@@ -1884,9 +1923,9 @@ export const PushService = {
 
 export interface PushServer extends UntypedServiceImplementation {
   send: handleUnaryCall<SendRequest, SendResponse>;
-  /** Validates every request first; either all are enqueued or the call fails. */
+  /** Validates every request first; either all are enqueued or the call fails. At most 500. */
   sendBatch: handleUnaryCall<SendBatchRequest, SendBatchResponse>;
-  /** The last known state of a message on each target device. */
+  /** The last known state of a message on each target device; only its sender may read it. */
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
   /** A user's connected devices and the edge each one is on. */
   getPresence: handleUnaryCall<GetPresenceRequest, GetPresenceResponse>;
@@ -1905,7 +1944,7 @@ export interface PushClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SendResponse) => void,
   ): ClientUnaryCall;
-  /** Validates every request first; either all are enqueued or the call fails. */
+  /** Validates every request first; either all are enqueued or the call fails. At most 500. */
   sendBatch(
     request: SendBatchRequest,
     callback: (error: ServiceError | null, response: SendBatchResponse) => void,
@@ -1921,7 +1960,7 @@ export interface PushClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SendBatchResponse) => void,
   ): ClientUnaryCall;
-  /** The last known state of a message on each target device. */
+  /** The last known state of a message on each target device; only its sender may read it. */
   getStatus(
     request: GetStatusRequest,
     callback: (error: ServiceError | null, response: GetStatusResponse) => void,

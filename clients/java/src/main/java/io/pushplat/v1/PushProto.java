@@ -120,45 +120,46 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
       ">\n\020SendBatchRequest\022*\n\010requests\030\001 \003(\0132\030." +
       "pushplat.v1.SendRequest\"A\n\021SendBatchResp" +
       "onse\022,\n\tresponses\030\001 \003(\0132\031.pushplat.v1.Se" +
-      "ndResponse\"\375\001\n\007Receipt\022\022\n\nmessage_id\030\001 \001" +
+      "ndResponse\"\220\002\n\007Receipt\022\022\n\nmessage_id\030\001 \001" +
       "(\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.Delivery" +
       "State\022\021\n\tdevice_id\030\003 \001(\t\022\017\n\007user_id\030\004 \001(" +
       "\t\022\017\n\007edge_id\030\005 \001(\t\022\r\n\005at_ms\030\006 \001(\003\0220\n\006lab" +
       "els\030\007 \003(\0132 .pushplat.v1.Receipt.LabelsEn" +
-      "try\022\016\n\006detail\030\010 \001(\t\032-\n\013LabelsEntry\022\013\n\003ke" +
-      "y\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\"&\n\020GetStatusR" +
-      "equest\022\022\n\nmessage_id\030\001 \001(\t\"\204\001\n\014DeviceSta" +
-      "tus\022\021\n\tdevice_id\030\001 \001(\t\022)\n\005state\030\002 \001(\0162\032." +
-      "pushplat.v1.DeliveryState\022\025\n\rupdated_at_" +
-      "ms\030\003 \001(\003\022\017\n\007edge_id\030\004 \001(\t\022\016\n\006detail\030\005 \001(" +
-      "\t\"\351\001\n\021GetStatusResponse\022\022\n\nmessage_id\030\001 " +
-      "\001(\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.Deliver" +
-      "yState\022*\n\007devices\030\003 \003(\0132\031.pushplat.v1.De" +
-      "viceStatus\022:\n\006labels\030\004 \003(\0132*.pushplat.v1" +
-      ".GetStatusResponse.LabelsEntry\032-\n\013Labels" +
-      "Entry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\"%\n" +
-      "\022GetPresenceRequest\022\017\n\007user_id\030\001 \001(\t\"H\n\016" +
-      "PresenceDevice\022\021\n\tdevice_id\030\001 \001(\t\022\017\n\007edg" +
-      "e_id\030\002 \001(\t\022\022\n\nsession_id\030\003 \001(\t\"T\n\023GetPre" +
-      "senceResponse\022\017\n\007user_id\030\001 \001(\t\022,\n\007device" +
-      "s\030\002 \003(\0132\033.pushplat.v1.PresenceDevice*\341\001\n" +
-      "\rDeliveryState\022\036\n\032DELIVERY_STATE_UNSPECI" +
-      "FIED\020\000\022\033\n\027DELIVERY_STATE_ACCEPTED\020\001\022$\n D" +
-      "ELIVERY_STATE_DELIVERED_TO_EDGE\020\002\022\030\n\024DEL" +
-      "IVERY_STATE_ACKED\020\003\022\032\n\026DELIVERY_STATE_EX" +
-      "PIRED\020\004\022\033\n\027DELIVERY_STATE_NO_ROUTE\020\005\022\032\n\026" +
-      "DELIVERY_STATE_DROPPED\020\0062\255\002\n\004Push\022;\n\004Sen" +
-      "d\022\030.pushplat.v1.SendRequest\032\031.pushplat.v" +
-      "1.SendResponse\022J\n\tSendBatch\022\035.pushplat.v" +
-      "1.SendBatchRequest\032\036.pushplat.v1.SendBat" +
-      "chResponse\022J\n\tGetStatus\022\035.pushplat.v1.Ge" +
-      "tStatusRequest\032\036.pushplat.v1.GetStatusRe" +
-      "sponse\022P\n\013GetPresence\022\037.pushplat.v1.GetP" +
-      "resenceRequest\032 .pushplat.v1.GetPresence" +
-      "ResponseB\215\001\n\016io.pushplat.v1B\tPushProtoP\001" +
-      "Z=github.com/pushplat/pushplat/clients/g" +
-      "o/pushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushplat" +
-      ".V1\312\002\013Pushplat\\V1\352\002\014Pushplat::V1b\006proto3"
+      "try\022\016\n\006detail\030\010 \001(\t\022\021\n\tsender_id\030\t \001(\t\032-" +
+      "\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(" +
+      "\t:\0028\001\"&\n\020GetStatusRequest\022\022\n\nmessage_id\030" +
+      "\001 \001(\t\"\204\001\n\014DeviceStatus\022\021\n\tdevice_id\030\001 \001(" +
+      "\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.DeliveryS" +
+      "tate\022\025\n\rupdated_at_ms\030\003 \001(\003\022\017\n\007edge_id\030\004" +
+      " \001(\t\022\016\n\006detail\030\005 \001(\t\"\351\001\n\021GetStatusRespon" +
+      "se\022\022\n\nmessage_id\030\001 \001(\t\022)\n\005state\030\002 \001(\0162\032." +
+      "pushplat.v1.DeliveryState\022*\n\007devices\030\003 \003" +
+      "(\0132\031.pushplat.v1.DeviceStatus\022:\n\006labels\030" +
+      "\004 \003(\0132*.pushplat.v1.GetStatusResponse.La" +
+      "belsEntry\032-\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n" +
+      "\005value\030\002 \001(\t:\0028\001\"%\n\022GetPresenceRequest\022\017" +
+      "\n\007user_id\030\001 \001(\t\"H\n\016PresenceDevice\022\021\n\tdev" +
+      "ice_id\030\001 \001(\t\022\017\n\007edge_id\030\002 \001(\t\022\022\n\nsession" +
+      "_id\030\003 \001(\t\"T\n\023GetPresenceResponse\022\017\n\007user" +
+      "_id\030\001 \001(\t\022,\n\007devices\030\002 \003(\0132\033.pushplat.v1" +
+      ".PresenceDevice*\341\001\n\rDeliveryState\022\036\n\032DEL" +
+      "IVERY_STATE_UNSPECIFIED\020\000\022\033\n\027DELIVERY_ST" +
+      "ATE_ACCEPTED\020\001\022$\n DELIVERY_STATE_DELIVER" +
+      "ED_TO_EDGE\020\002\022\030\n\024DELIVERY_STATE_ACKED\020\003\022\032" +
+      "\n\026DELIVERY_STATE_EXPIRED\020\004\022\033\n\027DELIVERY_S" +
+      "TATE_NO_ROUTE\020\005\022\032\n\026DELIVERY_STATE_DROPPE" +
+      "D\020\0062\255\002\n\004Push\022;\n\004Send\022\030.pushplat.v1.SendR" +
+      "equest\032\031.pushplat.v1.SendResponse\022J\n\tSen" +
+      "dBatch\022\035.pushplat.v1.SendBatchRequest\032\036." +
+      "pushplat.v1.SendBatchResponse\022J\n\tGetStat" +
+      "us\022\035.pushplat.v1.GetStatusRequest\032\036.push" +
+      "plat.v1.GetStatusResponse\022P\n\013GetPresence" +
+      "\022\037.pushplat.v1.GetPresenceRequest\032 .push" +
+      "plat.v1.GetPresenceResponseB\215\001\n\016io.pushp" +
+      "lat.v1B\tPushProtoP\001Z=github.com/pushplat" +
+      "/pushplat/clients/go/pushplatv1;pushplat" +
+      "v1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V1\352\002\014P" +
+      "ushplat::V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -200,7 +201,7 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_Receipt_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Receipt_descriptor,
-        new java.lang.String[] { "MessageId", "State", "DeviceId", "UserId", "EdgeId", "AtMs", "Labels", "Detail", });
+        new java.lang.String[] { "MessageId", "State", "DeviceId", "UserId", "EdgeId", "AtMs", "Labels", "Detail", "SenderId", });
     internal_static_pushplat_v1_Receipt_LabelsEntry_descriptor =
       internal_static_pushplat_v1_Receipt_descriptor.getNestedType(0);
     internal_static_pushplat_v1_Receipt_LabelsEntry_fieldAccessorTable = new

@@ -38,6 +38,7 @@ private static final long serialVersionUID = 0L;
     userId_ = "";
     edgeId_ = "";
     detail_ = "";
+    senderId_ = "";
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -381,6 +382,55 @@ java.lang.String defaultValue) {
     }
   }
 
+  public static final int SENDER_ID_FIELD_NUMBER = 9;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object senderId_ = "";
+  /**
+   * <pre>
+   * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+   * later events and when the api has no keys. GetStatus answers only this sender.
+   * </pre>
+   *
+   * <code>string sender_id = 9;</code>
+   * @return The senderId.
+   */
+  @java.lang.Override
+  public java.lang.String getSenderId() {
+    java.lang.Object ref = senderId_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      senderId_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+   * later events and when the api has no keys. GetStatus answers only this sender.
+   * </pre>
+   *
+   * <code>string sender_id = 9;</code>
+   * @return The bytes for senderId.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getSenderIdBytes() {
+    java.lang.Object ref = senderId_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      senderId_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -422,6 +472,9 @@ java.lang.String defaultValue) {
     if (!com.google.protobuf.GeneratedMessage.isStringEmpty(detail_)) {
       com.google.protobuf.GeneratedMessage.writeString(output, 8, detail_);
     }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(senderId_)) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 9, senderId_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -458,6 +511,9 @@ java.lang.String defaultValue) {
     }
     if (!com.google.protobuf.GeneratedMessage.isStringEmpty(detail_)) {
       size += com.google.protobuf.GeneratedMessage.computeStringSize(8, detail_);
+    }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(senderId_)) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(9, senderId_);
     }
     return size;
   }
@@ -498,6 +554,8 @@ java.lang.String defaultValue) {
         other.internalGetLabels())) return false;
     if (!getDetail()
         .equals(other.getDetail())) return false;
+    if (!getSenderId()
+        .equals(other.getSenderId())) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -528,6 +586,8 @@ java.lang.String defaultValue) {
     }
     hash = (37 * hash) + DETAIL_FIELD_NUMBER;
     hash = (53 * hash) + getDetail().hashCode();
+    hash = (37 * hash) + SENDER_ID_FIELD_NUMBER;
+    hash = (53 * hash) + getSenderId().hashCode();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -693,6 +753,7 @@ java.lang.String defaultValue) {
       atMs_ = 0L;
       internalGetMutableLabels().clear();
       detail_ = "";
+      senderId_ = "";
       return this;
     }
 
@@ -751,6 +812,9 @@ java.lang.String defaultValue) {
       if (((from_bitField0_ & 0x00000080) != 0)) {
         result.detail_ = detail_;
       }
+      if (((from_bitField0_ & 0x00000100) != 0)) {
+        result.senderId_ = senderId_;
+      }
     }
 
     @java.lang.Override
@@ -797,6 +861,11 @@ java.lang.String defaultValue) {
       if (!other.getDetail().isEmpty()) {
         detail_ = other.detail_;
         bitField0_ |= 0x00000080;
+        onChanged();
+      }
+      if (!other.getSenderId().isEmpty()) {
+        senderId_ = other.senderId_;
+        bitField0_ |= 0x00000100;
         onChanged();
       }
       this.mergeUnknownFields(other.getUnknownFields());
@@ -867,6 +936,11 @@ java.lang.String defaultValue) {
               bitField0_ |= 0x00000080;
               break;
             } // case 66
+            case 74: {
+              senderId_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000100;
+              break;
+            } // case 74
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1471,6 +1545,103 @@ java.lang.String defaultValue) {
       checkByteStringIsUtf8(value);
       detail_ = value;
       bitField0_ |= 0x00000080;
+      onChanged();
+      return this;
+    }
+
+    private java.lang.Object senderId_ = "";
+    /**
+     * <pre>
+     * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+     * later events and when the api has no keys. GetStatus answers only this sender.
+     * </pre>
+     *
+     * <code>string sender_id = 9;</code>
+     * @return The senderId.
+     */
+    public java.lang.String getSenderId() {
+      java.lang.Object ref = senderId_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        senderId_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+     * later events and when the api has no keys. GetStatus answers only this sender.
+     * </pre>
+     *
+     * <code>string sender_id = 9;</code>
+     * @return The bytes for senderId.
+     */
+    public com.google.protobuf.ByteString
+        getSenderIdBytes() {
+      java.lang.Object ref = senderId_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        senderId_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+     * later events and when the api has no keys. GetStatus answers only this sender.
+     * </pre>
+     *
+     * <code>string sender_id = 9;</code>
+     * @param value The senderId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setSenderId(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      senderId_ = value;
+      bitField0_ |= 0x00000100;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+     * later events and when the api has no keys. GetStatus answers only this sender.
+     * </pre>
+     *
+     * <code>string sender_id = 9;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearSenderId() {
+      senderId_ = getDefaultInstance().getSenderId();
+      bitField0_ = (bitField0_ & ~0x00000100);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+     * later events and when the api has no keys. GetStatus answers only this sender.
+     * </pre>
+     *
+     * <code>string sender_id = 9;</code>
+     * @param value The bytes for senderId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setSenderIdBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      senderId_ = value;
+      bitField0_ |= 0x00000100;
       onChanged();
       return this;
     }

@@ -128,4 +128,26 @@ java.lang.String defaultValue);
    */
   com.google.protobuf.ByteString
       getDetailBytes();
+
+  /**
+   * <pre>
+   * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+   * later events and when the api has no keys. GetStatus answers only this sender.
+   * </pre>
+   *
+   * <code>string sender_id = 9;</code>
+   * @return The senderId.
+   */
+  java.lang.String getSenderId();
+  /**
+   * <pre>
+   * The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
+   * later events and when the api has no keys. GetStatus answers only this sender.
+   * </pre>
+   *
+   * <code>string sender_id = 9;</code>
+   * @return The bytes for senderId.
+   */
+  com.google.protobuf.ByteString
+      getSenderIdBytes();
 }

@@ -331,7 +331,9 @@ private static final long serialVersionUID = 0L;
   private volatile java.lang.Object idempotencyKey_ = "";
   /**
    * <pre>
-   * A repeated Send with the same key returns the first message_id with duplicate = true.
+   * A repeated Send with the same key (from the same sender, within the idempotency window)
+   * returns the first message_id with duplicate = true; the same key on a different request
+   * is ALREADY_EXISTS.
    * </pre>
    *
    * <code>string idempotency_key = 8;</code>
@@ -352,7 +354,9 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * A repeated Send with the same key returns the first message_id with duplicate = true.
+   * A repeated Send with the same key (from the same sender, within the idempotency window)
+   * returns the first message_id with duplicate = true; the same key on a different request
+   * is ALREADY_EXISTS.
    * </pre>
    *
    * <code>string idempotency_key = 8;</code>
@@ -1506,7 +1510,9 @@ java.lang.String defaultValue) {
     private java.lang.Object idempotencyKey_ = "";
     /**
      * <pre>
-     * A repeated Send with the same key returns the first message_id with duplicate = true.
+     * A repeated Send with the same key (from the same sender, within the idempotency window)
+     * returns the first message_id with duplicate = true; the same key on a different request
+     * is ALREADY_EXISTS.
      * </pre>
      *
      * <code>string idempotency_key = 8;</code>
@@ -1526,7 +1532,9 @@ java.lang.String defaultValue) {
     }
     /**
      * <pre>
-     * A repeated Send with the same key returns the first message_id with duplicate = true.
+     * A repeated Send with the same key (from the same sender, within the idempotency window)
+     * returns the first message_id with duplicate = true; the same key on a different request
+     * is ALREADY_EXISTS.
      * </pre>
      *
      * <code>string idempotency_key = 8;</code>
@@ -1547,7 +1555,9 @@ java.lang.String defaultValue) {
     }
     /**
      * <pre>
-     * A repeated Send with the same key returns the first message_id with duplicate = true.
+     * A repeated Send with the same key (from the same sender, within the idempotency window)
+     * returns the first message_id with duplicate = true; the same key on a different request
+     * is ALREADY_EXISTS.
      * </pre>
      *
      * <code>string idempotency_key = 8;</code>
@@ -1564,7 +1574,9 @@ java.lang.String defaultValue) {
     }
     /**
      * <pre>
-     * A repeated Send with the same key returns the first message_id with duplicate = true.
+     * A repeated Send with the same key (from the same sender, within the idempotency window)
+     * returns the first message_id with duplicate = true; the same key on a different request
+     * is ALREADY_EXISTS.
      * </pre>
      *
      * <code>string idempotency_key = 8;</code>
@@ -1578,7 +1590,9 @@ java.lang.String defaultValue) {
     }
     /**
      * <pre>
-     * A repeated Send with the same key returns the first message_id with duplicate = true.
+     * A repeated Send with the same key (from the same sender, within the idempotency window)
+     * returns the first message_id with duplicate = true; the same key on a different request
+     * is ALREADY_EXISTS.
      * </pre>
      *
      * <code>string idempotency_key = 8;</code>

@@ -97,7 +97,9 @@ public interface SendRequestOrBuilder extends
 
   /**
    * <pre>
-   * A repeated Send with the same key returns the first message_id with duplicate = true.
+   * A repeated Send with the same key (from the same sender, within the idempotency window)
+   * returns the first message_id with duplicate = true; the same key on a different request
+   * is ALREADY_EXISTS.
    * </pre>
    *
    * <code>string idempotency_key = 8;</code>
@@ -106,7 +108,9 @@ public interface SendRequestOrBuilder extends
   java.lang.String getIdempotencyKey();
   /**
    * <pre>
-   * A repeated Send with the same key returns the first message_id with duplicate = true.
+   * A repeated Send with the same key (from the same sender, within the idempotency window)
+   * returns the first message_id with duplicate = true; the same key on a different request
+   * is ALREADY_EXISTS.
    * </pre>
    *
    * <code>string idempotency_key = 8;</code>
