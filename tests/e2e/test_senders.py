@@ -36,6 +36,25 @@ def limit_hits(limit: str) -> float:
     return REGISTRY.get_sample_value("pushplat_limits_hit_total", {"limit": limit}) or 0.0
 
 
+async def test_the_issue_reproduced_with_two_plain_keys(start_platform, clients, registry_url):
+    """Sender B reuses sender A's idempotency key for another target: B's message is queued
+    (not A's id back with duplicate = true), and B cannot read A's status."""
+    platform = await start_platform(api_keys=["key-a", "key-b"], registry=registry_url)
+    device = clients("device", addr(platform.ports.edge))
+    await device.hello(user_id="b-user", device_id="b-device")
+    a = clients("api", addr(platform.ports.api), api_key="key-a")
+    b = clients("api", addr(platform.ports.api), api_key="key-b")
+    sent_a = await a.send(device_id="a-device", payload=b"A's", idempotency_key="order-7")
+    sent_b = await b.send(device_id="b-device", payload=b"B's", idempotency_key="order-7")
+    assert not sent_b.duplicate and sent_b.message_id != sent_a.message_id
+    [message] = await device.read_messages(1)
+    assert (message.message_id, message.payload) == (sent_b.message_id, b"B's")
+    await expect(
+        b.stub.GetStatus(push_pb2.GetStatusRequest(message_id=sent_a.message_id), metadata=b.metadata, timeout=5),
+        grpc.StatusCode.NOT_FOUND,
+    )
+
+
 async def test_idempotency_keys_and_status_belong_to_the_sender(start_platform, clients, registry_url):
     platform = await start_platform(api_keys=KEYS, registry=registry_url)
     device = clients("device", addr(platform.ports.edge))
