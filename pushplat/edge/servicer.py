@@ -74,7 +74,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
     ) -> None:
-        frames = request_iterator.__aiter__()
+        await self._admit_waiting(context)
+        frames = request_iterator.__aiter__()  # only now: an iterator never read warns at exit
         hello = await self._read_hello(frames, context)
         if hello is None:
             return
@@ -193,9 +194,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                     session.sent(frame.pushes.messages)
                 await context.write(frame)
 
-    async def _read_hello(
-        self, frames: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
-    ) -> edge_pb2.Hello | None:
+    async def _admit_waiting(self, context: grpc.aio.ServicerContext) -> None:
         limit = self.config.max_pending_hellos
         if limit and self.awaiting_hello >= limit:
             # Streams that never say Hello must not crowd out the ones that do: refuse early.
@@ -208,6 +207,10 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 f"retry after {retry_ms} ms",
                 trailing_metadata=(("retry-after-ms", str(retry_ms)),),
             )
+
+    async def _read_hello(
+        self, frames: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext
+    ) -> edge_pb2.Hello | None:
         self.awaiting_hello += 1
         try:
             return await self._first_frame(frames, context)
