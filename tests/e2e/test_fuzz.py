@@ -190,6 +190,9 @@ def devs(tmp_path_factory) -> Iterator[dict[str, tuple[Dev, Bystander]]]:
     finally:
         for _, bystander in bystanders.values():
             bystander.stop.set()
+        for channel in CHANNELS.values():
+            channel.close()
+        CHANNELS.clear()
         for dev, _ in bystanders.values():
             dev.proc.kill()
             dev.proc.wait(10)
@@ -311,35 +314,44 @@ batches = st.one_of(
 # -- the calls -------------------------------------------------------------------------------------
 
 
+CHANNELS: dict[str, grpc.Channel] = {}
+
+
+def channel_to(address: str) -> grpc.Channel:
+    """One channel per address for all cases: the calls are what is fuzzed, not the dialling
+    (grpc re-dials by itself if the server ends a connection)."""
+    if address not in CHANNELS:
+        CHANNELS[address] = grpc.insecure_channel(address)
+    return CHANNELS[address]
+
+
 def run_stream(address: str, items: list, raw: bool = False) -> None:
     kind = "raw_stream" if raw else "frames"
-    with grpc.insecure_channel(address) as channel:
-        connect = channel.stream_stream(
-            "/pushplat.v1.Edge/Connect",
-            request_serializer=(lambda b: b) if raw else edge_pb2.ClientFrame.SerializeToString,
-            response_deserializer=edge_pb2.ServerFrame.FromString,
-        )
-        try:
-            for _ in connect(iter(items), timeout=CALL_TIMEOUT):
-                pass
-        except grpc.RpcError as exc:
-            record(kind, exc.code(), exc.details() or "")
-            return
+    connect = channel_to(address).stream_stream(
+        "/pushplat.v1.Edge/Connect",
+        request_serializer=(lambda b: b) if raw else edge_pb2.ClientFrame.SerializeToString,
+        response_deserializer=edge_pb2.ServerFrame.FromString,
+    )
+    try:
+        for _ in connect(iter(items), timeout=CALL_TIMEOUT):
+            pass
+    except grpc.RpcError as exc:
+        record(kind, exc.code(), exc.details() or "")
+        return
     record(kind, grpc.StatusCode.OK, "")
 
 
 def run_unary(address: str, method: str, request: object, metadata=(), raw: bool = False) -> None:
-    with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(
-            f"/pushplat.v1.Push/{method}",
-            request_serializer=(lambda b: b) if raw else (lambda m: m.SerializeToString()),
-            response_deserializer=lambda b: b,
-        )
-        try:
-            call(request, metadata=metadata, timeout=CALL_TIMEOUT)
-        except grpc.RpcError as exc:
-            record("raw_send" if raw else method, exc.code(), exc.details() or "")
-            return
+    call = channel_to(address).unary_unary(
+        f"/pushplat.v1.Push/{method}",
+        request_serializer=(lambda b: b) if raw else (lambda m: m.SerializeToString()),
+        response_deserializer=lambda b: b,
+    )
+    try:
+        call(request, metadata=metadata, timeout=CALL_TIMEOUT)
+    except grpc.RpcError as exc:
+        record("raw_send" if raw else method, exc.code(), exc.details() or "")
+        return
     record("raw_send" if raw else method, grpc.StatusCode.OK, "")
 
 
