@@ -21,7 +21,8 @@ from pushplat.edge.hub import Hub
 from pushplat.internal_auth import InternalAuth
 from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.certs import CA
-from tests.helpers import Api
+from tests.helpers import Api, eventually
+from tests.processes import service
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECRET = "error-table-secret-0123456789abcdef0123"
@@ -156,9 +157,122 @@ async def queue_unavailable(start, clients) -> Observed:
 
 
 async def unknown_status(start, clients) -> Observed:
+    address = f"127.0.0.1:{(await start(api_keys=['key-a', 'key-b'])).ports.api}"
+    api = clients("api", address, api_key="key-a")
+    err = await rpc_error(
+        api.stub.GetStatus(push_pb2.GetStatusRequest(message_id="no-such-id"), metadata=api.metadata, timeout=5)
+    )
+    sent = await api.send(device_id="d", payload=b"a's")
+    other = clients("api", address, api_key="key-b")
+    theirs = await rpc_error(
+        other.stub.GetStatus(push_pb2.GetStatusRequest(message_id=sent.message_id), metadata=other.metadata, timeout=5)
+    )
+    return [("GetStatus(no-such-id)", err.code(), ()), ("GetStatus of another sender's message", theirs.code(), ())]
+
+
+async def bad_ids(start, clients) -> Observed:
+    server = await start()
+    edge, api = f"127.0.0.1:{server.ports.edge}", clients("api", f"127.0.0.1:{server.ports.api}")
+    secured = await start(auth_secret=SECRET)
+    blank = await rpc_error(api.stub.GetStatus(push_pb2.GetStatusRequest(message_id="   "), timeout=5))
+    long_user = await rpc_error(api.stub.GetPresence(push_pb2.GetPresenceRequest(user_id="u" * 129), timeout=5))
+    return [
+        await connect_status(edge, "Hello.device_id with a newline", hello(device_id="a\nb")),
+        await connect_status(edge, "Hello.user_id of 129 bytes", hello(user_id="u" * 129, device_id="d")),
+        await connect_status(
+            f"127.0.0.1:{secured.ports.edge}", "token with an empty sub", hello(token=mint_token(SECRET, "", "d"))
+        ),
+        await send_status(api, "1 MB device target", device_id="d" * (1 << 20), payload=b"x"),
+        await send_status(api, "user target of spaces", user_id="   ", payload=b"x"),
+        ("GetStatus of a blank id", blank.code(), ()),
+        ("GetPresence of a 129-byte user", long_user.code(), ()),
+    ]
+
+
+async def labels_and_short_fields(start, clients) -> Observed:
     api = clients("api", f"127.0.0.1:{(await start()).ports.api}")
-    err = await rpc_error(api.stub.GetStatus(push_pb2.GetStatusRequest(message_id="no-such-id"), timeout=5))
-    return [("GetStatus(no-such-id)", err.code(), ())]
+    return [
+        await send_status(api, "17 labels", device_id="d", payload=b"x", labels={f"k{i}": "" for i in range(17)}),
+        await send_status(api, "65-byte label key", device_id="d", payload=b"x", labels={"k" * 65: "v"}),
+        await send_status(api, "257-byte label value", device_id="d", payload=b"x", labels={"k": "v" * 257}),
+        await send_status(api, "257-byte collapse_key", device_id="d", payload=b"x", collapse_key="c" * 257),
+        await send_status(api, "257-byte idempotency_key", device_id="d", payload=b"x", idempotency_key="i" * 257),
+    ]
+
+
+async def batch_too_large(start, clients) -> Observed:
+    item = push_pb2.SendRequest(device_id="d", payload=b"x")
+    api = clients("api", f"127.0.0.1:{(await start()).ports.api}")
+    over = await rpc_error(api.stub.SendBatch(push_pb2.SendBatchRequest(requests=[item] * 501), timeout=10))
+    burst = clients("api", f"127.0.0.1:{(await start(send_rate=10, send_burst=5)).ports.api}")
+    six = await rpc_error(burst.stub.SendBatch(push_pb2.SendBatchRequest(requests=[item] * 6), timeout=10))
+    return [("SendBatch of 501", over.code(), ()), ("SendBatch of 6 with --send-burst 5", six.code(), ())]
+
+
+async def ack_or_token_too_large(start, clients) -> Observed:
+    edge = f"127.0.0.1:{(await start()).ports.edge}"
+    secured = f"127.0.0.1:{(await start(auth_secret=SECRET)).ports.edge}"
+    flood = edge_pb2.ClientFrame(ack=edge_pb2.Ack(message_ids=[f"m{i}" for i in range(1001)]))
+    return [
+        await connect_status(edge, "Ack of 1,001 ids", hello(device_id="acker"), flood),
+        await connect_status(secured, "9 KiB token", hello(token=mint_token(SECRET, "u", "d" * 9000))),
+    ]
+
+
+async def idempotency_key_reused(start, clients) -> Observed:
+    api = clients("api", f"127.0.0.1:{(await start()).ports.api}")
+    await api.send(device_id="d", payload=b"first", idempotency_key="order-1")
+    return [
+        await send_status(api, "same key, other payload", device_id="d", payload=b"second", idempotency_key="order-1"),
+        await send_status(api, "same key, other target", device_id="e", payload=b"first", idempotency_key="order-1"),
+    ]
+
+
+async def device_of_another_user(start, clients) -> Observed:
+    edge = f"127.0.0.1:{(await start(auth_secret=SECRET)).ports.edge}"
+    await clients("device", edge).hello(token=mint_token(SECRET, "alice", "alice-phone"))
+    return [
+        await connect_status(edge, "mallory as alice-phone", hello(token=mint_token(SECRET, "mallory", "alice-phone")))
+    ]
+
+
+async def too_many_pending_hellos(start, clients) -> Observed:
+    server = await start(max_pending_hellos=3, hello_timeout_seconds=30)
+    edge = f"127.0.0.1:{server.ports.edge}"
+    channel = grpc.aio.insecure_channel(edge)
+    silent = [channel.stream_stream("/pushplat.v1.Edge/Connect")() for _ in range(3)]
+    try:
+        for call in silent:
+            await call.wait_for_connection()
+        await eventually(lambda: server.edge.servicer.awaiting_hello == 3, what="3 streams to wait for a Hello")
+        return [await connect_status(edge, "a fourth stream while 3 wait for their Hello", hello(device_id="late"))]
+    finally:
+        for call in silent:
+            call.cancel()
+        await channel.close()
+
+
+async def over_send_rate(start, clients) -> Observed:
+    api = clients("api", f"127.0.0.1:{(await start(send_rate=1, send_burst=2)).ports.api}")
+    await api.send(device_id="d", payload=b"1")
+    await api.send(device_id="d", payload=b"2")
+    return [await send_status(api, "third send with --send-burst 2", device_id="d", payload=b"3")]
+
+
+async def no_hello_in_time(start, clients) -> Observed:
+    edge = f"127.0.0.1:{(await start(hello_timeout_seconds=0.3)).ports.edge}"
+    return [await connect_status(edge, "a stream that never says Hello")]
+
+
+async def store_down_on_connect(start, clients) -> Observed:
+
+    with tempfile.TemporaryDirectory() as state:
+        async with service("redis", Path(state) / "redis") as redis:
+            server = await start(registry=redis.env["PUSHPLAT_TEST_REDIS_URL"])
+            edge = f"127.0.0.1:{server.ports.edge}"
+            await clients("device", edge).hello(device_id="while-up")
+            assert await redis.stop() == 0
+            return [await connect_status(edge, "Hello with Redis down", hello(device_id="after"))]
 
 
 async def delivery_without_secret(start, clients) -> Observed:
@@ -210,13 +324,27 @@ CHECKS: dict[str, Check] = {
     "Payload over `--max-payload-bytes` (64 KiB by default)": payload_over_limit,
     "The first frame of a stream is not `Hello`, or a frame is not a valid `ClientFrame`": bad_first_frame,
     "A `Hello` without `device_id` while auth is off": hello_without_device,
+    "A user, device or message id (in `Hello`, a token's claims, a `Send` target, `GetStatus`, `GetPresence`) "
+    "that is empty, only whitespace, over 128 bytes or not printable": bad_ids,
+    "More than 16 labels, a label key over 64 bytes or a value over 256 bytes; an `idempotency_key`, "
+    "`collapse_key` or `content_type` over 256 bytes": labels_and_short_fields,
+    "A `SendBatch` of more than 500 requests, or of more than the sender's `--send-burst`": batch_too_large,
+    "An `Ack` frame with more than 1,000 ids (ends that stream); a device token over 8 KiB": ack_or_token_too_large,
     "Bad or expired token; missing or unknown API key": bad_credentials,
-    "Too many connections, or new connections per second, on an edge": admission,
-    "The queue (or the idempotency store) is unavailable": queue_unavailable,
-    "`GetStatus` for an unknown message": unknown_status,
     "A call on a delivery port without the internal secret": delivery_without_secret,
     "A failed TLS handshake: plaintext to a TLS port, a server certificate from another CA, "
     "no client certificate where one is required": failed_tls_handshake,
+    "The same `idempotency_key`, from the same sender within the window, on a different request": (
+        idempotency_key_reused
+    ),
+    "A `Hello` for a device id that belongs to another user": device_of_another_user,
+    "Too many connections, or new connections per second, on an edge": admission,
+    "More than `--max-pending-hellos` streams waiting to send their `Hello`": too_many_pending_hellos,
+    "A sender over its `--send-rate`": over_send_rate,
+    "No `Hello` within `--hello-timeout-seconds` of opening the stream": no_hello_in_time,
+    "The queue (or the idempotency store) is unavailable": queue_unavailable,
+    "The registry or the device-ownership check is unavailable when a device connects": store_down_on_connect,
+    "`GetStatus` for an unknown message, or for another sender's": unknown_status,
 }
 
 

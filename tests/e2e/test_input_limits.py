@@ -220,6 +220,7 @@ async def test_hostile_values_are_clipped_in_logs(open_platform, clients, caplog
         assert (await device.call.read()).HasField("welcome")
         await still_serving(open_platform, clients)  # by now the session.open line is written
     lines = [r.getMessage() for r in caplog.records]
-    assert sum("event=session.refused" in line for line in lines) == 2, lines
+    # Refusals of one kind are logged at most 10 times a second, so the second may be held back.
+    assert sum("event=session.refused" in line for line in lines) >= 1, lines
     assert any("event=session.open" in line and "device=fine" in line for line in lines), lines
     assert all(len(line) < 4_000 and "\n" not in line for line in lines), "clipped, one line per event"
