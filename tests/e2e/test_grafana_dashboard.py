@@ -8,7 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from pushplat_client import PushClient, PushSender
+import pytest
+from pushplat_client import PushClient, PushError, PushSender
 
 from tests.helpers import eventually, free_port
 from tests.processes import scrape
@@ -44,9 +45,10 @@ def test_every_readme_metric_is_on_the_dashboard():
 
 async def test_every_dashboard_metric_exists_in_a_live_metrics_endpoint(processes):
     metrics_port = free_port()
-    server = await processes.dev("--metrics-port", str(metrics_port))
+    # Per-label counters exist only for the label keys the operator lists.
+    server = await processes.dev("--metrics-port", str(metrics_port), "--metric-label-keys", "variant")
     # Traffic that touches every metric: a connect, pushes of a labelled message, an ack, a drop
-    # for want of a route, and a disconnect.
+    # for want of a route, a send refused by a limit, and a disconnect.
     async with PushSender(server.api) as sender:
         async with PushClient(server.edge, user_id="g", device_id="g-1") as client:
             await client.wait_connected(10)
@@ -54,6 +56,8 @@ async def test_every_dashboard_metric_exists_in_a_live_metrics_endpoint(processe
             message = await asyncio.wait_for(anext(client), 10)
             assert message.message_id == sent.message_id
         await sender.send(device_id="nobody-here", payload=b"dropped")
+        with pytest.raises(PushError):
+            await sender.send(device_id="d" * 129, payload=b"an id over the limit")
         wanted = dashboard_metrics()
 
         missing = wanted
