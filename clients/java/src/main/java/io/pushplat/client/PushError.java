@@ -58,7 +58,8 @@ public class PushError extends RuntimeException {
   /**
    * Whether a status is worth retrying. The request or credentials are wrong, or the server does
    * not speak this API, for UNAUTHENTICATED, INVALID_ARGUMENT, PERMISSION_DENIED and
-   * UNIMPLEMENTED; everything else (UNAVAILABLE, ...) is transient.
+   * UNIMPLEMENTED, and ALREADY_EXISTS means an idempotency key was reused for another request;
+   * everything else (UNAVAILABLE, ...) is transient.
    */
   public static boolean isRetriable(Status.Code code) {
     switch (code) {
@@ -66,6 +67,7 @@ public class PushError extends RuntimeException {
       case INVALID_ARGUMENT:
       case PERMISSION_DENIED:
       case UNIMPLEMENTED:
+      case ALREADY_EXISTS:
         return false;
       default:
         return true;

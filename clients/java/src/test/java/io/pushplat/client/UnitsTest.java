@@ -100,7 +100,7 @@ class UnitsTest {
   @Test
   void retriableStatuses() {
     for (Status.Code c : List.of(Status.Code.UNAUTHENTICATED, Status.Code.INVALID_ARGUMENT,
-        Status.Code.PERMISSION_DENIED, Status.Code.UNIMPLEMENTED)) {
+        Status.Code.PERMISSION_DENIED, Status.Code.UNIMPLEMENTED, Status.Code.ALREADY_EXISTS)) {
       assertFalse(PushError.isRetriable(c), c.name());
     }
     for (Status.Code c : List.of(Status.Code.UNAVAILABLE, Status.Code.RESOURCE_EXHAUSTED,
