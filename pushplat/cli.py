@@ -540,6 +540,14 @@ def _limits_epilog() -> str:
     )
 
 
+def label(text: str) -> tuple[str, str]:
+    """One --label K=V; argparse turns the ValueError into a usage error that names the option."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushplat",
@@ -580,7 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key", default="", help="repeat sends with this key are deduplicated")
     send.add_argument("--content-type", default="text/plain", help="content type of the payload")
     send.add_argument("--at-least-once", action="store_true", help="keep in the inbox until the device acks")
-    send.add_argument("--label", action="append", default=[], metavar="K=V", help="a label (repeatable)")
+    send.add_argument(
+        "--label", action="append", default=[], type=label, metavar="K=V", help="a label (repeatable)"
+    )
     _client_api_key(send)
     _client_tls_options(send, client_cert=True)
     send.add_argument("payload", help="message payload (text); '-' reads standard input")
@@ -673,8 +683,12 @@ def args_command(config: Config) -> str:
 async def _send(args: argparse.Namespace) -> int:
     from pushplat_client import PushError, PushSender
 
+    for flag, value in (("--user", args.user), ("--device", args.device)):
+        if value is not None and not value.strip():
+            print(f"pushplat send: {flag} needs an id, got {value!r}", file=sys.stderr)
+            return 2
     payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
-    labels = dict(item.split("=", 1) for item in args.label)
+    labels = dict(args.label)
     async with PushSender(args.api, api_key=args.api_key or None, tls=args.tls_settings) as sender:
         try:
             response = await sender.send(
@@ -692,6 +706,9 @@ async def _send(args: argparse.Namespace) -> int:
         except PushError as exc:
             print(f"pushplat send: {exc.code.name}: {exc.details}", file=sys.stderr)
             return 1
+        except ValueError as exc:  # the SDK refuses the request before sending it (e.g. an empty --device)
+            print(f"pushplat send: {exc}", file=sys.stderr)
+            return 2
     print(json.dumps({"message_id": response.message_id, "duplicate": response.duplicate}))
     return 0
 

@@ -213,3 +213,17 @@ async def test_every_port_in_use_is_one_clear_line_and_exit_2(command, taken):
         f"(choose another --{taken}-port)"
     ], err
     assert out == ""
+
+
+async def test_send_refuses_bad_arguments_with_one_line_and_exit_2():
+    """Wrong arguments never reach the api and never end in a traceback."""
+    for args, text in (
+        (["--device", ""], "--device needs an id"),
+        (["--user", "  "], "--user needs an id"),
+        (["--device", "d", "--label", "no-equals-sign"], "argument --label: expected KEY=VALUE"),
+        (["--device", "d", "--label", "=v"], "argument --label: expected KEY=VALUE"),
+    ):
+        code, out, err = await run("send", "--api", "127.0.0.1:1", *args, "payload")
+        assert code == 2, (args, err)
+        assert text in err and "Traceback" not in err, (args, err)
+        assert out == ""
