@@ -96,18 +96,19 @@ class Server:
             internal = InternalAuth.from_config(config)
         except CertificateError as exc:
             raise StartupError(str(exc)) from exc
-        # First, so a taken metrics port fails before anything else has started.
-        metrics_host = config.metrics_host or config.host
-        try:
-            self._metrics = serve_metrics(metrics_host, config.metrics_port)
-        except OSError as exc:
-            raise port_error(metrics_host, config.metrics_port, "metrics", exc) from exc
+        # Before any port opens, so a refused start never looks up for a moment.
         if roles & {"edge", "router"} and not in_process and not internal.enabled and not config.insecure_internal:
             raise StartupError(
                 "the delivery port needs internal auth between routers and edges: give --internal-secret "
                 "(or --internal-tls-cert, --internal-tls-key and --internal-ca), or --insecure-internal "
                 "on a network only pushplat roles can reach"
             )
+        # First, so a taken metrics port fails before anything else has started.
+        metrics_host = config.metrics_host or config.host
+        try:
+            self._metrics = serve_metrics(metrics_host, config.metrics_port)
+        except OSError as exc:
+            raise port_error(metrics_host, config.metrics_port, "metrics", exc) from exc
         try:
             self.producer, self.consumer = _open_lanes(config, roles)
             if self.producer is not None:
