@@ -50,6 +50,9 @@ _LANE_LAG = {lane: LANE_LAG.labels(lane) for lane in LANES}
 _DROPPED_EXPIRED = DROPPED.labels("expired")
 _DROPPED_NO_ROUTE = DROPPED.labels("no_route")
 _LIMIT_IN_FLIGHT = LIMITS_HIT.labels("router_in_flight")
+# Enum values resolved once: attribute lookups on the protobuf enum wrappers are slow.
+EXPIRED, NO_ROUTE = State.DELIVERY_STATE_EXPIRED, State.DELIVERY_STATE_NO_ROUTE
+COLLAPSED = State.DELIVERY_STATE_DROPPED
 
 
 class RouterNode:
@@ -198,7 +201,7 @@ class RouterNode:
                 events.append(
                     receipt(
                         message.message_id,
-                        State.DELIVERY_STATE_EXPIRED,
+                        EXPIRED,
                         labels=message.labels,
                         detail="expired before routing",
                     )
@@ -264,7 +267,7 @@ class RouterNode:
                 events.append(
                     receipt(
                         message.message_id,
-                        State.DELIVERY_STATE_NO_ROUTE,
+                        NO_ROUTE,
                         device_id=device_id,
                         labels=message.labels,
                         detail="offline; kept in inbox",
@@ -283,7 +286,7 @@ class RouterNode:
                 events.append(
                     receipt(
                         message.message_id,
-                        State.DELIVERY_STATE_NO_ROUTE,
+                        NO_ROUTE,
                         labels=message.labels,
                         detail="no connected device",
                         **({kind: target} if kind else {}),
@@ -369,9 +372,7 @@ class RouterNode:
 
 def _collapse_receipts(collapsed: Iterable) -> list[push_pb2.Receipt]:
     return [
-        receipt(
-            c.message_id, State.DELIVERY_STATE_DROPPED, device_id=c.device_id, detail=f"collapsed by {c.replaced_by}"
-        )
+        receipt(c.message_id, COLLAPSED, device_id=c.device_id, detail=f"collapsed by {c.replaced_by}")
         for c in collapsed
     ]
 

@@ -50,14 +50,18 @@ DELIVER_BATCH_BYTES = 1024 * 1024
 # under a new id); it is made again on the next delivery.
 IDLE_SECONDS = 60.0
 
+# Enum values resolved once: attribute lookups on the protobuf enum wrappers are slow.
 Outcome = delivery_pb2.DeliverResponse.Outcome
 NO_SESSION = Outcome.NO_SESSION
+UNSPECIFIED = Outcome.OUTCOME_UNSPECIFIED
+NO_ROUTE = State.DELIVERY_STATE_NO_ROUTE
 _STATE_OF_OUTCOME = {
     Outcome.QUEUED: (State.DELIVERY_STATE_DELIVERED_TO_EDGE, ""),
-    Outcome.NO_SESSION: (State.DELIVERY_STATE_NO_ROUTE, "device left the edge"),
+    Outcome.NO_SESSION: (NO_ROUTE, "device left the edge"),
     Outcome.QUEUE_FULL: (State.DELIVERY_STATE_DROPPED, "device queue full"),
     Outcome.EXPIRED: (State.DELIVERY_STATE_EXPIRED, "expired at the edge"),
 }
+_UNKNOWN_OUTCOME = (State.DELIVERY_STATE_DROPPED, "unknown outcome")
 UNREACHABLE = "edge unreachable"
 UNAVAILABLE = "edge unavailable (circuit open)"
 QUEUE_FULL = "edge queue full"
@@ -145,7 +149,7 @@ class EdgeQueues:
             if outcomes is None:
                 outcome = NO_SESSION
             else:
-                outcome = outcomes[i] if i < len(outcomes) else Outcome.OUTCOME_UNSPECIFIED
+                outcome = outcomes[i] if i < len(outcomes) else UNSPECIFIED
             events.append(_outcome_receipt(item, edge_id, outcome, detail))
             settle(item.entry)
         return events
@@ -348,9 +352,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _outcome_receipt(item: Delivery, edge_id: str, outcome: int, detail: str = "") -> push_pb2.Receipt:
-    state, default_detail = _STATE_OF_OUTCOME.get(outcome, (State.DELIVERY_STATE_DROPPED, "unknown outcome"))
+    state, default_detail = _STATE_OF_OUTCOME.get(outcome, _UNKNOWN_OUTCOME)
     message = item.message
-    if message.requires_ack and state == State.DELIVERY_STATE_NO_ROUTE:
+    if state == NO_ROUTE and message.requires_ack:
         detail = (detail or default_detail) + "; kept in inbox"
     return receipt(
         message.message_id,
