@@ -355,7 +355,16 @@ def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         "--registry-ttl-seconds",
         type=float,
         default=d.registry_ttl_seconds,
-        help="TTL of this edge's registry entries, refreshed while it lives",
+        help="TTL of this edge's registry entries, refreshed every third of it while it lives (entries the "
+        "store lost are re-created then)",
+    )
+    add_option(
+        parser,
+        "--registry-check-seconds",
+        type=float,
+        default=d.registry_check_seconds,
+        help="how often the edge checks that the registry still has its own entry, and re-creates all its "
+        "sessions' entries at once if not (Redis restarted or flushed); 0: only at each refresh",
     )
     add_option(
         parser,
@@ -419,7 +428,59 @@ def _router_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         "--deliver-timeout-seconds",
         type=float,
         default=d.deliver_timeout_seconds,
-        help="deadline of a Delivery.Deliver call to an edge; past it the batch counts as edge_unreachable",
+        help="deadline of a Delivery.Deliver call to an edge; past it the batch counts as edge_unreachable "
+        "and as a failure of that edge's circuit breaker",
+    )
+    add_option(
+        parser,
+        "--edge-queue-messages",
+        type=int,
+        default=d.edge_queue_messages,
+        help="deliveries queued per edge in this router; more are refused (edge_queue_full; at-least-once "
+        "messages stay in the inbox)",
+    )
+    add_option(
+        parser,
+        "--edge-queue-bytes",
+        type=int,
+        default=d.edge_queue_bytes,
+        help="message bytes queued per edge in this router; more are refused like --edge-queue-messages",
+    )
+    add_option(
+        parser,
+        "--edge-breaker-failures",
+        type=int,
+        default=d.edge_breaker_failures,
+        help="consecutive failed Deliver calls that open an edge's circuit breaker (deliveries to it are "
+        "then refused at once)",
+    )
+    add_option(
+        parser,
+        "--edge-breaker-open-seconds",
+        type=float,
+        default=d.edge_breaker_open_seconds,
+        help="how long an open circuit waits before it probes the edge (doubling per failed probe, up to 30 s)",
+    )
+    add_option(
+        parser,
+        "--router-max-in-flight",
+        type=int,
+        default=d.router_max_in_flight,
+        help="records this router holds between fetching and committing them; at the cap it stops fetching",
+    )
+    add_option(
+        parser,
+        "--inbox-wait-replicas",
+        type=int,
+        default=d.inbox_wait_replicas,
+        help="after each inbox write, wait (Redis WAIT) until this many replicas have it; 0: do not wait",
+    )
+    add_option(
+        parser,
+        "--inbox-wait-timeout-ms",
+        type=int,
+        default=d.inbox_wait_timeout_ms,
+        help="longest wait for --inbox-wait-replicas; a shorter ack is counted and logged, not an error",
     )
 
 

@@ -101,8 +101,26 @@ class Config:
     # (refreshed on every connect); until then another user's Hello for it is refused.
     device_memory_seconds: float = 30 * 24 * 3600.0
     registry_ttl_seconds: float = 60.0
+    # How often an edge checks that the registry still has its own entry (a Redis restart or
+    # flush loses it), and then re-creates its sessions' entries at once; 0: only every ttl/3.
+    registry_check_seconds: float = 1.0
     router_batch_size: int = 256
-    deliver_timeout_seconds: float = 5.0
+    # Deadline of one Delivery.Deliver call; past it the call counts as a failure of that edge.
+    deliver_timeout_seconds: float = 2.0
+    # Per edge, in each router: deliveries (and their message bytes) queued at most; more are
+    # refused (at-least-once ones stay in the inbox).
+    edge_queue_messages: int = 10_000
+    edge_queue_bytes: int = 16 * 1024 * 1024
+    # Circuit breaker per edge: open after this many consecutive failed calls, probe after
+    # this long (doubling on every failed probe, up to 30 s).
+    edge_breaker_failures: int = 3
+    edge_breaker_open_seconds: float = 1.0
+    # Records a router holds between fetching and committing them; at the cap it stops fetching.
+    router_max_in_flight: int = 100_000
+    # After each inbox write, wait for this many Redis replicas to have it (WAIT), at most
+    # inbox_wait_timeout_ms; 0: do not wait (replication stays asynchronous).
+    inbox_wait_replicas: int = 0
+    inbox_wait_timeout_ms: int = 100
     lane_capacity: int = 1_000_000
     # At-least-once messages kept per device inbox; beyond it the oldest go first.
     inbox_limit: int = 10_000

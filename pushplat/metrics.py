@@ -99,6 +99,38 @@ def by_priority(counter: Counter) -> dict[int, Counter]:
     from pushplat.messages import Priority, priority_name
 
     return {value: counter.labels(priority_name(value)) for value in Priority.values()}
+
+
 INTERNAL_AUTH_REFUSED = Counter(
     "pushplat_internal_auth_refused_total", "Calls to the delivery port refused for lack of the internal secret"
+)
+# The router's delivery path (one queue and circuit breaker per edge) and registry healing.
+ROUTER_IN_FLIGHT = Gauge(
+    "pushplat_router_in_flight_records",
+    "Records a router holds between fetching and committing them (--router-max-in-flight)",
+)
+EDGE_QUEUE_MESSAGES = Gauge(
+    "pushplat_router_edge_queue_messages", "Deliveries waiting in a router's per-edge queues, all edges together"
+)
+EDGE_QUEUE_BYTES = Gauge(
+    "pushplat_router_edge_queue_bytes", "Message bytes waiting in a router's per-edge queues, all edges together"
+)
+EDGE_CIRCUITS = Gauge(
+    "pushplat_router_edge_circuits", "Edges a router delivers to, by the state of its circuit breaker", ["state"]
+)
+EDGE_CIRCUIT_CHANGES = Counter(
+    "pushplat_router_edge_circuit_changes_total", "Circuit breaker transitions, by the state entered", ["state"]
+)
+DELIVER_SECONDS = Histogram(
+    "pushplat_router_deliver_seconds",
+    "Duration of the router's Delivery.Deliver calls (one per edge per batch)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+REGISTRY_HEALED = Counter(
+    "pushplat_registry_healed_total",
+    "Live sessions whose registry entries an edge re-created after the store lost them",
+)
+INBOX_WAIT_SHORT = Counter(
+    "pushplat_inbox_wait_short_total",
+    "Inbox writes that fewer replicas than --inbox-wait-replicas acknowledged within --inbox-wait-timeout-ms",
 )

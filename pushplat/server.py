@@ -121,7 +121,9 @@ class Server:
             self.registry = open_registry(config.registry)
             await self.registry.ping()
             # The inbox, idempotency keys and message status live beside the registry.
-            self.inbox = open_inbox(config.registry, config.inbox_limit)
+            self.inbox = open_inbox(
+                config.registry, config.inbox_limit, config.inbox_wait_replicas, config.inbox_wait_timeout_ms
+            )
             self.idempotency = open_idempotency(config.registry)
             self.receipts = open_receipts(config)
             await self.receipts.start()

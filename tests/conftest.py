@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -54,9 +55,22 @@ async def registry_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     if request.param == "memory":
         yield "memory://"
         return
+    async with _prefixed_redis(request.param) as url:
+        yield url
+
+
+@pytest.fixture(params=REDIS_DEPLOYMENTS)
+async def redis_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """registry_url without memory://: a real standalone Redis, then a real Redis Cluster."""
+    async with _prefixed_redis(request.param) as url:
+        yield url
+
+
+@asynccontextmanager
+async def _prefixed_redis(deployment: str) -> AsyncIterator[str]:
     from pushplat.registry.redis import RedisRegistry
 
-    url = with_prefix(require_env(REDIS_URL_ENV[request.param]), f"t{uuid.uuid4().hex[:12]}")
+    url = with_prefix(require_env(REDIS_URL_ENV[deployment]), f"t{uuid.uuid4().hex[:12]}")
     yield url
     store = RedisRegistry.from_url(url)
     try:

@@ -367,6 +367,11 @@ class Service:
         code, _ = await self._script("stop", env=None, timeout=timeout)
         return code
 
+    async def restart(self, timeout: float = 120) -> None:
+        """The script's restart: the same port again (Redis empty, Kafka with its data)."""
+        code, out = await self._script("restart", env=None, timeout=timeout)
+        assert code == 0, f"{self.script.name} restart failed ({code}):\n{out[-3000:]}"
+
 
 @asynccontextmanager
 async def service(

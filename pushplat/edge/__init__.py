@@ -9,6 +9,7 @@ import time
 from pushplat.auth import PushAuthHandler
 from pushplat.config import Config
 from pushplat.edge.delivery import DeliveryServicer
+from pushplat.edge.healing import InboxRecheck
 from pushplat.edge.hub import Hub
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.servicer import EdgeServicer, SessionLifetimes
@@ -30,7 +31,13 @@ class EdgeNode:
         self.config = config
         self.hub = Hub()
         self.registration = PushRegistrationHandler(
-            registry, self.hub, config.edge_id, config.registry_ttl_seconds, link
+            registry,
+            self.hub,
+            config.edge_id,
+            config.registry_ttl_seconds,
+            link,
+            check_seconds=config.registry_check_seconds,
+            on_healed=InboxRecheck(inbox, config.device_memory_seconds),
         )
         self.lifetimes = SessionLifetimes(config, self.hub)
         self.servicer = EdgeServicer(

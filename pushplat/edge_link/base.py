@@ -11,20 +11,36 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol
 
+from pushplat_client.v1 import message_pb2
+
 from pushplat.v1 import delivery_pb2
+
+
+class RoutedItem(Protocol):
+    """One message for one device session: a delivery_pb2.Routed, or any object with its fields
+    (the router's own deliveries, handed over in process without a protobuf copy)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def message(self) -> message_pb2.Message: ...
 
 
 class DeliveryHandler(Protocol):
     """What an edge offers to links: the Delivery service without the transport."""
 
-    def deliver(self, edge_id: str, items: Sequence[delivery_pb2.Routed]) -> list[int]: ...
+    def deliver(self, edge_id: str, items: Sequence[RoutedItem]) -> list[int]: ...
 
     def evict(self, request: delivery_pb2.EvictRequest) -> bool: ...
 
 
 class EdgeLink(ABC):
     @abstractmethod
-    async def deliver(self, edge_id: str, address: str, items: Sequence[delivery_pb2.Routed]) -> list[int]:
+    async def deliver(self, edge_id: str, address: str, items: Sequence[RoutedItem]) -> list[int]:
         """Queue items on the edge's device streams; one DeliverResponse.Outcome per item, in
         order. Raises if the edge cannot be reached."""
 

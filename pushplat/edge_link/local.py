@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pushplat.edge_link.base import DeliveryHandler, EdgeLink
+from pushplat.edge_link.base import DeliveryHandler, EdgeLink, RoutedItem
 from pushplat.v1 import delivery_pb2
 
 # What the in-process edge publishes as its address in the registry: there is no port.
@@ -26,7 +26,7 @@ class LocalEdgeLink(EdgeLink):
             raise RuntimeError("LocalEdgeLink used before an edge was attached")
         return self._edge
 
-    async def deliver(self, edge_id: str, address: str, items: Sequence[delivery_pb2.Routed]) -> list[int]:
+    async def deliver(self, edge_id: str, address: str, items: Sequence[RoutedItem]) -> list[int]:
         # The handler itself answers NO_SESSION for an edge id that is not its own (a stale route).
         return self.edge.deliver(edge_id, items)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from pushplat.edge_link.base import EdgeLink
+from pushplat.edge_link.base import EdgeLink, RoutedItem
 from pushplat.internal_auth import InternalAuth
 from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 
@@ -38,8 +38,11 @@ class GrpcEdgeLink(EdgeLink):
             self._stubs[address] = entry
         return entry[1]
 
-    async def deliver(self, edge_id: str, address: str, items: Sequence[delivery_pb2.Routed]) -> list[int]:
-        request = delivery_pb2.DeliverRequest(edge_id=edge_id, items=items)
+    async def deliver(self, edge_id: str, address: str, items: Sequence[RoutedItem]) -> list[int]:
+        request = delivery_pb2.DeliverRequest(edge_id=edge_id)
+        add = request.items.add
+        for item in items:  # the one copy of each message: into the request that is sent
+            add(device_id=item.device_id, session_id=item.session_id, message=item.message)
         response = await self._stub(address).Deliver(request, timeout=self.timeout_seconds, metadata=self._metadata)
         return list(response.outcomes)
 

@@ -8,12 +8,15 @@ from pushplat.store_url import store_backend
 __all__ = ["Collapsed", "Inbox", "InboxUnavailable", "open_inbox"]
 
 
-def open_inbox(url: str, max_per_device: int = 10_000) -> Inbox:
-    """max_per_device bounds each inbox (--inbox-limit); a Redis URL's ?inbox_max= wins over it."""
+def open_inbox(url: str, max_per_device: int = 10_000, wait_replicas: int = 0, wait_timeout_ms: int = 100) -> Inbox:
+    """max_per_device bounds each inbox (--inbox-limit); a Redis URL's ?inbox_max= wins over it.
+    On Redis, wait_replicas > 0 makes every write wait for that many replicas (--inbox-wait-replicas)."""
     if store_backend(url, "inbox") == "memory":
         from pushplat.inbox.memory import MemoryInbox
 
         return MemoryInbox(max_per_device)
     from pushplat.inbox.redis import RedisInbox
 
-    return RedisInbox.from_url(url, max_per_device=max_per_device)
+    return RedisInbox.from_url(
+        url, max_per_device=max_per_device, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+    )

@@ -26,7 +26,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from pushplat.inbox.base import Collapsed, Inbox, InboxUnavailable
-from pushplat.metrics import DROPPED
+from pushplat.logs import LogLimiter, kv
+from pushplat.metrics import DROPPED, INBOX_WAIT_SHORT
 from pushplat.redis_support import DEFAULT_PREFIX, INDEX_ADD, RedisStore, Script, hash_tag, ttl_ms
 
 DEFAULT_MAX_PER_DEVICE = 10_000
@@ -172,11 +173,17 @@ class RedisInbox(RedisStore, Inbox):
         prefix: str = DEFAULT_PREFIX,
         url: str = "",
         max_per_device: int | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
     ) -> None:
         super().__init__(client, prefix=prefix, url=url)
         self.max_per_device = DEFAULT_MAX_PER_DEVICE if max_per_device is None else max_per_device
         if self.max_per_device < 1:
             raise ValueError(f"inbox max size must be at least 1, got {self.max_per_device}")
+        # WAIT after each put_many (see _queue_wait); 0: replication stays asynchronous.
+        self.wait_replicas = max(wait_replicas, 0)
+        self.wait_timeout_ms = max(wait_timeout_ms, 1)
+        self._wait_log = LogLimiter(interval_seconds=10.0)
 
     @classmethod
     def _url_options(cls, options: Mapping[str, str]) -> dict[str, Any]:
@@ -226,10 +233,20 @@ class RedisInbox(RedisStore, Inbox):
                     key_ttl,
                     cached=cached,
                 )
+            if self.wait_replicas:
+                self._queue_wait(pipe, [device_id for device_id, *_ in calls])
 
-        # A NOSCRIPT retry re-runs puts that already ran: harmless (a re-put changes nothing),
-        # but the re-run does not report what the first run collapsed.
-        results = await self._guarded("put", lambda: self._scripts(build))
+        async def run() -> list[Any]:
+            if self.wait_replicas and self._cluster:
+                await self._client.initialize()  # the slot map, for _queue_wait (at once once loaded)
+            # A NOSCRIPT retry re-runs puts that already ran: harmless (a re-put changes nothing),
+            # but the re-run does not report what the first run collapsed.
+            return await self._scripts(build)
+
+        results = await self._guarded("put", run)
+        if self.wait_replicas:
+            self._count_waits(results[len(calls) :])
+            results = results[: len(calls)]
         replaced: list[Collapsed] = []
         trimmed = 0
         for (device_id, message, _, _), result in zip(calls, results, strict=True):
@@ -293,6 +310,40 @@ class RedisInbox(RedisStore, Inbox):
         return {user_id: [_text(d) for d in results[2 * i]] for i, user_id in enumerate(users)}
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _queue_wait(self, pipe: Any, device_ids: list[str]) -> None:
+        """WAIT counts the replicas that have every write made so far on ITS connection, so it
+        must follow the puts on the connection that sent them: at the end of the pipeline on a
+        standalone server, and once per node in a cluster (whose pipeline sends each node's
+        commands, in order, on one connection of that node)."""
+        if not self._cluster:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            return
+        nodes = {}
+        for device_id in device_ids:
+            node = self._client.get_node_from_key(self.device_keys(device_id)[0])
+            nodes[node.name] = node
+        for node in nodes.values():
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=node)
+
+    def _count_waits(self, acked: list[Any]) -> None:
+        short = sum(1 for replicas in acked if int(replicas) < self.wait_replicas)
+        if not short:
+            return
+        INBOX_WAIT_SHORT.inc(short)
+        allowed, suppressed = self._wait_log.allow("short")
+        if allowed:
+            self.log.warning(
+                kv(
+                    "inbox.wait_short",
+                    url=self.url,
+                    wanted=self.wait_replicas,
+                    acked=min(int(r) for r in acked),
+                    timeout_ms=self.wait_timeout_ms,
+                    suppressed=suppressed or None,
+                    detail="a failover now may lose these inbox writes",
+                )
+            )
 
     async def _pending(self, op: str, device_id: str, limit: int) -> tuple[int, list[bytes]]:
         keys, now = self.device_keys(device_id), self._now_ms()

@@ -44,8 +44,10 @@ class Registry(ABC):
         """Compare-and-delete: remove the device's entry only if it still names route's session."""
 
     @abstractmethod
-    async def refresh(self, routes: Sequence[Route], ttl_seconds: float) -> None:
-        """Extend the TTL of entries this edge still owns."""
+    async def refresh(self, routes: Sequence[Route], ttl_seconds: float) -> list[Route]:
+        """Extend the TTL of entries this edge still owns, and re-create those that are gone (the
+        store lost them: a restart without persistence, a flush, a failover to a replica that
+        lagged). Returns the re-created routes. An entry that names another session is left alone."""
 
     @abstractmethod
     async def lookup_devices(self, device_ids: Sequence[str]) -> dict[str, Route]:

@@ -34,13 +34,18 @@ class MemoryRegistry(Registry):
             self._users.pop(route.user_id, None)
         return True
 
-    async def refresh(self, routes: Sequence[Route], ttl_seconds: float) -> None:
+    async def refresh(self, routes: Sequence[Route], ttl_seconds: float) -> list[Route]:
         expires = time.monotonic() + ttl_seconds
+        healed = []
         for route in routes:
             current = self._live_device(route.device_id)
-            if current is not None and current.session_id == route.session_id:
-                self._devices[route.device_id] = (current, expires)
-                self._users.setdefault(route.user_id, {})[route.device_id] = expires
+            if current is None:
+                healed.append(route)
+            elif current.session_id != route.session_id:
+                continue
+            self._devices[route.device_id] = (current or route, expires)
+            self._users.setdefault(route.user_id, {})[route.device_id] = expires
+        return healed
 
     async def lookup_devices(self, device_ids: Sequence[str]) -> dict[str, Route]:
         found = {}

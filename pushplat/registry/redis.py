@@ -61,13 +61,21 @@ return 0
 """
 )
 
-# Compare-and-extend: a replaced session's refresh must not keep the newer entry alive
-# (or alive longer than its owner wants).
+# Compare-and-extend: a replaced session's refresh must not keep the newer entry alive (or
+# alive longer than its owner wants): 0. Its own entry is extended: 1. No entry at all (the
+# store lost it, or it expired while Redis was unreachable) is re-created for this live
+# session: 2. ARGV: session, ttl ms, user, edge.
 _REFRESH = Script(
     """
-if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
+local session = redis.call('HGET', KEYS[1], 'session')
+if session == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
+end
+if not session then
+  redis.call('HSET', KEYS[1], 'user', ARGV[3], 'edge', ARGV[4], 'session', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 2
 end
 return 0
 """
@@ -153,24 +161,33 @@ class RedisRegistry(RedisStore, Registry):
         results = await self._guarded("unregister", lambda: self._scripts(build))
         return bool(results[0])
 
-    async def refresh(self, routes: Sequence[Route], ttl_seconds: float) -> None:
+    async def refresh(self, routes: Sequence[Route], ttl_seconds: float) -> list[Route]:
         if not routes:
-            return
+            return []
         ttl = ttl_ms(ttl_seconds)
         expires = self._now_ms() + ttl
 
         def extend(pipe: Any, cached: bool) -> None:
             for route in routes:
-                _REFRESH.queue(pipe, self.device_key(route.device_id), route.session_id, ttl, cached=cached)
+                _REFRESH.queue(
+                    pipe,
+                    self.device_key(route.device_id),
+                    route.session_id,
+                    ttl,
+                    route.user_id,
+                    route.edge_id,
+                    cached=cached,
+                )
 
-        async def run() -> None:
+        async def run() -> list[Route]:
             owned = await self._scripts(extend)
             mine = [route for route, ok in zip(routes, owned, strict=True) if ok]
             if not mine:
-                return
+                return []
 
-            # Second round trip, only for sessions that still own their device: this also
-            # re-adds a member that a failed register or an over-eager cleanup left out.
+            # Second round trip, only for sessions that still own their device (or got it back):
+            # this also re-adds a member that a failed register, an over-eager cleanup or the
+            # store's loss left out.
             def reindex(pipe: Any, cached: bool) -> None:
                 for route in mine:
                     INDEX_ADD.queue(
@@ -183,8 +200,9 @@ class RedisRegistry(RedisStore, Registry):
                     )
 
             await self._scripts(reindex)
+            return [route for route, ok in zip(routes, owned, strict=True) if ok == 2]
 
-        await self._guarded("refresh", run)
+        return await self._guarded("refresh", run)
 
     async def lookup_devices(self, device_ids: Sequence[str]) -> dict[str, Route]:
         if not device_ids:

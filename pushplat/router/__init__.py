@@ -1,29 +1,58 @@
-"""The router role: consume the priority lanes, look targets up, hand batches to edges."""
+"""The router role: consume the priority lanes, look targets up, hand deliveries to edges.
+
+One loop fetches from the lanes (high first, see LaneScheduler) and routes one batch at a time:
+it stores at-least-once messages in their inboxes, looks the targets up, and appends each
+delivery to the queue of its edge (router/edges.py), which sends it on its own. So the loop
+never waits for an edge, and a slow or dead edge delays only its own devices. A record is done
+once all its deliveries are settled; a committer task commits each partition up to its lowest
+record not yet done (router/commits.py).
+
+Inbox first, lookup second. The write comes before the registry lookup whose route it acts
+on, so a device that reconnects elsewhere meanwhile cannot miss the message: either the
+lookup already sees its new session (and the message goes there), or the lookup ran before
+that session registered, and so before the new edge read the inbox to replay it, which then
+finds the entry. Writing after the lookup left a window in which the message went to the dead
+edge and waited in the inbox for the device's next reconnect.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
-import grpc
 from pushplat_client.v1 import message_pb2, push_pb2
 
 from pushplat.config import Config
 from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
 from pushplat.logs import kv
-from pushplat.messages import is_expired, now_ms
-from pushplat.metrics import DROPPED, LANE_LAG
-from pushplat.queue import LaneConsumer, Record
+from pushplat.messages import LANES, now_ms
+from pushplat.metrics import DROPPED, LANE_LAG, LIMITS_HIT, ROUTER_IN_FLIGHT
+from pushplat.queue import LaneConsumer
 from pushplat.receipts import Receipts, State, receipt
 from pushplat.registry import Registry, Route
+from pushplat.router.commits import CommitTracker, Entry
+from pushplat.router.edges import Delivery, EdgeLimits, EdgeQueues
 from pushplat.router.scheduler import LaneScheduler
-from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.router")
 
 __all__ = ["RouterNode"]
+
+# How long a router reuses an edge's address from the registry before reading it again.
+ADDRESS_CACHE_SECONDS = 1.0
+
+# Metric children, resolved once rather than per message.
+_LANE_LAG = {lane: LANE_LAG.labels(lane) for lane in LANES}
+_DROPPED_EXPIRED = DROPPED.labels("expired")
+_DROPPED_NO_ROUTE = DROPPED.labels("no_route")
+_LIMIT_IN_FLIGHT = LIMITS_HIT.labels("router_in_flight")
+# Enum values resolved once: attribute lookups on the protobuf enum wrappers are slow.
+EXPIRED, NO_ROUTE = State.DELIVERY_STATE_EXPIRED, State.DELIVERY_STATE_NO_ROUTE
+COLLAPSED = State.DELIVERY_STATE_DROPPED
 
 
 class RouterNode:
@@ -41,17 +70,36 @@ class RouterNode:
         self.inbox = inbox
         self.receipts = receipts
         self.consumer = consumer
-        self.scheduler = LaneScheduler(buffer_limit=max(2 * config.router_batch_size, 64))
-        self.edges = link
+        self.scheduler: LaneScheduler[Entry] = LaneScheduler(buffer_limit=max(2 * config.router_batch_size, 64))
+        self.tracker = CommitTracker()
+        self.link = link
+        self.queues = EdgeQueues(
+            link,
+            EdgeLimits(
+                queue_messages=config.edge_queue_messages,
+                queue_bytes=config.edge_queue_bytes,
+                batch_size=config.router_batch_size,
+                deliver_timeout=config.deliver_timeout_seconds,
+                breaker_failures=config.edge_breaker_failures,
+                breaker_open_seconds=config.edge_breaker_open_seconds,
+            ),
+            self.tracker,
+            receipts.emit,
+        )
+        self.max_in_flight = max(config.router_max_in_flight, config.router_batch_size)
+        self._addresses: dict[str, tuple[str, float]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
         self.poll_timeout = 0.5
 
     async def start(self) -> None:
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="router")
+        self._committer = asyncio.create_task(self._commit_loop(), name="router-commits")
 
     async def pause(self) -> None:
-        """Stop taking from the lanes (operators: hold delivery during maintenance; tests: build a backlog)."""
+        """Stop taking from the lanes (operators: hold delivery during maintenance; tests: build a
+        backlog). What was already routed still goes out."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -63,187 +111,271 @@ class RouterNode:
 
     async def stop(self) -> None:
         await self.pause()
+        # Let what is already on its way settle (bounded), so that it is committed.
+        deadline = time.monotonic() + self.config.deliver_timeout_seconds + 1.0
+        while self.tracker.open and (left := deadline - time.monotonic()) > 0:
+            self.tracker.released.clear()
+            try:
+                await asyncio.wait_for(self.tracker.released.wait(), left)
+            except TimeoutError:
+                break
+        await self.queues.close()
+        if self._committer:
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
+            self._committer = None
+        await self._commit()
         await self.consumer.close()
+
+    # -- the routing loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
         failures = 0
+        at_cap = False
+        batch_size = self.config.router_batch_size
         while True:
-            hungry = self.scheduler.hungry_lanes()
+            room = self.max_in_flight - self.tracker.size
+            ROUTER_IN_FLIGHT.set(self.tracker.size)
+            if room <= 0 and not self.scheduler.buffered():
+                # Too many records between fetch and commit (a slow edge holds a partition's
+                # commit back): stop fetching until some are committed.
+                if not at_cap:
+                    at_cap = True
+                    _LIMIT_IN_FLIGHT.inc()
+                    log.warning(kv("router.in_flight_limit", records=self.tracker.size, limit=self.max_in_flight))
+                self.tracker.released.clear()
+                try:
+                    await asyncio.wait_for(self.tracker.released.wait(), self.poll_timeout)
+                except TimeoutError:
+                    pass
+                continue
+            at_cap = False
+            hungry = self.scheduler.hungry_lanes() if room > 0 else []
             if hungry:
                 timeout = 0.0 if self.scheduler.buffered() else self.poll_timeout
                 try:
-                    self.scheduler.add(await self.consumer.fetch(hungry, self.config.router_batch_size, timeout))
+                    records = await self.consumer.fetch(hungry, min(batch_size, room), timeout)
                 except Exception as exc:
                     failures += 1
                     log.warning(kv("router.fetch_failed", error=repr(exc), attempt=failures))
                     await asyncio.sleep(min(0.1 * 2**failures, 5.0))
                     continue
-            batch = self.scheduler.take(self.config.router_batch_size)
+                if records:
+                    self.scheduler.add(self.tracker.track(records))
+            batch = self.scheduler.take(batch_size)
             if not batch:
                 continue
             try:
-                await self.route(batch)
-                await self.consumer.commit(batch)
-                failures = 0
+                events = await self.route(batch)
+            except asyncio.CancelledError:
+                self.scheduler.put_back(batch)  # paused mid-batch: nothing of it went out
+                raise
             except Exception as exc:
-                # Keep the batch uncommitted and retry: a registry blip must not lose messages.
+                # Keep the batch and retry: a registry blip must not lose messages.
                 failures += 1
                 log.warning(kv("router.route_failed", error=repr(exc), records=len(batch), attempt=failures))
-                for lane_records in _by_lane(batch).values():
-                    self.scheduler.buffers[lane_records[0].lane].extendleft(reversed(lane_records))
+                self.scheduler.put_back(batch)
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            failures = 0
+            if events:
+                await self.receipts.emit(events)
+            # In process nothing above may have yielded: let the edge queues send this batch
+            # before the next one is routed.
+            await asyncio.sleep(0)
 
-    async def route(self, records: list[Record]) -> None:
-        """Store at-least-once messages in their inboxes, then hand each record to the edge(s)
-        holding its target, one Deliver call per edge."""
+    async def route(self, batch: list[Entry]) -> list[push_pb2.Receipt]:
+        """Store at-least-once messages in their inboxes, look the targets up, and queue each
+        delivery on its edge. Returns the receipts of what was settled here. Nothing is settled or
+        queued before the last await, so a failed or cancelled attempt can simply be repeated."""
         now = now_ms()
-        live: list[Record] = []
         events: list[push_pb2.Receipt] = []
-        for record in records:
-            message = record.envelope.message
-            if is_expired(message, now):
-                DROPPED.labels("expired").inc()
+        finished: list[Entry] = []
+        live: list[tuple[Entry, str, str, message_pb2.Message]] = []  # entry, kind, target id, message
+        newest: dict[str, int] = {}
+        for entry in batch:
+            envelope = entry.record.envelope  # type: ignore[union-attr]
+            message = envelope.message
+            if message.expires_at_ms and message.expires_at_ms <= now:
+                _DROPPED_EXPIRED.inc()
                 events.append(
                     receipt(
                         message.message_id,
-                        State.DELIVERY_STATE_EXPIRED,
+                        EXPIRED,
                         labels=message.labels,
                         detail="expired before routing",
                     )
                 )
-            else:
-                live.append(record)
-                LANE_LAG.labels(record.lane).set(max(now - message.created_at_ms, 0) / 1000)
-        device_ids = {r.envelope.device_id for r in live if r.envelope.WhichOneof("target") == "device_id"}
-        user_ids = {r.envelope.user_id for r in live if r.envelope.WhichOneof("target") == "user_id"}
-        lasting_users = {
-            r.envelope.user_id
-            for r in live
-            if r.envelope.WhichOneof("target") == "user_id" and r.envelope.message.requires_ack
-        }
-        device_routes, user_routes, known_devices = await asyncio.gather(
-            self.registry.lookup_devices(sorted(device_ids)) if device_ids else _empty_dict(),
-            self.registry.lookup_users(sorted(user_ids)) if user_ids else _empty_dict(),
-            self.inbox.devices_of(sorted(lasting_users)) if lasting_users else _empty_dict(),
+                finished.append(entry)
+                continue
+            kind = envelope.WhichOneof("target") or ""
+            live.append((entry, kind, getattr(envelope, kind) if kind else "", message))
+            newest[entry.lane] = message.created_at_ms
+        for lane, created in newest.items():
+            _LANE_LAG[lane].set(max(now - created, 0) / 1000)
+
+        device_ids = {target for _, kind, target, _ in live if kind == "device_id"}
+        user_ids = {target for _, kind, target, _ in live if kind == "user_id"}
+        lasting_users = sorted({t for _, kind, t, m in live if kind == "user_id" and m.requires_ack})
+
+        # 1. Whom each at-least-once user message is stored for: the user's enrolled devices.
+        known = await self.inbox.devices_of(lasting_users) if lasting_users else {}
+        # 2. The inbox write, in one round trip, before the lookups (see the module doc).
+        to_store: list[tuple[Sequence[str], message_pb2.Message]] = []
+        for _, kind, target, message in live:
+            if message.requires_ack:
+                devices = [target] if kind == "device_id" else known.get(target)
+                if devices:
+                    to_store.append((devices, message))
+        if to_store:
+            events += _collapse_receipts(await self.inbox.put_many(to_store))
+        # 3. The lookups.
+        device_routes, user_routes = await asyncio.gather(
+            self.registry.lookup_devices(sorted(device_ids)) if device_ids else _empty(),
+            self.registry.lookup_users(sorted(user_ids)) if user_ids else _empty(),
         )
-        per_edge: dict[str, list[delivery_pb2.Routed]] = defaultdict(list)
-        to_store: list[tuple[list[str], message_pb2.Message]] = []
-        for record in live:
-            envelope, message = record.envelope, record.envelope.message
-            routes: list[Route]
-            if envelope.WhichOneof("target") == "device_id":
-                route = device_routes.get(envelope.device_id)
-                routes = [route] if route else []
-                offline = [] if route else [envelope.device_id]
+        # 4. Connected devices of an at-least-once user message that step 2 did not store for
+        # (enrolled since step 1): store for them too, and act only on a route read after that.
+        stored = {user: set(devices) for user, devices in known.items()}
+        late = {
+            user: [r.device_id for r in user_routes.get(user, ()) if r.device_id not in stored[user]]
+            for user in lasting_users
+        }
+        late = {user: devices for user, devices in late.items() if devices}
+        if late:
+            user_routes = await self._store_late(live, late, user_routes, stored, events)
+
+        # 5. One delivery per route, grouped by edge.
+        per_edge: dict[str, list[Delivery]] = defaultdict(list)
+        plans: list[tuple[Entry, int]] = []
+        for entry, kind, target, message in live:
+            routes: Iterable[Route]
+            if kind == "device_id":
+                route = device_routes.get(target)
+                routes = (route,) if route else ()
+                offline = [target] if not route and message.requires_ack else []
+            elif kind == "user_id":
+                routes = user_routes.get(target, ())
+                if message.requires_ack:
+                    online = {r.device_id for r in routes}
+                    offline = [d for d in stored.get(target, ()) if d not in online]
+                else:
+                    offline = []  # at-most-once keeps nothing for them: no route is a counted drop
             else:
-                routes = user_routes.get(envelope.user_id, [])
-                online = {r.device_id for r in routes}
-                offline = [d for d in known_devices.get(envelope.user_id, []) if d not in online]
-            if not message.requires_ack:
-                offline = []  # at-most-once keeps nothing for them: no route is a counted drop
-            if message.requires_ack and (routes or offline):
-                to_store.append(([*(r.device_id for r in routes), *offline], message))
+                routes, offline = (), []
             for device_id in offline:
                 events.append(
                     receipt(
                         message.message_id,
-                        State.DELIVERY_STATE_NO_ROUTE,
+                        NO_ROUTE,
                         device_id=device_id,
                         labels=message.labels,
                         detail="offline; kept in inbox",
                     )
                 )
-            if not routes:
-                if not offline:
-                    DROPPED.labels("no_route").inc()
-                    target = envelope.WhichOneof("target")
-                    events.append(
-                        receipt(
-                            message.message_id,
-                            State.DELIVERY_STATE_NO_ROUTE,
-                            labels=message.labels,
-                            detail="no connected device",
-                            **{target: getattr(envelope, target)},
-                        )
-                    )
-                continue
+            count = 0
             for route in routes:
-                per_edge[route.edge_id].append(
-                    delivery_pb2.Routed(device_id=route.device_id, session_id=route.session_id, message=message)
+                per_edge[route.edge_id].append(Delivery(entry.lane, route.device_id, route.session_id, message, entry))
+                count += 1
+            if count:
+                plans.append((entry, count))
+                continue
+            finished.append(entry)
+            if not offline:
+                _DROPPED_NO_ROUTE.inc()
+                events.append(
+                    receipt(
+                        message.message_id,
+                        NO_ROUTE,
+                        labels=message.labels,
+                        detail="no connected device",
+                        **({kind: target} if kind else {}),
+                    )
                 )
-        if to_store:
-            # Inbox first, in one round trip for the batch: once stored, a crash anywhere
-            # after this loses nothing.
-            for c in await self.inbox.put_many(to_store):
-                detail = f"collapsed by {c.replaced_by}"
-                events.append(receipt(c.message_id, State.DELIVERY_STATE_DROPPED, device_id=c.device_id, detail=detail))
+        addresses = await self._edge_addresses(per_edge) if per_edge else {}
+
+        # -- no await below this line: each entry settles, or goes to its edges, exactly once.
+        for entry in finished:
+            self.tracker.finish(entry)
+        for entry, count in plans:
+            self.tracker.expect(entry, count)
         if per_edge:
-            addresses = await self.registry.edge_addresses(sorted(per_edge))
-            results = await asyncio.gather(
-                *(self._deliver(edge_id, addresses.get(edge_id), items) for edge_id, items in per_edge.items())
-            )
-            for edge_events in results:
-                events.extend(edge_events)
-        if events:
-            await self.receipts.emit(events)
+            events += self.queues.dispatch(per_edge, addresses)
+        return events
 
-    async def _deliver(self, edge_id: str, address: str | None, items: list[delivery_pb2.Routed]) -> list:
-        if address is None:
-            DROPPED.labels("edge_gone").inc(len(items))
-            log.info(kv("router.edge_gone", edge=edge_id, messages=len(items)))
-            return [_outcome_receipt(item, edge_id, NO_SESSION) for item in items]
+    async def _store_late(
+        self,
+        live: list[tuple[Entry, str, str, message_pb2.Message]],
+        late: dict[str, list[str]],
+        user_routes: dict[str, list[Route]],
+        stored: dict[str, set[str]],
+        events: list[push_pb2.Receipt],
+    ) -> dict[str, list[Route]]:
+        to_store = [
+            (late[target], message)
+            for _, kind, target, message in live
+            if kind == "user_id" and message.requires_ack and target in late
+        ]
+        events += _collapse_receipts(await self.inbox.put_many(to_store))
+        fresh = await self.registry.lookup_devices(sorted({d for devices in late.values() for d in devices}))
+        routes = dict(user_routes)
+        for user, devices in late.items():
+            kept = [r for r in user_routes.get(user, ()) if r.device_id in stored[user]]
+            kept += [fresh[d] for d in devices if d in fresh and fresh[d].user_id == user]
+            routes[user] = kept
+            stored[user].update(devices)  # now in the inbox: offline if the fresh lookup missed them
+        return routes
+
+    async def _edge_addresses(self, edge_ids: Iterable[str]) -> dict[str, str]:
+        now = time.monotonic()
+        found: dict[str, str] = {}
+        missing = []
+        for edge_id in edge_ids:
+            cached = self._addresses.get(edge_id)
+            if cached is not None and cached[1] > now:
+                found[edge_id] = cached[0]
+            else:
+                missing.append(edge_id)
+        if missing:
+            fetched = await self.registry.edge_addresses(missing)
+            if len(self._addresses) > 4 * len(self.queues.queues) + 1024:
+                self._addresses.clear()  # bounded: departed edges' entries go
+            for edge_id, address in fetched.items():
+                self._addresses[edge_id] = (address, now + ADDRESS_CACHE_SECONDS)
+            found.update(fetched)
+        return found
+
+    # -- commits --------------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self.tracker.progress.wait()
+            self.tracker.progress.clear()
+            ROUTER_IN_FLIGHT.set(self.tracker.size)
+            if not await self._commit():
+                await asyncio.sleep(1.0)
+
+    async def _commit(self) -> bool:
+        markers = self.tracker.committable()
+        if not markers:
+            return True
         try:
-            outcomes = await self.edges.deliver(edge_id, address, items)
+            await self.consumer.commit(markers)
         except Exception as exc:
-            rpc = isinstance(exc, grpc.aio.AioRpcError)
-            details = exc.details() if rpc else repr(exc)
-            # The edge died or hung (or refused our internal credentials): its sessions'
-            # registry entries expire; at-least-once messages wait in the inbox for the reconnect.
-            DROPPED.labels("edge_unreachable").inc(len(items))
-            log.warning(
-                kv(
-                    "router.deliver_failed",
-                    edge=edge_id,
-                    address=address,
-                    messages=len(items),
-                    code=exc.code().name if rpc else None,
-                    error=details,
-                )
-            )
-            return [_outcome_receipt(item, edge_id, NO_SESSION, "edge unreachable") for item in items]
-        return [_outcome_receipt(item, edge_id, outcome) for item, outcome in zip(items, outcomes, strict=False)]
+            # Commits are cumulative: the next one covers these positions too.
+            self.tracker.requeue(markers)
+            self.tracker.progress.set()
+            log.warning(kv("router.commit_failed", error=repr(exc), partitions=len(markers)))
+            return False
+        return True
 
 
-Outcome = delivery_pb2.DeliverResponse.Outcome
-NO_SESSION = Outcome.NO_SESSION
-_STATE_OF_OUTCOME = {
-    Outcome.QUEUED: (State.DELIVERY_STATE_DELIVERED_TO_EDGE, ""),
-    Outcome.NO_SESSION: (State.DELIVERY_STATE_NO_ROUTE, "device left the edge"),
-    Outcome.QUEUE_FULL: (State.DELIVERY_STATE_DROPPED, "device queue full"),
-    Outcome.EXPIRED: (State.DELIVERY_STATE_EXPIRED, "expired at the edge"),
-}
+def _collapse_receipts(collapsed: Iterable) -> list[push_pb2.Receipt]:
+    return [
+        receipt(c.message_id, COLLAPSED, device_id=c.device_id, detail=f"collapsed by {c.replaced_by}")
+        for c in collapsed
+    ]
 
 
-def _outcome_receipt(item: delivery_pb2.Routed, edge_id: str, outcome: int, detail: str = "") -> push_pb2.Receipt:
-    state, default_detail = _STATE_OF_OUTCOME.get(outcome, (State.DELIVERY_STATE_DROPPED, "unknown outcome"))
-    if item.message.requires_ack and state == State.DELIVERY_STATE_NO_ROUTE:
-        detail = (detail or default_detail) + "; kept in inbox"
-    return receipt(
-        item.message.message_id,
-        state,
-        device_id=item.device_id,
-        edge_id=edge_id,
-        labels=item.message.labels,
-        detail=detail or default_detail,
-    )
-
-
-async def _empty_dict() -> dict:
+async def _empty() -> dict:
     return {}
-
-
-def _by_lane(records: list[Record]) -> dict[str, list[Record]]:
-    grouped: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        grouped[record.lane].append(record)
-    return grouped

@@ -4,6 +4,7 @@
 #   scripts/services/kafka.sh fetch STATE_DIR  # jars -> $PUSHPLAT_CACHE_DIR/kafka-VER/libs
 #   scripts/services/kafka.sh start STATE_DIR  # fetch if needed, format, start, wait ready
 #   scripts/services/kafka.sh stop  STATE_DIR  # SIGTERM, bounded wait, then SIGKILL
+#   scripts/services/kafka.sh restart STATE_DIR  # stop, then start again: same port, same data
 # start appends `export PUSHPLAT_TEST_KAFKA_URL=kafka://127.0.0.1:PORT` to STATE_DIR/env.
 # Files: STATE_DIR/kafka/{server.properties,server.log,stdout.log,format.log,fetch.log,
 # kafka.pid,port,data/}.
@@ -21,7 +22,7 @@ LIBS=$CACHE/libs
 START_TIMEOUT=${PUSHPLAT_KAFKA_START_TIMEOUT:-90}
 read -r -a JAVA_OPTS <<<"${PUSHPLAT_KAFKA_JAVA_OPTS:--Xmx512m -Xms128m}"
 
-usage() { die "usage: $0 fetch|start|stop STATE_DIR"; }
+usage() { die "usage: $0 fetch|start|stop|restart STATE_DIR"; }
 [[ $# -eq 2 ]] || usage
 cmd=$1
 STATE=$(abs_state_dir "$2")
@@ -105,7 +106,7 @@ start() {
   fi
   rm -rf "$DIR/data" "$PIDFILE" "$DIR/server.log" "$DIR/stdout.log"
   mkdir -p "$DIR/data"
-  local ports bport cport pid deadline t0=$SECONDS
+  local ports bport cport t0=$SECONDS
   mapfile -t ports < <(free_ports 2)
   bport=${ports[0]}
   cport=${ports[1]}
@@ -141,20 +142,36 @@ rootLogger.appenderRef.file.ref = FILE
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 L4J
-  # log4j must not shut down before Kafka's own shutdown hook has logged its last lines
-  local jvm=("${JAVA_OPTS[@]}" -Djava.awt.headless=true -Dlog4j2.shutdownHookEnabled=false
-    "-Dlog4j2.configurationFile=$DIR/log4j2.properties" "-Dkafka.logs.dir=$DIR"
-    -cp "$LIBS/*")
-  if ! java "${jvm[@]}" kafka.tools.StorageTool format --cluster-id="$(new_cluster_id)" \
+  local JVM
+  jvm_args
+  if ! java "${JVM[@]}" kafka.tools.StorageTool format --cluster-id="$(new_cluster_id)" \
     --config "$DIR/server.properties" --standalone >"$DIR/format.log" 2>&1; then
     tail_log "$DIR/format.log"
     die "kafka storage format failed (log: $DIR/format.log)"
   fi
-  nohup java "${jvm[@]}" kafka.Kafka "$DIR/server.properties" \
-    >"$DIR/stdout.log" 2>&1 </dev/null &
+  launch "$bport"
+  echo "$bport" >"$DIR/port"
+  append_env "$STATE" PUSHPLAT_TEST_KAFKA_URL "kafka://127.0.0.1:$bport"
+  log "kafka ready on 127.0.0.1:$bport in $((SECONDS - t0))s"
+}
+
+# jvm_args: the JVM options and classpath of every Kafka process (into the array JVM).
+jvm_args() {
+  # log4j must not shut down before Kafka's own shutdown hook has logged its last lines
+  JVM=("${JAVA_OPTS[@]}" -Djava.awt.headless=true -Dlog4j2.shutdownHookEnabled=false
+    "-Dlog4j2.configurationFile=$DIR/log4j2.properties" "-Dkafka.logs.dir=$DIR"
+    -cp "$LIBS/*")
+}
+
+# launch BROKER_PORT: start the broker on the formatted data dir and wait until it serves.
+launch() {
+  local bport=$1 pid deadline JVM
+  jvm_args
+  nohup java "${JVM[@]}" kafka.Kafka "$DIR/server.properties" \
+    >>"$DIR/stdout.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PIDFILE"
-  log "kafka $KAFKA_VERSION starting (pid $pid, broker 127.0.0.1:$bport, controller :$cport)"
+  log "kafka $KAFKA_VERSION starting (pid $pid, broker 127.0.0.1:$bport)"
   deadline=$((SECONDS + START_TIMEOUT))
   until port_open 127.0.0.1 "$bport" &&
     python3 "$SERVICES_DIR/kafka_probe.py" 127.0.0.1 "$bport" >>"$DIR/probe.log" 2>&1; do
@@ -171,14 +188,22 @@ L4J
     fi
     sleep 0.2
   done
-  echo "$bport" >"$DIR/port"
-  append_env "$STATE" PUSHPLAT_TEST_KAFKA_URL "kafka://127.0.0.1:$bport"
-  log "kafka ready on 127.0.0.1:$bport in $((SECONDS - t0))s"
+}
+
+# restart: stop the broker and start it again on the same port and data (its topics,
+# records and committed offsets survive, as with a real broker restart).
+restart() {
+  [[ -f "$DIR/port" ]] || die "kafka was never started in $STATE; run: $0 start $STATE"
+  stop_pidfile "$PIDFILE" "$PROC_PATTERN" kafka 30
+  local t0=$SECONDS
+  launch "$(cat "$DIR/port")"
+  log "kafka restarted on 127.0.0.1:$(cat "$DIR/port") in $((SECONDS - t0))s"
 }
 
 case "$cmd" in
 fetch) fetch ;;
 start) start ;;
 stop) stop_pidfile "$PIDFILE" "$PROC_PATTERN" kafka 30 ;;
+restart) restart ;;
 *) usage ;;
 esac

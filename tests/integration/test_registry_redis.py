@@ -133,13 +133,21 @@ async def test_refresh_extends_only_its_own_session(registry: RedisRegistry) -> 
     mine = route("tablet", "alice", "t1")
     await registry.register(mine, 2.0)
 
-    # One batch: a replaced session (old), a live one (mine) and a device never registered.
-    await registry.refresh([old, mine, route("ghost", "alice", "g1")], 30.0)
+    # One batch: a replaced session (old), a live one (mine) and one whose entry the store lost.
+    lost = route("laptop", "alice", "l1")
+    healed = await registry.refresh([old, mine, lost], 30.0)
 
     client = registry.client
     assert 0 < await client.pttl(registry.device_key("phone")) <= 2000, "old's refresh extended the new entry"
+    assert await registry.lookup_devices(["phone"]) == {"phone": new}, "and did not take the device back"
     assert await client.pttl(registry.device_key("tablet")) > 20_000
-    assert await client.exists(registry.device_key("ghost")) == 0, "refresh must not create entries"
+    assert healed == [lost], "only the missing entry is re-created, and reported"
+    assert await client.pttl(registry.device_key("laptop")) > 20_000
+    assert sorted(r.device_id for r in (await registry.lookup_users(["alice"]))["alice"]) == [
+        "laptop",
+        "phone",
+        "tablet",
+    ]
 
     await registry.refresh([new], 30.0)
     assert await client.pttl(registry.device_key("phone")) > 20_000

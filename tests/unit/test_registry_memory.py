@@ -37,3 +37,14 @@ async def test_entries_expire_unless_refreshed():
         return await r.edge_addresses(["e"]) == {}
 
     await eventually(edge_gone, 2, what="the edge address to expire")
+
+
+async def test_refresh_re_creates_lost_entries_but_never_takes_a_device_back():
+    r = MemoryRegistry()
+    old, new, lost = Route("a", "u", "e1", "s1"), Route("a", "u", "e2", "s2"), Route("b", "u", "e1", "s3")
+    await r.register(old, 10)
+    await r.register(new, 10)
+    assert await r.refresh([old, lost], 10) == [lost], "as on Redis: what is gone comes back"
+    assert await r.lookup_devices(["a", "b"]) == {"a": new, "b": lost}
+    assert sorted(x.device_id for x in (await r.lookup_users(["u"]))["u"]) == ["a", "b"]
+    assert await r.refresh([new, lost], 10) == []

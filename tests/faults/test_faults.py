@@ -1,0 +1,185 @@
+"""The fault suite (issue 10): one fault per test, each on fresh api, router and edge processes
+(and its own Redis or Kafka where it breaks them), with at-least-once traffic flowing at 40
+messages/s to 20 devices on the Python SDK, then a bounded settle. Each test prints its counts
+(see harness.py) and asserts 0 lost and 0 duplicates at the app for every accepted message.
+
+kill -9 of an edge runs KILL_EDGE_RUNS times: the loss the issue saw (6 messages, once in three
+runs) had a per-run probability of about 1/3, and 8 independent runs catch such a loss with
+probability 1 - (2/3)^8 = 96%, for about 4 minutes of CI time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from pushplat_client import PushSender
+from redis.asyncio.cluster import RedisCluster
+
+from pushplat.inbox.redis import RedisInbox
+from pushplat.registry.redis import RedisRegistry
+from tests.faults.conftest import shared_deployment, start_platform
+from tests.faults.harness import Fleet, Tally, assert_clean, explain_losses, settle, traffic, warm_up
+from tests.helpers import eventually
+from tests.processes import Deployment, Role, service
+
+pytestmark = [pytest.mark.redis, pytest.mark.kafka]
+
+TRAFFIC_SECONDS = 10
+FAULT_AT = 3  # seconds into the traffic
+KILL_EDGE_RUNS = 8
+# 400 messages are sent in 10 s; a fault may cost some (UNAVAILABLE), never half of them.
+MIN_ACCEPTED = 200
+
+Fault = Callable[[Deployment, Role, list[Role], list[Role], Fleet, Tally], Awaitable[object]]
+
+
+async def run_fault(
+    name: str,
+    deployment: Deployment,
+    fault: Fault | None,
+    *,
+    seconds: float = TRAFFIC_SECONDS,
+    to_users: bool = True,
+    min_accepted: int = MIN_ACCEPTED,
+    **platform: object,
+) -> tuple[Fleet, list[Role], Tally]:
+    """Start the platform, connect the fleet, warm up, run the traffic with the fault, settle and
+    assert. Returns what the test may check further (the fleet is closed by then)."""
+    api, routers, edges = await start_platform(deployment, **platform)  # type: ignore[arg-type]
+    fleet = Fleet([e.address for e in edges])
+    tally = Tally()
+    try:
+        await fleet.connect()
+        async with PushSender(api.address) as sender:
+            await warm_up(fleet, sender)
+            run = (lambda: fault(deployment, api, routers, edges, fleet, tally)) if fault else None
+            await traffic(sender, fleet, seconds, tally=tally, to_users=to_users, fault=run, fault_at=FAULT_AT)
+            counts = await settle(name, tally, fleet)
+            if counts.lost:
+                inbox = RedisInbox.from_url(deployment.registry)
+                try:
+                    await explain_losses(counts, tally, inbox, sender)
+                finally:
+                    await inbox.close()
+        assert_clean(counts, min_accepted=min_accepted)
+        return fleet, edges, tally
+    finally:
+        await fleet.close()
+
+
+async def test_no_fault(tmp_path: Path):
+    deployment = shared_deployment(tmp_path)
+    try:
+        await run_fault("no fault", deployment, None)
+    finally:
+        await deployment.stop()
+
+
+async def test_router_killed(tmp_path: Path):
+    async def kill_router(deployment, api, routers, edges, fleet, tally):
+        await routers[0].kill()
+
+    deployment = shared_deployment(tmp_path)
+    try:
+        await run_fault("kill -9 router", deployment, kill_router)
+    finally:
+        await deployment.stop()
+
+
+@pytest.mark.parametrize("run", range(KILL_EDGE_RUNS))
+async def test_edge_killed(tmp_path: Path, run: int):
+    moved: dict[str, list[str]] = {}
+
+    async def kill_edge(deployment, api, routers, edges, fleet, tally):
+        moved["from"] = fleet.on_edge(deployment.edge_id(edges[0].name))
+        await edges[0].kill()
+
+    deployment = shared_deployment(tmp_path)
+    try:
+        fleet, edges, _ = await run_fault(f"kill -9 edge (run {run + 1}/{KILL_EDGE_RUNS})", deployment, kill_edge)
+        survivor = deployment.edge_id(edges[1].name)
+        assert moved["from"], "some devices were on the killed edge"
+        assert all(fleet.clients[name].edge_id == survivor for name in moved["from"]), "they moved to the other"
+    finally:
+        await deployment.stop()
+
+
+async def test_kafka_stopped_then_started(tmp_path: Path):
+    async with service("kafka", tmp_path / "kafka", timeout=180) as kafka:
+
+        async def stop_kafka(deployment, api, routers, edges, fleet, tally):
+            assert await kafka.stop() == 0
+            # Down until Sends answer UNAVAILABLE (each within --kafka-publish-timeout-seconds).
+            await eventually(lambda: len(tally.unavailable) >= 10, 30, what="Sends to answer UNAVAILABLE")
+            await kafka.restart()
+
+        deployment = shared_deployment(tmp_path, kafka_url=kafka.env["PUSHPLAT_TEST_KAFKA_URL"])
+        try:
+            # 20 s: the traffic goes on after the broker is back.
+            _, _, tally = await run_fault(
+                "Kafka stopped, then started",
+                deployment,
+                stop_kafka,
+                seconds=20,
+                # The 120 sent before the broker stops (and any after it is back).
+                min_accepted=FAULT_AT * 30,
+                api_args=("--kafka-publish-timeout-seconds", "2"),
+            )
+            assert tally.unavailable, "Sends answered UNAVAILABLE while Kafka was down"
+            last_refused = max(tally.sent_at[u] for u in tally.unavailable)
+            if not [p for p in tally.accepted if tally.sent_at[p] > last_refused]:
+                # Nothing accepted is lost (asserted above), but the api's idempotent
+                # kafka-python producer does not recover from batches that expired while the
+                # broker was down (their sequence numbers are out of step with the broker's).
+                # The producer is the api's; this marks the known defect until it is fixed.
+                pytest.xfail("the api accepted no Send after Kafka came back (idempotent producer stuck)")
+        finally:
+            await deployment.stop()
+
+
+async def test_redis_restarted_without_persistence(tmp_path: Path):
+    async with service("redis", tmp_path / "redis") as redis:
+
+        async def restart_redis(deployment, api, routers, edges, fleet, tally):
+            await redis.restart()
+
+        deployment = shared_deployment(tmp_path, redis_url=redis.env["PUSHPLAT_TEST_REDIS_URL"])
+        try:
+            # To device ids: a message to a user routed in the second before the edges noticed
+            # the loss finds none of the user's devices (the store forgot them; see the README).
+            await run_fault("Redis restarted without persistence", deployment, restart_redis, to_users=False)
+        finally:
+            await deployment.stop()
+
+
+async def test_redis_cluster_master_killed(tmp_path: Path):
+    async with service("redis-cluster", tmp_path / "cluster", timeout=120) as cluster:
+        url = cluster.env["PUSHPLAT_TEST_REDIS_CLUSTER_URL"]
+        deployment = shared_deployment(tmp_path, redis_url=url)
+
+        async def kill_master(deployment, api, routers, edges, fleet, tally):
+            # The master that holds d0's registry entry (and inbox: same hash tag).
+            registry = RedisRegistry.from_url(deployment.registry)
+            try:
+                assert isinstance(registry.client, RedisCluster)
+                await registry.client.initialize()
+                node = registry.client.get_node_from_key(registry.device_key("d0"))
+            finally:
+                await registry.close()
+            pid = int((tmp_path / "cluster" / "redis-cluster" / str(node.port) / "redis.pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+
+        try:
+            await run_fault(
+                "kill -9 Redis Cluster master",
+                deployment,
+                kill_master,
+                router_args=("--inbox-wait-replicas", "1"),
+                edge_args=("--registry-ttl-seconds", "30"),
+            )
+        finally:
+            await deployment.stop()
