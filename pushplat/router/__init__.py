@@ -190,6 +190,9 @@ class RouterNode:
         queued before the last await, so a failed or cancelled attempt can simply be repeated."""
         now = now_ms()
         events: list[push_pb2.Receipt] = []
+        # Collapses go last: a message collapsed by a later one in this same batch must end
+        # DROPPED, not be overwritten by its own "kept in inbox" receipt from step 5.
+        collapses: list[push_pb2.Receipt] = []
         finished: list[Entry] = []
         live: list[tuple[Entry, str, str, message_pb2.Message]] = []  # entry, kind, target id, message
         newest: dict[str, int] = {}
@@ -228,7 +231,7 @@ class RouterNode:
                 if devices:
                     to_store.append((devices, message))
         if to_store:
-            events += _collapse_receipts(await self.inbox.put_many(to_store))
+            collapses += _collapse_receipts(await self.inbox.put_many(to_store))
         # 3. The lookups.
         device_routes, user_routes = await asyncio.gather(
             self.registry.lookup_devices(sorted(device_ids)) if device_ids else _empty(),
@@ -243,7 +246,7 @@ class RouterNode:
         }
         late = {user: devices for user, devices in late.items() if devices}
         if late:
-            user_routes = await self._store_late(live, late, user_routes, stored, events)
+            user_routes = await self._store_late(live, late, user_routes, stored, collapses)
 
         # 5. One delivery per route, grouped by edge.
         per_edge: dict[str, list[Delivery]] = defaultdict(list)
@@ -301,7 +304,7 @@ class RouterNode:
             self.tracker.expect(entry, count)
         if per_edge:
             events += self.queues.dispatch(per_edge, addresses)
-        return events
+        return events + collapses
 
     async def _store_late(
         self,
@@ -309,14 +312,14 @@ class RouterNode:
         late: dict[str, list[str]],
         user_routes: dict[str, list[Route]],
         stored: dict[str, set[str]],
-        events: list[push_pb2.Receipt],
+        collapses: list[push_pb2.Receipt],
     ) -> dict[str, list[Route]]:
         to_store = [
             (late[target], message)
             for _, kind, target, message in live
             if kind == "user_id" and message.requires_ack and target in late
         ]
-        events += _collapse_receipts(await self.inbox.put_many(to_store))
+        collapses += _collapse_receipts(await self.inbox.put_many(to_store))
         fresh = await self.registry.lookup_devices(sorted({d for devices in late.values() for d in devices}))
         routes = dict(user_routes)
         for user, devices in late.items():
