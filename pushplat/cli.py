@@ -239,6 +239,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.kafka_publish_timeout_seconds,
             help="how long a Send waits for Kafka's ack before it answers UNAVAILABLE",
         )
+        _kafka_tunables(parser, d)
     add_option(
         parser,
         "--handshake-timeout-seconds",
@@ -267,6 +268,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         default=d.metric_label_values_max,
         help="distinct values counted per label key; later ones count as __other__",
     )
+    _receipt_options(parser, d)
     add_option(
         parser,
         "--metrics-port",
@@ -290,6 +292,68 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
     )
     add_option(parser, "--metrics-host", default="", help="interface for /metrics alone (default: --host)")
     add_option(parser, "--log-level", default=d.log_level, help="debug, info, warning or error")
+
+
+def _kafka_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--kafka-connect-timeout-seconds",
+        type=float,
+        default=d.kafka_connect_timeout_seconds,
+        help="how long connecting to Kafka (at start-up, and each admin or commit request) may take",
+    )
+    add_option(
+        parser,
+        "--kafka-group-id",
+        default=d.kafka_group_id,
+        help="the routers' Kafka consumer group (default <topic-prefix>.routers)",
+    )
+    add_option(
+        parser,
+        "--kafka-session-timeout-ms",
+        type=int,
+        default=d.kafka_session_timeout_ms,
+        help="a router silent this long loses its partitions to the other routers",
+    )
+    add_option(
+        parser,
+        "--kafka-heartbeat-interval-ms",
+        type=int,
+        default=d.kafka_heartbeat_interval_ms,
+        help="routers' consumer-group heartbeat (0: min(3000, session timeout / 3))",
+    )
+    add_option(
+        parser,
+        "--kafka-linger-ms",
+        type=int,
+        default=d.kafka_linger_ms,
+        help="how long the Kafka producer waits to fill a batch before sending it",
+    )
+
+
+def _receipt_options(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--receipt-flush-ms",
+        type=float,
+        default=d.receipt_flush_ms,
+        help="receipts are buffered and written (status table, Kafka events) in the background this often",
+    )
+    add_option(
+        parser,
+        "--receipt-buffer-entries",
+        type=int,
+        default=d.receipt_buffer_entries,
+        help="receipts buffered at most before a flush; beyond it they are dropped and counted "
+        "(pushplat_receipt_errors_total{what=buffer_full})",
+    )
+    add_option(
+        parser,
+        "--receipt-buffer-bytes",
+        type=int,
+        default=d.receipt_buffer_bytes,
+        help="bytes of receipts buffered at most (about 160 each plus labels); beyond it they are dropped and counted",
+    )
 
 
 def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
@@ -412,6 +476,20 @@ def _api_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         type=float,
         default=d.send_burst,
         help="messages a sender may send at once above --send-rate (0: one second's worth)",
+    )
+    add_option(
+        parser,
+        "--send-stream-window",
+        type=int,
+        default=d.send_stream_window,
+        help="requests a Push.SendStream may have unanswered; when full the server stops reading the stream",
+    )
+    add_option(
+        parser,
+        "--send-stream-window-bytes",
+        type=int,
+        default=d.send_stream_window_bytes,
+        help="bytes of requests a Push.SendStream may have unanswered (one request is always let in)",
     )
 
 

@@ -15,7 +15,7 @@ from pushplat_client.v1 import push_pb2
 
 from pushplat.logs import kv
 from pushplat.metrics import RECEIPT_ERRORS
-from pushplat.receipts.base import Receipts
+from pushplat.receipts.base import ReceiptEvent, Receipts
 from pushplat.receipts.status_redis import RedisStatusStore
 
 log = logging.getLogger("pushplat.receipts")
@@ -41,18 +41,20 @@ class KafkaReceiptEvents:
     async def start(self) -> None:
         await self._producer.start()
 
-    def publish(self, receipts: Sequence[push_pb2.Receipt]) -> None:
+    def publish(self, receipts: Sequence[ReceiptEvent]) -> None:
         if self._backlog + len(receipts) > MAX_PENDING_EVENTS:
             RECEIPT_ERRORS.labels("events_backlog").inc(len(receipts))
             return
-        # One background task per emit, not per receipt: one hop to the producer thread.
+        # One background task per flush, not per receipt: one hop to the producer thread,
+        # and a slow Kafka does not hold up the status table.
         self._backlog += len(receipts)
-        task = asyncio.create_task(self._send(list(receipts)))
+        task = asyncio.create_task(self._send(receipts))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _send(self, receipts: list[push_pb2.Receipt]) -> None:
-        records = [(r.message_id.encode(), r.SerializeToString()) for r in receipts]
+    async def _send(self, receipts: Sequence[ReceiptEvent]) -> None:
+        # The one protobuf of each state change, built here, off the hot path.
+        records = [(r.message_id.encode(), r.to_proto().SerializeToString()) for r in receipts]
         try:
             await self._producer.publish_records(self.topic, records, f"{len(records)} receipts")
         except Exception as exc:
@@ -68,32 +70,30 @@ class KafkaReceiptEvents:
 
 
 class DistributedReceipts(Receipts):
-    def __init__(self, status: RedisStatusStore, events: KafkaReceiptEvents | None) -> None:
+    def __init__(self, status: RedisStatusStore, events: KafkaReceiptEvents | None, **buffer: Any) -> None:
+        super().__init__(**buffer)
         self.status_store = status
         self.events = events
 
     @classmethod
-    def from_config(cls, config: Any) -> DistributedReceipts:
+    def from_config(cls, config: Any, **buffer: Any) -> DistributedReceipts:
         events = KafkaReceiptEvents(config) if config.queue.startswith("kafka:") else None
-        return cls(RedisStatusStore.from_url(config.registry), events)
+        return cls(RedisStatusStore.from_url(config.registry), events, **buffer)
 
     async def start(self) -> None:
         if self.events is not None:
             await self.events.start()
+        await super().start()
 
-    async def _emit(self, receipts: Sequence[push_pb2.Receipt]) -> None:
+    async def _write(self, events: list[ReceiptEvent]) -> None:
         if self.events is not None:
-            self.events.publish(receipts)
-        try:
-            await self.status_store.record(receipts)
-        except Exception as exc:
-            RECEIPT_ERRORS.labels("status").inc()
-            log.warning(kv("receipts.status_failed", receipts=len(receipts), error=str(exc)))
+            self.events.publish(events)
+        await self.status_store.record(events)
 
-    async def status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
+    async def _read_status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
         return await self.status_store.status(message_id, sender_id)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self.events is not None:
             await self.events.close()
         await self.status_store.close()
