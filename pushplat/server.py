@@ -76,6 +76,7 @@ class Server:
         self.consumer: LaneConsumer | None = None
         self.edge: EdgeNode | None = None
         self.router: RouterNode | None = None
+        self.api_servicer: PushServicer | None = None
         self.link: EdgeLink | None = None
         self._servers: list[grpc.aio.Server] = []
         self._health: list[health.aio.HealthServicer] = []
@@ -163,6 +164,7 @@ class Server:
                 )
             except ValueError as exc:  # e.g. a malformed --api-key NAME:KEY
                 raise StartupError(str(exc)) from exc
+            self.api_servicer = push
             add_unary_servicer(push, push_pb2.DESCRIPTOR.services_by_name["Push"], api_server)
             self.ports.api = self._bind(api_server, config.host, config.api_port, "api", public_tls[1])
             public.append(_service_name(push_pb2, "Push"))

@@ -214,6 +214,8 @@ class PushServicer(push_pb2_grpc.PushServicer):
         --send-stream-window requests (and --send-stream-window-bytes) wait for their answers:
         beyond that the server stops reading, and HTTP/2 flow control holds the sender back."""
         sender = await self.api_keys.require(context)
+        # Headers now: clients wait for them (or for a refusal) before their first request.
+        await context.send_initial_metadata(())
         window = _Window(self.config.send_stream_window, self.config.send_stream_window_bytes)
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue()  # bounded by the window
 
