@@ -205,6 +205,22 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
     if not dev:
         add_option(
             parser,
+            "--workers",
+            type=int,
+            default=d.workers,
+            help="run this role as N processes under a supervisor that forwards SIGTERM and restarts "
+            "crashed workers; they share the device/api port (SO_REUSEPORT), and each edge worker has its "
+            "own edge id (<edge-id>-w<i>) and delivery port (base + i); metrics ports are base + i",
+        )
+        add_option(
+            parser,
+            "--reuse-port",
+            switch=True,
+            help="bind the device, api and health ports with SO_REUSEPORT, shared with other processes "
+            "(--workers sets it for its workers)",
+        )
+        add_option(
+            parser,
             "--registry",
             default=d.registry,
             help="push registry: memory://, redis://host:port/db or redis+cluster://host:port",
@@ -801,7 +817,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
-async def _run_server(config: Config) -> int:
+async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
+    if config.workers < 1:
+        print(f"pushplat {args_command(config)}: --workers must be at least 1, got {config.workers}", file=sys.stderr)
+        return 2
+    if config.workers > 1:
+        from pushplat.workers import supervise
+
+        return await supervise(config, argv)
     from pushplat.server import Server, StartupError
 
     server = Server(config)
@@ -937,6 +960,7 @@ def _run(coro: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from pushplat.logs import setup_logging
 
@@ -947,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("pushplat.server").info(
                 kv("dev.delivery_port_unused", port=args.delivery_port, detail="pushplat dev has no delivery port")
             )
-        return _run(_run_server(config))
+        return _run(_run_server(config, argv))
     setup_logging("warning")
     if args.command in ("send", "listen", "status", "presence"):
         try:

@@ -147,6 +147,10 @@ class Config:
     keepalive_timeout_seconds: float = 20.0
 
     log_level: str = "info"
+    # api, router and edge as this many processes under a supervisor (pushplat.workers); each
+    # worker binds the shared public ports with SO_REUSEPORT (reuse_port).
+    workers: int = 1
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not self.edge_id:

@@ -39,7 +39,6 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.so_reuseport", 0),
     # grpc-core cancels calls (CANCELLED, no hint) once ~1,000 wait for the application; a
     # reconnect storm easily exceeds that. Let them queue, and shed load in AdmissionControl
     # instead, with RESOURCE_EXHAUSTED and a retry hint.
@@ -278,10 +277,14 @@ class Server:
         closing = [("grpc.server_handshake_timeout_ms", max(1, round(config.handshake_timeout_seconds * 1000)))]
         if public and config.idle_connection_seconds > 0:
             closing.append(("grpc.max_connection_idle_ms", max(1, round(config.idle_connection_seconds * 1000))))
+        # Off unless --workers shares the public ports: then the kernel spreads new connections
+        # over the workers. Otherwise a second process on the port is an error, not a silent split.
+        reuse_port = 1 if public and config.reuse_port else 0
         server = grpc.aio.server(
             interceptors=interceptors or None,
             options=[
                 *SERVER_OPTIONS,
+                ("grpc.so_reuseport", reuse_port),
                 *closing,
                 ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
                 ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
@@ -296,7 +299,7 @@ class Server:
     ) -> int:
         address = f"{host}:{port}"
         # gRPC's own bind failure is a core log line plus a vague RuntimeError; say it plainly.
-        free_or_fail(host, port, what)
+        free_or_fail(host, port, what, reuse_port=self.config.reuse_port and what != "delivery")
         try:
             if credentials is None:
                 bound = server.add_insecure_port(address)
@@ -319,8 +322,9 @@ class Server:
         enable_reflection([*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
 
 
-def free_or_fail(host: str, port: int, what: str) -> None:
-    """Raise StartupError unless host:port can be bound now (port 0 always can)."""
+def free_or_fail(host: str, port: int, what: str, reuse_port: bool = False) -> None:
+    """Raise StartupError unless host:port can be bound now (port 0 always can); with
+    reuse_port, a port that sibling workers hold with SO_REUSEPORT counts as free."""
     if not port:
         return
     try:
@@ -331,6 +335,8 @@ def free_or_fail(host: str, port: int, what: str) -> None:
         with socket.socket(family, kind, proto) as probe:
             # As the real servers do: a port left in TIME_WAIT is free, one with a listener is not.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind(sockaddr)
             except OSError as exc:
