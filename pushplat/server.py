@@ -125,7 +125,7 @@ class Server:
                 config.registry, config.inbox_limit, config.inbox_wait_replicas, config.inbox_wait_timeout_ms
             )
             self.idempotency = open_idempotency(config.registry)
-            self.receipts = open_receipts(config)
+            self.receipts = open_receipts(config, self.producer)
             await self.receipts.start()
         except StartupError:
             raise
@@ -243,9 +243,12 @@ class Server:
         if self.link:
             await self.link.close()
         await asyncio.gather(*(server.stop(grace=1.0) for server in self._servers))
+        # Receipts first: their last flush may go through the lanes' producer.
+        if self.receipts is not None:
+            await self.receipts.close()
         if self.producer:
             await self.producer.close()
-        for store in (self.receipts, self.idempotency, self.inbox, self.registry):
+        for store in (self.idempotency, self.inbox, self.registry):
             if store is not None:
                 await store.close()
         if self._metrics is not None:

@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 __all__ = ["ReceiptEvent", "Receipts", "State", "open_receipts", "receipt"]
 
 
-def open_receipts(config: Config) -> Receipts:
-    """Memory when everything runs in one process; otherwise events to Kafka, status in Redis."""
+def open_receipts(config: Config, producer: object = None) -> Receipts:
+    """Memory when everything runs in one process; otherwise events to Kafka, status in Redis.
+    A Kafka lane producer already open in this process (the api's) also carries the events."""
     buffer = {
         "flush_seconds": config.receipt_flush_ms / 1000,
         "max_entries": config.receipt_buffer_entries,
@@ -28,6 +29,6 @@ def open_receipts(config: Config) -> Receipts:
     else:
         from pushplat.receipts.distributed import DistributedReceipts
 
-        receipts = DistributedReceipts.from_config(config, **buffer)
+        receipts = DistributedReceipts.from_config(config, producer, **buffer)
     receipts.label_metrics = LabelMetrics(config.metric_label_keys, config.metric_label_values_max)
     return receipts

@@ -26,20 +26,34 @@ MAX_PENDING_EVENTS = 10_000
 
 
 class KafkaReceiptEvents:
-    """Publishes each receipt, keyed by message id, to `<prefix>.receipts` in the background."""
+    """Publishes each receipt, keyed by message id, to `<prefix>.receipts` in the background.
 
-    def __init__(self, config: Any) -> None:
+    In the api process it shares the lanes' producer: one kafka-python producer (and sender
+    thread) per process instead of two, and receipts ride in the same requests as messages."""
+
+    def __init__(self, config: Any, producer: Any = None) -> None:
         from pushplat.queue.kafka import KafkaLaneProducer, KafkaSettings
 
         settings = KafkaSettings.from_config(config)
         self.topic = f"{settings.topic_prefix}.receipts"
         settings.topics = {"receipts": self.topic}
-        self._producer = KafkaLaneProducer(settings)
+        self._settings = settings
+        self._owned = not isinstance(producer, KafkaLaneProducer)
+        self._producer = KafkaLaneProducer(settings) if self._owned else producer
         self._pending: set[asyncio.Task[None]] = set()
         self._backlog = 0  # receipts handed over and not yet acked or failed
 
     async def start(self) -> None:
-        await self._producer.start()
+        if self._owned:
+            await self._producer.start()  # creates the receipts topic too
+            return
+        from pushplat.queue.kafka.admin import ensure_topics
+
+        # The shared producer created the lanes; the receipts topic is this one's to create.
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self._settings)
+        except Exception as exc:
+            raise self._settings.unreachable(exc) from exc
 
     def publish(self, receipts: Sequence[ReceiptEvent]) -> None:
         if self._backlog + len(receipts) > MAX_PENDING_EVENTS:
@@ -66,7 +80,8 @@ class KafkaReceiptEvents:
     async def close(self) -> None:
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
-        await self._producer.close()
+        if self._owned:
+            await self._producer.close()
 
 
 class DistributedReceipts(Receipts):
@@ -76,8 +91,8 @@ class DistributedReceipts(Receipts):
         self.events = events
 
     @classmethod
-    def from_config(cls, config: Any, **buffer: Any) -> DistributedReceipts:
-        events = KafkaReceiptEvents(config) if config.queue.startswith("kafka:") else None
+    def from_config(cls, config: Any, producer: Any = None, **buffer: Any) -> DistributedReceipts:
+        events = KafkaReceiptEvents(config, producer) if config.queue.startswith("kafka:") else None
         return cls(RedisStatusStore.from_url(config.registry), events, **buffer)
 
     async def start(self) -> None:
