@@ -378,7 +378,7 @@ def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         "--max-connections",
         type=int,
         default=d.max_connections,
-        help="device streams this edge holds at most (size it from memory: about 52 KiB each); 0 is no limit",
+        help="device streams this edge holds at most (size it from memory: about 54 KiB each); 0 is no limit",
     )
     add_option(
         parser,

@@ -1,13 +1,15 @@
 """The per-unit Redis figures of the README's capacity model, counted on a real deployment (api,
-router and edge processes on Redis + Kafka) with Redis's own INFO commandstats: a registry
-refresh costs 2 Redis calls per connected device every ttl/3, and an at-most-once message to a
-connected device about 4 (the router's lookup and one status write per role). A change that
-adds a round trip per device or per message fails here, and the README's model with it."""
+router and edge processes on Redis + Kafka) with Redis's MONITOR: a registry refresh costs 2
+Redis calls per connected device every ttl/3, and an at-most-once message to a connected
+device about 4 (the router's lookup and one status write per role). A call is one request a
+pushplat process sends (a script is one call; the commands it runs inside Redis are not).
+A change that adds a round trip per device or per message fails here, and the README's model
+with it."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections import Counter
 
 import pytest
 from pushplat_client import PushSender
@@ -19,45 +21,65 @@ pytestmark = pytest.mark.timeout(180)
 
 DEVICES = 100
 MESSAGES = 400
-CYCLES = 5  # refresh cycles per measured window
-QUIET = 0.2  # seconds without a call: a refresh (every second here) is over
+CYCLES = 5  # refresh cycles in the idle window
+ACKED = 3
 
 
-async def command_calls(client: Redis) -> dict[str, int]:
-    stats = await client.info("commandstats")
-    # Our own INFO calls are not the platform's.
-    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items() if k != "cmdstat_info"}
+class Calls:
+    """Every request pushplat's processes send to Redis, in order, from a MONITOR connection.
+    The test marks windows with ECHO on its own connection, which MONITOR shows in order too."""
+
+    def __init__(self, url: str) -> None:
+        self.monitor_client = Redis.from_url(url)
+        self.client = Redis.from_url(url)
+        self.log: list[list[str]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        ready = asyncio.Event()
+
+        async def run() -> None:
+            async with self.monitor_client.monitor() as monitor:
+                ready.set()
+                async for info in monitor.listen():
+                    if info["client_type"] != "lua":  # run inside a script: part of that call
+                        self.log.append(info["command"].split(" ", 2))
+
+        self._task = asyncio.create_task(run())
+        await ready.wait()
+
+    async def mark(self, name: str) -> int:
+        """Index in the log of an ECHO `name`, once MONITOR has shown it."""
+        await self.client.echo(f"mark:{name}")
+        found: list[int] = []
+
+        def seen() -> bool:
+            found[:] = [i for i, c in enumerate(self.log) if c[0].upper() == "ECHO" and c[1:] == [f"mark:{name}"]]
+            return bool(found)
+
+        await eventually(seen, timeout=10, what=f"MONITOR to show the mark {name}")
+        return found[0]
+
+    def sets(self) -> list[int]:
+        # Each refresh cycle begins with one SET of the edge's own key; nothing else here SETs
+        # (no idempotency keys).
+        return [i for i, c in enumerate(self.log) if c[0].upper() == "SET"]
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.monitor_client.aclose()
+        await self.client.aclose()
 
 
-def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
-
-
-def scripted(calls: dict[str, int]) -> dict[str, int]:
-    # GETs are the edge's own cheap checks of its key, which run between refreshes too.
-    return {k: n for k, n in calls.items() if k != "get"}
-
-
-async def wait_cycles(client: Redis, start: dict[str, int], cycles: int) -> dict[str, int]:
-    """Commandstats once the edge has run `cycles` more refreshes since `start`, to the end.
-    Each begins with one SET of the edge's own key (nothing else here SETs: no idempotency
-    keys) and is over once Redis has been quiet for QUIET seconds, so a window between two of
-    these holds whole cycles, whatever their timing."""
-    polls: list[tuple[float, dict[str, int]]] = []
-
-    async def done() -> bool:
-        now, calls = time.monotonic(), await command_calls(client)
-        polls.append((now, calls))
-        quiet = [c for t, c in polls if now - t >= QUIET]
-        settled = bool(quiet) and scripted(quiet[-1]) == scripted(calls)
-        return calls.get("set", 0) - start.get("set", 0) >= cycles and settled
-
-    await eventually(done, timeout=30, what=f"{cycles} registry refresh cycles")
-    return polls[-1][1]
+def names(commands: list[list[str]]) -> Counter[str]:
+    # EVALSHA by script, so each script's share shows in a failure.
+    return Counter(" ".join(c[:2]) if c[0].upper() == "EVALSHA" else c[0].upper() for c in commands)
 
 
 async def test_redis_calls_per_refresh_and_per_message(deployment):
-    client = Redis.from_url(require_env("PUSHPLAT_TEST_REDIS_URL"))
+    calls = Calls(require_env("PUSHPLAT_TEST_REDIS_URL"))
     devices: list[RawDevice] = []
     try:
         api = await deployment.api()
@@ -67,39 +89,58 @@ async def test_redis_calls_per_refresh_and_per_message(deployment):
         for i, device in enumerate(devices):
             await device.hello(user_id=f"u{i}", device_id=f"d{i}")
         async with PushSender(api.address) as sender:
-            await sender.send(device_id="d0", payload=b"warm-up")  # the router's group has joined
+            first = await sender.send(device_id="d0", payload=b"warm-up")  # the router's group has joined
             await devices[0].read_messages(1)
+            await calls.start()
 
-            # Idle: the edge's refreshes (and any fixed per-edge polling) are all that runs.
-            # Window from one cycle's SET to a later one: whole cycles, whatever their timing.
-            start = await wait_cycles(client, await command_calls(client), 1)
-            end = await wait_cycles(client, start, CYCLES)
-            idle = delta(end, start)
-            per_cycle = sum(idle.values()) / CYCLES
-            per_device = per_cycle / DEVICES
-            print(f"registry refresh: {per_device:.2f} Redis calls per device per refresh; {idle}")
-            # REFRESH + INDEX_ADD per device, plus the edge's own key and checks spread thin.
-            assert 1.9 <= per_device <= 2.3, idle
+            # What one GetStatus costs, to take the test's own polling out below.
+            start = await calls.mark("status-start")
+            await sender.get_status(first.message_id)
+            status_end = await calls.mark("status-end")
 
-            before = await command_calls(client)
+            # Idle: whole refresh cycles, from one cycle's SET to the SET CYCLES later.
+            await eventually(lambda: len([i for i in calls.sets() if i > start]) > CYCLES, timeout=30, what="refreshes")
+            cycle_starts = [i for i in calls.sets() if i > start]
+            idle = [c for c in calls.log[cycle_starts[0] : cycle_starts[CYCLES]] if c[0].upper() != "ECHO"]
+            per_device = len(idle) / CYCLES / DEVICES
+            print(f"registry refresh: {per_device:.2f} Redis calls per device per refresh; {names(idle)}")
+            # REFRESH + INDEX_ADD per device; the edge's own key and checks spread thin.
+            assert 1.9 <= per_device <= 2.2, names(idle)
+            refresh_scripts = {c[1] for c in idle if c[0].upper() == "EVALSHA"}
+
+            begin = await calls.mark("send-start")
             sent = await asyncio.gather(
                 *(sender.send(device_id=f"d{i % DEVICES}", payload=b"x") for i in range(MESSAGES))
             )
             await asyncio.gather(*(d.read_messages(MESSAGES // DEVICES) for d in devices))
+            polls = 0
 
             async def last_acked() -> bool:  # every role's receipt flush (50 ms) is in
+                nonlocal polls
+                polls += 1
                 status = await sender.get_status(sent[-1].message_id)
-                return [d.state for d in status.devices] == [3]  # ACKED
+                return [d.state for d in status.devices] == [ACKED]
 
             await eventually(last_acked, timeout=10, what="the last message's ACKED status")
-            # Close the window at a cycle boundary, then take out the cycles it holds.
-            after = await wait_cycles(client, before, 1)
-            busy = delta(after, before)
-        cycles = busy.get("set", 0)
-        per_message = (sum(busy.values()) - cycles * per_cycle) / MESSAGES
-        print(f"at-most-once to a connected device: {per_message:.2f} Redis calls per message; {busy}")
-        assert 3.5 <= per_message <= 5.0, busy
+            end = await calls.mark("send-end")
+
+        def not_refresh(commands: list[list[str]]) -> list[list[str]]:
+            # The refreshes that ran meanwhile (their SETs and scripts) are the registry's.
+            return [
+                c
+                for c in commands
+                if c[0].upper() != "SET" and not (c[0].upper() == "EVALSHA" and c[1] in refresh_scripts)
+            ]
+
+        status_calls = len(not_refresh(calls.log[start + 1 : status_end]))
+        window = not_refresh(calls.log[begin + 1 : end])
+        per_message = (len(window) - polls * status_calls) / MESSAGES
+        print(
+            f"at-most-once to a connected device: {per_message:.2f} Redis calls per message "
+            f"({polls} GetStatus polls of {status_calls} calls taken out); {names(window)}"
+        )
+        assert 3.5 <= per_message <= 5.0, names(window)
     finally:
         for device in devices:
             await device.close()
-        await client.aclose()
+        await calls.close()
