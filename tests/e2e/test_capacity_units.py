@@ -1,10 +1,10 @@
 """The per-unit Redis figures of the README's capacity model, counted on a real deployment (api,
 router and edge processes on Redis + Kafka) with Redis's MONITOR: a registry refresh costs 2
 Redis calls per connected device every ttl/3, and an at-most-once message to a connected
-device about 4 (the router's lookup and one status write per role). A call is one request a
-pushplat process sends (a script is one call; the commands it runs inside Redis are not).
-A change that adds a round trip per device or per message fails here, and the README's model
-with it."""
+device 3 to 4 (one status write per role, and the router's lookup, one per routing batch).
+A call is one request a pushplat process sends (a script is one call; the commands it runs
+inside Redis are not). A change that adds a round trip per device or per message fails here,
+and the README's model with it."""
 
 from __future__ import annotations
 
@@ -139,7 +139,8 @@ async def test_redis_calls_per_refresh_and_per_message(deployment):
             f"at-most-once to a connected device: {per_message:.2f} Redis calls per message "
             f"({polls} GetStatus polls of {status_calls} calls taken out); {names(window)}"
         )
-        assert 3.5 <= per_message <= 5.0, names(window)
+        # 3 status writes, plus the lookup: one per routing batch, so up to 1 per message.
+        assert 3.0 <= per_message <= 4.5, names(window)
     finally:
         for device in devices:
             await device.close()
