@@ -98,15 +98,21 @@ async def test_redis_calls_per_refresh_and_per_message(deployment):
             await sender.get_status(first.message_id)
             status_end = await calls.mark("status-end")
 
-            # Idle: whole refresh cycles, from one cycle's SET to the SET CYCLES later.
-            await eventually(lambda: len([i for i in calls.sets() if i > start]) > CYCLES, timeout=30, what="refreshes")
-            cycle_starts = [i for i in calls.sets() if i > start]
+            # Idle: whole refresh cycles, from one cycle's SET to the SET CYCLES later. The first
+            # cycle is left out: an edge's first refresh may find its script not yet in Redis's
+            # cache (a NOSCRIPT, then EVAL, once per process).
+            await eventually(
+                lambda: len([i for i in calls.sets() if i > start]) > CYCLES + 1, timeout=30, what="refreshes"
+            )
+            cycle_starts = [i for i in calls.sets() if i > start][1:]
             idle = [c for c in calls.log[cycle_starts[0] : cycle_starts[CYCLES]] if c[0].upper() != "ECHO"]
             per_device = len(idle) / CYCLES / DEVICES
             print(f"registry refresh: {per_device:.2f} Redis calls per device per refresh; {names(idle)}")
             # REFRESH + INDEX_ADD per device; the edge's own key and checks spread thin.
             assert 1.9 <= per_device <= 2.2, names(idle)
-            refresh_scripts = {c[1] for c in idle if c[0].upper() == "EVALSHA"}
+            # The per-device scripts (a late receipt flush may also have run a status write).
+            scripts = Counter(c[1] for c in idle if c[0].upper() == "EVALSHA")
+            refresh_scripts = {sha for sha, n in scripts.items() if n >= DEVICES}
 
             begin = await calls.mark("send-start")
             sent = await asyncio.gather(
