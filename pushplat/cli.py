@@ -205,6 +205,22 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
     if not dev:
         add_option(
             parser,
+            "--workers",
+            type=int,
+            default=d.workers,
+            help="run this role as N processes under a supervisor that forwards SIGTERM and restarts "
+            "crashed workers; they share the device/api port (SO_REUSEPORT), and each edge worker has its "
+            "own edge id (<edge-id>-w<i>) and delivery port (base + i); metrics ports are base + i",
+        )
+        add_option(
+            parser,
+            "--reuse-port",
+            switch=True,
+            help="bind the device, api and health ports with SO_REUSEPORT, shared with other processes "
+            "(--workers sets it for its workers)",
+        )
+        add_option(
+            parser,
             "--registry",
             default=d.registry,
             help="push registry: memory://, redis://host:port/db or redis+cluster://host:port",
@@ -239,6 +255,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.kafka_publish_timeout_seconds,
             help="how long a Send waits for Kafka's ack before it answers UNAVAILABLE",
         )
+        _kafka_tunables(parser, d)
     add_option(
         parser,
         "--handshake-timeout-seconds",
@@ -267,6 +284,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         default=d.metric_label_values_max,
         help="distinct values counted per label key; later ones count as __other__",
     )
+    _receipt_options(parser, d)
     add_option(
         parser,
         "--metrics-port",
@@ -292,13 +310,75 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
     add_option(parser, "--log-level", default=d.log_level, help="debug, info, warning or error")
 
 
+def _kafka_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--kafka-connect-timeout-seconds",
+        type=float,
+        default=d.kafka_connect_timeout_seconds,
+        help="how long connecting to Kafka (at start-up, and each admin or commit request) may take",
+    )
+    add_option(
+        parser,
+        "--kafka-group-id",
+        default=d.kafka_group_id,
+        help="the routers' Kafka consumer group (default <topic-prefix>.routers)",
+    )
+    add_option(
+        parser,
+        "--kafka-session-timeout-ms",
+        type=int,
+        default=d.kafka_session_timeout_ms,
+        help="a router silent this long loses its partitions to the other routers",
+    )
+    add_option(
+        parser,
+        "--kafka-heartbeat-interval-ms",
+        type=int,
+        default=d.kafka_heartbeat_interval_ms,
+        help="routers' consumer-group heartbeat (0: min(3000, session timeout / 3))",
+    )
+    add_option(
+        parser,
+        "--kafka-linger-ms",
+        type=int,
+        default=d.kafka_linger_ms,
+        help="how long the Kafka producer waits to fill a batch before sending it",
+    )
+
+
+def _receipt_options(parser: argparse.ArgumentParser, d: Config) -> None:
+    add_option(
+        parser,
+        "--receipt-flush-ms",
+        type=float,
+        default=d.receipt_flush_ms,
+        help="receipts are buffered and written (status table, Kafka events) in the background this often",
+    )
+    add_option(
+        parser,
+        "--receipt-buffer-entries",
+        type=int,
+        default=d.receipt_buffer_entries,
+        help="receipts buffered at most before a flush; beyond it they are dropped and counted "
+        "(pushplat_receipt_errors_total{what=buffer_full})",
+    )
+    add_option(
+        parser,
+        "--receipt-buffer-bytes",
+        type=int,
+        default=d.receipt_buffer_bytes,
+        help="bytes of receipts buffered at most (about 160 each plus labels); beyond it they are dropped and counted",
+    )
+
+
 def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
     add_option(
         parser,
         "--max-connections",
         type=int,
         default=d.max_connections,
-        help="device streams this edge holds at most (size it from memory: about 52 KiB each); 0 is no limit",
+        help="device streams this edge holds at most (size it from memory: about 54 KiB each); 0 is no limit",
     )
     add_option(
         parser,
@@ -412,6 +492,20 @@ def _api_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
         type=float,
         default=d.send_burst,
         help="messages a sender may send at once above --send-rate (0: one second's worth)",
+    )
+    add_option(
+        parser,
+        "--send-stream-window",
+        type=int,
+        default=d.send_stream_window,
+        help="requests a Push.SendStream may have unanswered; when full the server stops reading the stream",
+    )
+    add_option(
+        parser,
+        "--send-stream-window-bytes",
+        type=int,
+        default=d.send_stream_window_bytes,
+        help="bytes of requests a Push.SendStream may have unanswered (one request is always let in)",
     )
 
 
@@ -723,7 +817,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
-async def _run_server(config: Config) -> int:
+async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
+    if config.workers < 1:
+        print(f"pushplat {args_command(config)}: --workers must be at least 1, got {config.workers}", file=sys.stderr)
+        return 2
+    if config.workers > 1:
+        from pushplat.workers import supervise
+
+        return await supervise(config, argv)
     from pushplat.server import Server, StartupError
 
     server = Server(config)
@@ -859,6 +960,7 @@ def _run(coro: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from pushplat.logs import setup_logging
 
@@ -869,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("pushplat.server").info(
                 kv("dev.delivery_port_unused", port=args.delivery_port, detail="pushplat dev has no delivery port")
             )
-        return _run(_run_server(config))
+        return _run(_run_server(config, argv))
     setup_logging("warning")
     if args.command in ("send", "listen", "status", "presence"):
         try:

@@ -56,6 +56,15 @@ class Config:
     kafka_replication: int = 1
     # How long a Send waits for Kafka to ack before it answers UNAVAILABLE.
     kafka_publish_timeout_seconds: float = 10.0
+    # Connecting (and each admin or commit request) to Kafka gives up after this.
+    kafka_connect_timeout_seconds: float = 10.0
+    # The routers' consumer group ("" = <topic_prefix>.routers), how long a router may stay
+    # silent before the group moves its partitions, and its heartbeat (0 = min(3 s, session / 3)).
+    kafka_group_id: str = ""
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 0
+    # How long the producer waits to fill a batch: a few ms buy much larger requests.
+    kafka_linger_ms: int = 3
 
     auth_secret: str = ""
     api_keys: list[str] = field(default_factory=list)
@@ -95,6 +104,15 @@ class Config:
     metric_label_keys: list[str] = field(default_factory=list)
     metric_label_values_max: int = 100
 
+    # A SendStream reads at most this many requests (and bytes) ahead of its answers.
+    send_stream_window: int = 1_000
+    send_stream_window_bytes: int = 8 * 1024 * 1024
+    # Receipts wait in a bounded buffer and are flushed in the background this often (and
+    # when half full); past either bound new receipts are dropped and counted.
+    receipt_flush_ms: float = 50.0
+    receipt_buffer_entries: int = 100_000
+    receipt_buffer_bytes: int = 32 * 1024 * 1024
+
     # A repeat Send with the same idempotency_key within this window is a duplicate.
     idempotency_window_seconds: float = 24 * 3600.0
     # How long a device stays bound to its user, and the user's device list remembers it
@@ -129,6 +147,10 @@ class Config:
     keepalive_timeout_seconds: float = 20.0
 
     log_level: str = "info"
+    # api, router and edge as this many processes under a supervisor (pushplat.workers); each
+    # worker binds the shared public ports with SO_REUSEPORT (reuse_port).
+    workers: int = 1
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not self.edge_id:

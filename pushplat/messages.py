@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 
 from pushplat_client.v1 import message_pb2
 
@@ -43,13 +44,32 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_RANDOM_IDS_PER_READ = 256
+_random: Iterator[int] = iter(())
+
+
+def _random_80_bits() -> int:
+    """80 bits from the OS's CSPRNG. os.urandom is a system call of several µs here, so it is
+    read for 256 ids at a time."""
+    global _random
+    value = next(_random, None)
+    if value is None:
+        block = os.urandom(10 * _RANDOM_IDS_PER_READ)
+        _random = (int.from_bytes(block[i : i + 10], "big") for i in range(0, len(block), 10))
+        value = next(_random)
+    return value
+
+
 def new_message_id() -> str:
-    """A UUIDv7: time-ordered, so ids sort by send time and index well in stores."""
-    ms = now_ms()
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62
-    value |= rand & 0x3FFFFFFFFFFFFFFF
-    return str(uuid.UUID(int=value))
+    """A UUIDv7: time-ordered, so ids sort by send time and index well in stores. Formatted
+    directly (no uuid.UUID object): this runs once per message."""
+    ms = time.time_ns() // 1_000_000
+    rand = _random_80_bits()
+    # 48 bits of ms, version 7, 12 random bits, variant 0b10, 62 random bits.
+    return (
+        f"{ms >> 16 & 0xFFFFFFFF:08x}-{ms & 0xFFFF:04x}-{0x7000 | rand >> 68 & 0xFFF:04x}-"
+        f"{0x8000 | rand >> 48 & 0x3FFF:04x}-{rand & 0xFFFFFFFFFFFF:012x}"
+    )
 
 
 def new_session_id() -> str:

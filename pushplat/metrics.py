@@ -61,6 +61,10 @@ LIMITS_HIT = Counter(
     "Client calls refused (or values folded) by a limit, per limit (see the README's Limits table)",
     ["limit"],
 )
+SEND_STREAM_WINDOW_FULL = Counter(
+    "pushplat_send_stream_window_full_total",
+    "Times a SendStream stopped reading because its window (--send-stream-window, --send-stream-window-bytes) was full",
+)
 RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])
 
 

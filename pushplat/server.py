@@ -39,7 +39,6 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.so_reuseport", 0),
     # grpc-core cancels calls (CANCELLED, no hint) once ~1,000 wait for the application; a
     # reconnect storm easily exceeds that. Let them queue, and shed load in AdmissionControl
     # instead, with RESOURCE_EXHAUSTED and a retry hint.
@@ -76,6 +75,7 @@ class Server:
         self.consumer: LaneConsumer | None = None
         self.edge: EdgeNode | None = None
         self.router: RouterNode | None = None
+        self.api_servicer: PushServicer | None = None
         self.link: EdgeLink | None = None
         self._servers: list[grpc.aio.Server] = []
         self._health: list[health.aio.HealthServicer] = []
@@ -125,7 +125,7 @@ class Server:
                 config.registry, config.inbox_limit, config.inbox_wait_replicas, config.inbox_wait_timeout_ms
             )
             self.idempotency = open_idempotency(config.registry)
-            self.receipts = open_receipts(config)
+            self.receipts = open_receipts(config, self.producer)
             await self.receipts.start()
         except StartupError:
             raise
@@ -163,6 +163,7 @@ class Server:
                 )
             except ValueError as exc:  # e.g. a malformed --api-key NAME:KEY
                 raise StartupError(str(exc)) from exc
+            self.api_servicer = push
             add_unary_servicer(push, push_pb2.DESCRIPTOR.services_by_name["Push"], api_server)
             self.ports.api = self._bind(api_server, config.host, config.api_port, "api", public_tls[1])
             public.append(_service_name(push_pb2, "Push"))
@@ -242,9 +243,12 @@ class Server:
         if self.link:
             await self.link.close()
         await asyncio.gather(*(server.stop(grace=1.0) for server in self._servers))
+        # Receipts first: their last flush may go through the lanes' producer.
+        if self.receipts is not None:
+            await self.receipts.close()
         if self.producer:
             await self.producer.close()
-        for store in (self.receipts, self.idempotency, self.inbox, self.registry):
+        for store in (self.idempotency, self.inbox, self.registry):
             if store is not None:
                 await store.close()
         if self._metrics is not None:
@@ -276,10 +280,14 @@ class Server:
         closing = [("grpc.server_handshake_timeout_ms", max(1, round(config.handshake_timeout_seconds * 1000)))]
         if public and config.idle_connection_seconds > 0:
             closing.append(("grpc.max_connection_idle_ms", max(1, round(config.idle_connection_seconds * 1000))))
+        # Off unless --workers shares the public ports: then the kernel spreads new connections
+        # over the workers. Otherwise a second process on the port is an error, not a silent split.
+        reuse_port = 1 if public and config.reuse_port else 0
         server = grpc.aio.server(
             interceptors=interceptors or None,
             options=[
                 *SERVER_OPTIONS,
+                ("grpc.so_reuseport", reuse_port),
                 *closing,
                 ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
                 ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
@@ -294,7 +302,7 @@ class Server:
     ) -> int:
         address = f"{host}:{port}"
         # gRPC's own bind failure is a core log line plus a vague RuntimeError; say it plainly.
-        free_or_fail(host, port, what)
+        free_or_fail(host, port, what, reuse_port=self.config.reuse_port and what != "delivery")
         try:
             if credentials is None:
                 bound = server.add_insecure_port(address)
@@ -317,8 +325,9 @@ class Server:
         enable_reflection([*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
 
 
-def free_or_fail(host: str, port: int, what: str) -> None:
-    """Raise StartupError unless host:port can be bound now (port 0 always can)."""
+def free_or_fail(host: str, port: int, what: str, reuse_port: bool = False) -> None:
+    """Raise StartupError unless host:port can be bound now (port 0 always can); with
+    reuse_port, a port that sibling workers hold with SO_REUSEPORT counts as free."""
     if not port:
         return
     try:
@@ -329,6 +338,8 @@ def free_or_fail(host: str, port: int, what: str) -> None:
         with socket.socket(family, kind, proto) as probe:
             # As the real servers do: a port left in TIME_WAIT is free, one with a listener is not.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind(sockaddr)
             except OSError as exc:

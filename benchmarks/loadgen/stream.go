@@ -17,16 +17,14 @@ import (
 	pb "github.com/pushplat/pushplat/clients/go/pushplatv1"
 )
 
-// Push.SendStream is planned in issue 11 but not in the protos yet, so this speaks the
-// assumed wire format with raw bytes instead of generated stubs:
+// Push.SendStream (issue 11). This speaks its wire format with raw bytes rather than the
+// generated stubs, so that the sender's own cost stays small and older servers still answer:
 //
 //	rpc SendStream(stream SendRequest) returns (stream SendResponse);
 //	SendRequest.request_id  = 11  (string, chosen by the client)
 //	SendResponse.request_id = 3   (string, echoed; responses may come in any order)
 //	SendResponse.message_id = 1   (empty: the request was refused, see error)
-//	SendResponse.error      = 4   (google.rpc.Status, optional)
-//
-// Once the stubs have SendStream, replace this file with the SDK's stream sender.
+//	SendResponse.error      = 4   (SendError, shaped like google.rpc.Status; optional)
 const (
 	streamMethod          = "/pushplat.v1.Push/SendStream"
 	streamRequestIDField  = protowire.Number(11)

@@ -7,11 +7,14 @@ identity): idempotency keys, message status and rate limits are per sender.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import grpc
+from google.protobuf.message import DecodeError
 from pushplat_client.v1 import message_pb2, push_pb2, push_pb2_grpc
 
 from pushplat.api.ratelimit import SenderRateLimiter
@@ -20,6 +23,7 @@ from pushplat.config import Config
 from pushplat.idempotency import Claim, IdempotencyStore, IdempotencyUnavailable
 from pushplat.limits import (
     MAX_BATCH_REQUESTS,
+    MAX_ID_BYTES,
     LimitExceeded,
     check_id,
     check_key,
@@ -27,15 +31,21 @@ from pushplat.limits import (
 )
 from pushplat.logs import clip, kv
 from pushplat.messages import lane_of, new_message_id, now_ms
-from pushplat.metrics import LIMITS_HIT, MESSAGES_IN, by_priority
-from pushplat.queue import LaneProducer, QueueUnavailable
-from pushplat.receipts import Receipts, State, receipt
+from pushplat.metrics import LIMITS_HIT, MESSAGES_IN, SEND_STREAM_WINDOW_FULL, by_priority
+from pushplat.queue import LaneProducer
+from pushplat.receipts import ReceiptEvent, Receipts, State
 from pushplat.registry import Registry, RegistryUnavailable
 from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.api")
 _MESSAGES_IN = by_priority(MESSAGES_IN)
 RETRY_AFTER_KEY = "retry-after-ms"
+# Built once: Priority.values() makes a new list on every call.
+_PRIORITIES = frozenset(message_pb2.Priority.values())
+_DELIVERY_MODES = frozenset(message_pb2.DeliveryMode.values())
+_ACCEPTED = State.DELIVERY_STATE_ACCEPTED
+_LIMIT_SEND_RATE = LIMITS_HIT.labels("send_rate")
+_LIMIT_KEY_REUSED = LIMITS_HIT.labels("idempotency_key_reused")
 
 
 class InvalidSend(ValueError):
@@ -47,7 +57,16 @@ def request_fingerprint(request: push_pb2.SendRequest) -> str:
     body = push_pb2.SendRequest()
     body.CopyFrom(request)
     body.ClearField("idempotency_key")
+    body.ClearField("request_id")  # a retry on another SendStream carries another request_id
     return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()[:32]
+
+
+class Refusal(NamedTuple):
+    """Why one request is not accepted: the status a Send of it alone ends with."""
+
+    code: grpc.StatusCode
+    message: str
+    retry_after_ms: int = 0
 
 
 class Prepared(NamedTuple):
@@ -75,9 +94,9 @@ class SendValidator:
         if not 0 <= request.ttl_seconds <= self.config.max_ttl_seconds:
             limit = self.config.max_ttl_seconds
             raise InvalidSend(f"ttl_seconds must be between 0 and {limit}, got {request.ttl_seconds}")
-        if request.priority not in message_pb2.Priority.values():
+        if request.priority not in _PRIORITIES:
             raise InvalidSend(f"unknown priority {request.priority}")
-        if request.delivery not in message_pb2.DeliveryMode.values():
+        if request.delivery not in _DELIVERY_MODES:
             raise InvalidSend(f"unknown delivery mode {request.delivery}")
         check_key("idempotency_key", request.idempotency_key)
         check_key("collapse_key", request.collapse_key)
@@ -127,11 +146,19 @@ class PushServicer(push_pb2_grpc.PushServicer):
             envelope = self.validator.envelope(request)
         except (InvalidSend, LimitExceeded) as exc:
             await self._invalid(exc, context)
-        return await self._accept(sender, request, envelope, context)
+        [prepared] = await self._claim(sender, [(request, envelope)])
+        if isinstance(prepared, Refusal):
+            await self._refuse(prepared, context)
+        [result] = await self._publish(sender, [prepared])
+        if isinstance(result, Refusal):
+            await self._refuse(result, context)
+        return result
 
     async def SendBatch(
         self, request: push_pb2.SendBatchRequest, context: grpc.aio.ServicerContext
     ) -> push_pb2.SendBatchResponse:
+        """All or nothing up to the lanes: every request is validated and every key claimed (in
+        one round trip) before anything is published; then one publish per lane."""
         sender = await self.api_keys.require(context)
         count = len(request.requests)
         if count > MAX_BATCH_REQUESTS:
@@ -153,19 +180,125 @@ class PushServicer(push_pb2_grpc.PushServicer):
                 context,
             )
         await self._throttle(sender, count, context)
-        envelopes = []
+        items = []
         for index, item in enumerate(request.requests):
             try:
-                envelopes.append(self.validator.envelope(item))
+                items.append((item, self.validator.envelope(item)))
             except (InvalidSend, LimitExceeded) as exc:
                 await self._invalid(exc, context, f"requests[{index}]: ")
-        claimed = await self._claim_keys(sender, list(zip(request.requests, envelopes, strict=True)), context)
-        responses = []
-        for index, item in enumerate(claimed):
-            responses.append(
-                await self._publish(sender, item, context, accepted=index, unpublished=claimed[index + 1 :])
+        prepared = await self._claim(sender, items)
+        for index, outcome in enumerate(prepared):
+            if isinstance(outcome, Refusal):
+                await self._release(sender, [p for p in prepared if isinstance(p, Prepared)])
+                where = f"requests[{index}]: " if count > 1 and outcome.code == grpc.StatusCode.ALREADY_EXISTS else ""
+                await self._refuse(outcome, context, where)
+        results = await self._publish(sender, prepared)  # type: ignore[arg-type]
+        failed = [r for r in results if isinstance(r, Refusal)]
+        if failed:
+            accepted = count - len(failed)
+            done = (
+                f"; {accepted} of the batch's {count} messages were accepted (repeat the batch with "
+                "idempotency keys to send the rest exactly once)"
+                if accepted
+                else ""
             )
-        return push_pb2.SendBatchResponse(responses=responses)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{failed[0].message}{done}")
+        return push_pb2.SendBatchResponse(responses=results)  # type: ignore[arg-type]
+
+    async def SendStream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[push_pb2.SendResponse]:
+        """Each request is its own Send, answered with its request_id; a refused one gets an
+        error response and the stream carries on. Requests that arrive while a batch is being
+        handled form the next batch (one claim round trip, one publish per lane). At most
+        --send-stream-window requests (and --send-stream-window-bytes) wait for their answers:
+        beyond that the server stops reading, and HTTP/2 flow control holds the sender back."""
+        sender = await self.api_keys.require(context)
+        # Headers now: clients wait for them (or for a refusal) before their first request.
+        await context.send_initial_metadata(())
+        window = _Window(self.config.send_stream_window, self.config.send_stream_window_bytes)
+        inbox: asyncio.Queue[bytes | None] = asyncio.Queue()  # bounded by the window
+
+        async def read() -> None:
+            try:
+                async for raw in requests:
+                    await window.take(len(raw))
+                    inbox.put_nowait(raw)
+            finally:
+                inbox.put_nowait(None)
+
+        reader = asyncio.create_task(read(), name="send-stream-reader")
+        try:
+            ended = False
+            while not ended:
+                first = await inbox.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < MAX_BATCH_REQUESTS and not inbox.empty():
+                    item = inbox.get_nowait()
+                    if item is None:
+                        ended = True
+                        break
+                    batch.append(item)
+                for response in await self._stream_batch(sender, batch):
+                    yield response
+                window.give(len(batch), sum(map(len, batch)))
+            await reader  # re-raises what ended the request stream, if anything did
+        finally:
+            reader.cancel()
+
+    async def _stream_batch(self, sender: str, raws: list[bytes]) -> list[push_pb2.SendResponse]:
+        responses: list[push_pb2.SendResponse | None] = [None] * len(raws)
+        valid: list[tuple[int, push_pb2.SendRequest, delivery_pb2.Envelope]] = []
+        for index, raw in enumerate(raws):
+            try:
+                request = push_pb2.SendRequest.FromString(raw)
+            except DecodeError:
+                responses[index] = _error_response(
+                    "", Refusal(grpc.StatusCode.INVALID_ARGUMENT, "malformed SendRequest: not a valid protobuf")
+                )
+                continue
+            request_id = request.request_id
+            if not request_id or (len(request_id) > MAX_ID_BYTES // 4 and len(request_id.encode()) > MAX_ID_BYTES):
+                LIMITS_HIT.labels("id").inc()
+                responses[index] = _error_response(
+                    request_id,
+                    Refusal(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"request_id is required on SendStream: 1-{MAX_ID_BYTES} bytes of your choosing, "
+                        "echoed in the response",
+                    ),
+                )
+                continue
+            wait_ms = self.rate.take(sender, 1)
+            if wait_ms is not None:
+                _LIMIT_SEND_RATE.inc()
+                responses[index] = _error_response(request_id, self._rate_refusal(wait_ms))
+                continue
+            try:
+                valid.append((index, request, self.validator.envelope(request)))
+            except (InvalidSend, LimitExceeded) as exc:
+                if isinstance(exc, LimitExceeded):
+                    exc.count()
+                responses[index] = _error_response(request_id, Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(exc)))
+        if valid:
+            prepared = await self._claim(sender, [(request, envelope) for _, request, envelope in valid])
+            publish: list[tuple[int, Prepared]] = []
+            for (index, request, _), outcome in zip(valid, prepared, strict=True):
+                if isinstance(outcome, Refusal):
+                    responses[index] = _error_response(request.request_id, outcome)
+                else:
+                    publish.append((index, outcome))
+            results = await self._publish(sender, [outcome for _, outcome in publish])
+            ids = {index: request.request_id for index, request, _ in valid}
+            for (index, _), result in zip(publish, results, strict=True):
+                if isinstance(result, Refusal):
+                    responses[index] = _error_response(ids[index], result)
+                else:
+                    result.request_id = ids[index]
+                    responses[index] = result
+        return responses  # type: ignore[return-value]
 
     async def GetStatus(
         self, request: push_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
@@ -212,108 +345,157 @@ class PushServicer(push_pb2_grpc.PushServicer):
             exc.count()
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}{exc}")
 
+    @staticmethod
+    async def _refuse(refusal: Refusal, context: grpc.aio.ServicerContext, where: str = "") -> None:
+        trailers = ((RETRY_AFTER_KEY, str(refusal.retry_after_ms)),) if refusal.retry_after_ms else ()
+        await context.abort(refusal.code, f"{where}{refusal.message}", trailing_metadata=trailers)
+
+    def _rate_refusal(self, wait_ms: int) -> Refusal:
+        return Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"sender is over its rate limit of {self.rate.rate:g} messages/s (burst {self.rate.burst:g}); "
+            f"retry after {wait_ms} ms",
+            wait_ms,
+        )
+
     async def _throttle(self, sender: str, count: int, context: grpc.aio.ServicerContext) -> None:
         wait_ms = self.rate.take(sender, count)
         if wait_ms is None:
             return
-        LIMITS_HIT.labels("send_rate").inc()
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"sender is over its rate limit of {self.rate.rate:g} messages/s (burst {self.rate.burst:g}); "
-            f"retry after {wait_ms} ms",
-            trailing_metadata=((RETRY_AFTER_KEY, str(wait_ms)),),
-        )
+        _LIMIT_SEND_RATE.inc()
+        await self._refuse(self._rate_refusal(wait_ms), context)
 
-    async def _accept(
-        self,
-        sender: str,
-        request: push_pb2.SendRequest,
-        envelope: delivery_pb2.Envelope,
-        context: grpc.aio.ServicerContext,
-    ) -> push_pb2.SendResponse:
-        """Claim the idempotency key (if any), publish, and answer; never report an unqueued message."""
-        claimed = await self._claim_keys(sender, [(request, envelope)], context)
-        return await self._publish(sender, claimed[0], context)
-
-    async def _claim_keys(
-        self,
-        sender: str,
-        items: list[tuple[push_pb2.SendRequest, delivery_pb2.Envelope]],
-        context: grpc.aio.ServicerContext,
-    ) -> list[Prepared]:
-        """Claim every item's idempotency key before anything is published, so that a reused key
-        in a batch fails the whole call."""
-        out: list[Prepared] = []
-        for request, envelope in items:
-            key = request.idempotency_key
-            if not key:
-                out.append(Prepared(key, None, envelope))
-                continue
-            claim = Claim(envelope.message.message_id, request_fingerprint(request))
-            try:
-                holder = await self.idempotency.claim(sender, key, claim, self.config.idempotency_window_seconds)
-            except IdempotencyUnavailable as exc:
-                await self._release(sender, out)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"idempotency store unavailable: {exc}")
+    async def _claim(
+        self, sender: str, items: list[tuple[push_pb2.SendRequest, delivery_pb2.Envelope]]
+    ) -> list[Prepared | Refusal]:
+        """Claim the idempotency keys of the items, all in one store round trip. Per item: the
+        envelope to publish (with its claim), a duplicate's earlier response, or a Refusal."""
+        out: list[Prepared | Refusal] = [Prepared("", None, envelope) for _, envelope in items]
+        keyed = [
+            (index, request.idempotency_key, Claim(envelope.message.message_id, request_fingerprint(request)))
+            for index, (request, envelope) in enumerate(items)
+            if request.idempotency_key
+        ]
+        if not keyed:
+            return out
+        window = self.config.idempotency_window_seconds
+        try:
+            holders = await self.idempotency.claim_many(sender, [(key, claim) for _, key, claim in keyed], window)
+        except IdempotencyUnavailable as exc:
+            # Some claims may have been taken before the failure: give back any that are ours.
+            await self._release(sender, [Prepared(key, claim, items[i][1]) for i, key, claim in keyed])
+            refusal = Refusal(grpc.StatusCode.UNAVAILABLE, f"idempotency store unavailable: {exc}")
+            for index, _, _ in keyed:
+                out[index] = refusal
+            return out
+        for (index, key, claim), holder in zip(keyed, holders, strict=True):
             if holder is None:
-                out.append(Prepared(key, claim, envelope))
+                out[index] = Prepared(key, claim, items[index][1])
             elif holder.fingerprint == claim.fingerprint:
                 log.info(kv("send.duplicate", sender=sender, idempotency_key=clip(key), message=holder.message_id))
-                out.append(Prepared(key, None, push_pb2.SendResponse(message_id=holder.message_id, duplicate=True)))
+                out[index] = Prepared(key, None, push_pb2.SendResponse(message_id=holder.message_id, duplicate=True))
             else:
-                await self._release(sender, out)
-                LIMITS_HIT.labels("idempotency_key_reused").inc()
+                _LIMIT_KEY_REUSED.inc()
                 log.info(kv("send.key_reused", sender=sender, idempotency_key=clip(key), message=holder.message_id))
-                where = f"requests[{len(out)}]: " if len(items) > 1 else ""
-                await context.abort(
+                out[index] = Refusal(
                     grpc.StatusCode.ALREADY_EXISTS,
-                    f"{where}idempotency_key {clip(key)!r} was already used for a different request (its target, "
+                    f"idempotency_key {clip(key)!r} was already used for a different request (its target, "
                     "payload or options differ) within the idempotency window; a retry must repeat the request "
                     "exactly, and a new message needs a new key",
                 )
         return out
 
     async def _release(self, sender: str, claimed: list[Prepared]) -> None:
-        for key, claim, _ in claimed:
-            if claim is not None:
-                try:
-                    await self.idempotency.release(sender, key, claim)
-                except IdempotencyUnavailable as exc:  # the key then stays claimed until its window ends
-                    log.warning(kv("send.release_failed", sender=sender, idempotency_key=clip(key), error=str(exc)))
-
-    async def _publish(
-        self,
-        sender: str,
-        item: Prepared,
-        context: grpc.aio.ServicerContext,
-        accepted: int = 0,
-        unpublished: list[Prepared] | None = None,
-    ) -> push_pb2.SendResponse:
-        envelope = item.outcome
-        if isinstance(envelope, push_pb2.SendResponse):
-            return envelope  # a duplicate: nothing to publish
-        message = envelope.message
-        lane = lane_of(message.priority)
+        """Give back the keys of messages that were not enqueued, so that a retry is not a duplicate."""
+        claims = [(p.key, p.claim) for p in claimed if p.claim is not None]
+        if not claims:
+            return
         try:
-            await self.producer.publish(lane, envelope)
-        except QueueUnavailable as exc:
-            await self._release(sender, [item, *(unpublished or [])])
-            log.warning(kv("send.unavailable", message=message.message_id, error=str(exc)))
-            done = f"; the first {accepted} of the batch were accepted" if accepted else ""
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"queue unavailable, message not accepted{done}: {exc}")
-        _MESSAGES_IN[message.priority].inc()
-        target = envelope.WhichOneof("target")
-        await self.receipts.emit(
-            [
-                receipt(
-                    message.message_id,
-                    State.DELIVERY_STATE_ACCEPTED,
-                    labels=message.labels,
-                    sender_id=sender,
-                    **{target: getattr(envelope, target)},
-                )
-            ]
-        )
-        if log.isEnabledFor(logging.DEBUG):  # the hot path: skip formatting when not logged
-            log.debug(kv("send.accepted", message=message.message_id, lane=lane, **{target: getattr(envelope, target)}))
-        return push_pb2.SendResponse(message_id=message.message_id)
+            await self.idempotency.release_many(sender, claims)
+        except IdempotencyUnavailable as exc:  # the keys then stay claimed until their window ends
+            log.warning(kv("send.release_failed", sender=sender, keys=len(claims), error=str(exc)))
+
+    async def _publish(self, sender: str, prepared: list[Prepared]) -> list[push_pb2.SendResponse | Refusal]:
+        """Publish the new messages, once per lane, and answer each item: its response (a
+        duplicate's is the earlier one) or, if its lane did not take it, a Refusal."""
+        results: list[push_pb2.SendResponse | Refusal] = [None] * len(prepared)  # type: ignore[list-item]
+        by_lane: dict[str, list[int]] = {}
+        for index, item in enumerate(prepared):
+            if isinstance(item.outcome, push_pb2.SendResponse):
+                results[index] = item.outcome  # a duplicate: nothing to publish
+            else:
+                by_lane.setdefault(lane_of(item.outcome.message.priority), []).append(index)
+        if not by_lane:
+            return results
+        lanes = list(by_lane)
+        publishes = [self.producer.publish_many(lane, [prepared[i].outcome for i in by_lane[lane]]) for lane in lanes]
+        outcomes = [await publishes[0]] if len(publishes) == 1 else await asyncio.gather(*publishes)
+        accepted: list[ReceiptEvent] = []
+        unqueued: list[Prepared] = []
+        at = now_ms()
+        for lane, lane_outcomes in zip(lanes, outcomes, strict=True):
+            for index, error in zip(by_lane[lane], lane_outcomes, strict=True):
+                envelope = prepared[index].outcome
+                message = envelope.message
+                if error is None:
+                    results[index] = push_pb2.SendResponse(message_id=message.message_id)
+                    _MESSAGES_IN[message.priority].inc()
+                    labels = message.labels
+                    accepted.append(
+                        ReceiptEvent(
+                            message.message_id,
+                            _ACCEPTED,
+                            envelope.device_id,
+                            envelope.user_id,
+                            "",
+                            dict(labels) if labels else None,
+                            "",
+                            sender,
+                            at,
+                        )
+                    )
+                else:
+                    results[index] = Refusal(
+                        grpc.StatusCode.UNAVAILABLE, f"queue unavailable, message not accepted: {error}"
+                    )
+                    unqueued.append(prepared[index])
+        if accepted:
+            self.receipts.record(accepted)
+        if unqueued:
+            log.warning(kv("send.unavailable", messages=len(unqueued), first=unqueued[0].outcome.message.message_id))
+            await self._release(sender, unqueued)
+        return results
+
+
+def _error_response(request_id: str, refusal: Refusal) -> push_pb2.SendResponse:
+    return push_pb2.SendResponse(
+        request_id=request_id,
+        error=push_pb2.SendError(
+            code=refusal.code.value[0], message=refusal.message, retry_after_ms=refusal.retry_after_ms
+        ),
+    )
+
+
+class _Window:
+    """A SendStream's requests read but not answered yet, bounded in count and bytes. One
+    request is always let in when none is waiting, whatever its size."""
+
+    def __init__(self, max_requests: int, max_bytes: int) -> None:
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.requests = 0
+        self.bytes = 0
+        self._room = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        while self.requests and (self.requests >= self.max_requests or self.bytes + size > self.max_bytes):
+            SEND_STREAM_WINDOW_FULL.inc()
+            self._room.clear()
+            await self._room.wait()
+        self.requests += 1
+        self.bytes += size
+
+    def give(self, requests: int, size: int) -> None:
+        self.requests -= requests
+        self.bytes -= size
+        self._room.set()

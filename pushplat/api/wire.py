@@ -31,14 +31,27 @@ def _decoding(
     return decode_then_handle
 
 
+def _serialize(response: Message) -> bytes:
+    return response.SerializeToString()
+
+
 def add_unary_servicer(servicer: object, service: ServiceDescriptor, server: grpc.aio.Server) -> None:
-    """Serve every (unary) method of service from servicer, decoding requests in the handler."""
+    """Serve every method of service from servicer, decoding requests in the handler. Unary
+    methods get a decoded request; a bidi stream method gets the raw request bytes, which it
+    decodes itself (one bad item must not end the stream)."""
     handlers = {}
     for method in service.methods:
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                getattr(servicer, method.name), request_deserializer=None, response_serializer=_serialize
+            )
+            continue
+        if method.client_streaming or method.server_streaming:
+            raise TypeError(f"{method.full_name}: only unary and bidi streaming methods are served here")
         request_type = message_factory.GetMessageClass(method.input_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _decoding(getattr(servicer, method.name), request_type),
             request_deserializer=None,
-            response_serializer=lambda response: response.SerializeToString(),
+            response_serializer=_serialize,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -348,7 +348,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         if not acked:
             return
         ACKS.inc(len(acked))
-        await self.receipts.emit(
+        self.receipts.record(
             [
                 receipt(
                     mid,

@@ -8,6 +8,7 @@ request that reuses the key (the api answers ALREADY_EXISTS for those).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import NamedTuple
 
 
@@ -43,6 +44,17 @@ class IdempotencyStore(ABC):
     @abstractmethod
     async def release(self, sender: str, key: str, claim: Claim) -> None:
         """Undo a claim whose message was not enqueued, so a retry is not reported a duplicate."""
+
+    async def claim_many(
+        self, sender: str, claims: Sequence[tuple[str, Claim]], window_seconds: float
+    ) -> list[Claim | None]:
+        """claim() for each (key, claim) in order, as one operation where the store allows (a
+        SendBatch claims all its keys in one round trip); a later repeat of a key sees the earlier claim."""
+        return [await self.claim(sender, key, claim, window_seconds) for key, claim in claims]
+
+    async def release_many(self, sender: str, claims: Sequence[tuple[str, Claim]]) -> None:
+        for key, claim in claims:
+            await self.release(sender, key, claim)
 
     async def close(self) -> None:
         return None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from pushplat.idempotency.base import Claim, IdempotencyStore, IdempotencyUnavailable, scoped
@@ -41,18 +42,40 @@ class RedisIdempotencyStore(RedisStore, IdempotencyStore):
         return f"{self.prefix}:idem:{hash_tag(scoped(sender, key))}"
 
     async def claim(self, sender: str, key: str, claim: Claim, window_seconds: float) -> Claim | None:
-        redis_key, window, value = self.key(sender, key), ttl_ms(window_seconds), claim.encode()
+        return (await self.claim_many(sender, [(key, claim)], window_seconds))[0]
+
+    async def claim_many(
+        self, sender: str, claims: Sequence[tuple[str, Claim]], window_seconds: float
+    ) -> list[Claim | None]:
+        """Every claim in one pipelined round trip; the scripts run in order, so a key repeated
+        later in the same call sees the earlier claim (in a cluster, both go to the key's node)."""
+        if not claims:
+            return []
+        window = ttl_ms(window_seconds)
+        todo = [(self.key(sender, key), claim.encode()) for key, claim in claims]
 
         def build(pipe: Any, cached: bool) -> None:
-            _CLAIM.queue(pipe, redis_key, value, window, cached=cached)
+            for redis_key, value in todo:
+                _CLAIM.queue(pipe, redis_key, value, window, cached=cached)
 
         results = await self._guarded("claim", lambda: self._scripts(build))
-        return None if results[0] is None else Claim.decode(results[0])  # None (Lua false): claimed now
+        # None (Lua false): claimed now. A NOSCRIPT retry re-runs every claim, and a key this call
+        # claimed then reads as held by this very claim: that is "claimed now" too.
+        return [
+            None if held is None or held == value else Claim.decode(held)
+            for held, (_, value) in zip(results, todo, strict=True)
+        ]
 
     async def release(self, sender: str, key: str, claim: Claim) -> None:
-        redis_key, value = self.key(sender, key), claim.encode()
+        await self.release_many(sender, [(key, claim)])
+
+    async def release_many(self, sender: str, claims: Sequence[tuple[str, Claim]]) -> None:
+        if not claims:
+            return
+        todo = [(self.key(sender, key), claim.encode()) for key, claim in claims]
 
         def build(pipe: Any, cached: bool) -> None:
-            _RELEASE.queue(pipe, redis_key, value, cached=cached)
+            for redis_key, value in todo:
+                _RELEASE.queue(pipe, redis_key, value, cached=cached)
 
         await self._guarded("release", lambda: self._scripts(build))

@@ -36,9 +36,19 @@ class LaneProducer(ABC):
     async def start(self) -> None:
         """Connect; raise QueueUnavailable with a clear message if the backend is unreachable."""
 
-    @abstractmethod
     async def publish(self, lane: str, envelope: delivery_pb2.Envelope) -> None:
         """Return once the envelope is durably in the lane; raise QueueUnavailable otherwise."""
+        error = (await self.publish_many(lane, [envelope]))[0]
+        if error is not None:
+            raise error
+
+    @abstractmethod
+    async def publish_many(
+        self, lane: str, envelopes: Sequence[delivery_pb2.Envelope]
+    ) -> list[QueueUnavailable | None]:
+        """Publish envelopes to one lane, in order, in as few hops as the backend allows.
+        Per envelope: None once it is durably in the lane, else what kept it out. Never raises
+        QueueUnavailable: a backend that is down fails every envelope."""
 
     async def close(self) -> None:
         return None

@@ -27,12 +27,17 @@ class MemoryLaneProducer(LaneProducer):
     def __init__(self, lanes: MemoryLanes) -> None:
         self._lanes = lanes
 
-    async def publish(self, lane: str, envelope: delivery_pb2.Envelope) -> None:
+    async def publish_many(
+        self, lane: str, envelopes: Sequence[delivery_pb2.Envelope]
+    ) -> list[QueueUnavailable | None]:
+        """One append for the lot: all of them fit in the lane, or none is taken."""
         queue = self._lanes.lanes[lane]
-        if len(queue) >= self._lanes.capacity:
-            raise QueueUnavailable(f"lane {lane} is full ({self._lanes.capacity} messages)")
-        queue.append(Record(lane, envelope))
+        if len(queue) + len(envelopes) > self._lanes.capacity:
+            error = QueueUnavailable(f"lane {lane} is full ({self._lanes.capacity} messages)")
+            return [error] * len(envelopes)
+        queue.extend([Record(lane, envelope) for envelope in envelopes])
         self._lanes.ready.set()
+        return [None] * len(envelopes)
 
 
 class MemoryLaneConsumer(LaneConsumer):

@@ -15,7 +15,7 @@ from pushplat_client.v1 import push_pb2
 
 from pushplat.logs import kv
 from pushplat.metrics import RECEIPT_ERRORS
-from pushplat.receipts.base import Receipts
+from pushplat.receipts.base import ReceiptEvent, Receipts
 from pushplat.receipts.status_redis import RedisStatusStore
 
 log = logging.getLogger("pushplat.receipts")
@@ -26,33 +26,49 @@ MAX_PENDING_EVENTS = 10_000
 
 
 class KafkaReceiptEvents:
-    """Publishes each receipt, keyed by message id, to `<prefix>.receipts` in the background."""
+    """Publishes each receipt, keyed by message id, to `<prefix>.receipts` in the background.
 
-    def __init__(self, config: Any) -> None:
+    In the api process it shares the lanes' producer: one kafka-python producer (and sender
+    thread) per process instead of two, and receipts ride in the same requests as messages."""
+
+    def __init__(self, config: Any, producer: Any = None) -> None:
         from pushplat.queue.kafka import KafkaLaneProducer, KafkaSettings
 
         settings = KafkaSettings.from_config(config)
         self.topic = f"{settings.topic_prefix}.receipts"
         settings.topics = {"receipts": self.topic}
-        self._producer = KafkaLaneProducer(settings)
+        self._settings = settings
+        self._owned = not isinstance(producer, KafkaLaneProducer)
+        self._producer = KafkaLaneProducer(settings) if self._owned else producer
         self._pending: set[asyncio.Task[None]] = set()
         self._backlog = 0  # receipts handed over and not yet acked or failed
 
     async def start(self) -> None:
-        await self._producer.start()
+        if self._owned:
+            await self._producer.start()  # creates the receipts topic too
+            return
+        from pushplat.queue.kafka.admin import ensure_topics
 
-    def publish(self, receipts: Sequence[push_pb2.Receipt]) -> None:
+        # The shared producer created the lanes; the receipts topic is this one's to create.
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self._settings)
+        except Exception as exc:
+            raise self._settings.unreachable(exc) from exc
+
+    def publish(self, receipts: Sequence[ReceiptEvent]) -> None:
         if self._backlog + len(receipts) > MAX_PENDING_EVENTS:
             RECEIPT_ERRORS.labels("events_backlog").inc(len(receipts))
             return
-        # One background task per emit, not per receipt: one hop to the producer thread.
+        # One background task per flush, not per receipt: one hop to the producer thread,
+        # and a slow Kafka does not hold up the status table.
         self._backlog += len(receipts)
-        task = asyncio.create_task(self._send(list(receipts)))
+        task = asyncio.create_task(self._send(receipts))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _send(self, receipts: list[push_pb2.Receipt]) -> None:
-        records = [(r.message_id.encode(), r.SerializeToString()) for r in receipts]
+    async def _send(self, receipts: Sequence[ReceiptEvent]) -> None:
+        # The one protobuf of each state change, built here, off the hot path.
+        records = [(r.message_id.encode(), r.to_proto().SerializeToString()) for r in receipts]
         try:
             await self._producer.publish_records(self.topic, records, f"{len(records)} receipts")
         except Exception as exc:
@@ -64,36 +80,35 @@ class KafkaReceiptEvents:
     async def close(self) -> None:
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
-        await self._producer.close()
+        if self._owned:
+            await self._producer.close()
 
 
 class DistributedReceipts(Receipts):
-    def __init__(self, status: RedisStatusStore, events: KafkaReceiptEvents | None) -> None:
+    def __init__(self, status: RedisStatusStore, events: KafkaReceiptEvents | None, **buffer: Any) -> None:
+        super().__init__(**buffer)
         self.status_store = status
         self.events = events
 
     @classmethod
-    def from_config(cls, config: Any) -> DistributedReceipts:
-        events = KafkaReceiptEvents(config) if config.queue.startswith("kafka:") else None
-        return cls(RedisStatusStore.from_url(config.registry), events)
+    def from_config(cls, config: Any, producer: Any = None, **buffer: Any) -> DistributedReceipts:
+        events = KafkaReceiptEvents(config, producer) if config.queue.startswith("kafka:") else None
+        return cls(RedisStatusStore.from_url(config.registry), events, **buffer)
 
     async def start(self) -> None:
         if self.events is not None:
             await self.events.start()
+        await super().start()
 
-    async def _emit(self, receipts: Sequence[push_pb2.Receipt]) -> None:
+    async def _write(self, events: list[ReceiptEvent]) -> None:
         if self.events is not None:
-            self.events.publish(receipts)
-        try:
-            await self.status_store.record(receipts)
-        except Exception as exc:
-            RECEIPT_ERRORS.labels("status").inc()
-            log.warning(kv("receipts.status_failed", receipts=len(receipts), error=str(exc)))
+            self.events.publish(events)
+        await self.status_store.record(events)
 
-    async def status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
+    async def _read_status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
         return await self.status_store.status(message_id, sender_id)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self.events is not None:
             await self.events.close()
         await self.status_store.close()

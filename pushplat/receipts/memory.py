@@ -1,37 +1,85 @@
-"""In-process receipts for the embedded platform: a bounded status table and a recent-events ring."""
+"""In-process receipts for the embedded platform: a bounded status table and a recent-events ring.
+
+The table holds plain Python values; a GetStatusResponse is built only when GetStatus asks.
+Folding needs no await, so reads fold the buffer first and always see every recorded receipt.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from typing import Any
 
 from pushplat_client.v1 import push_pb2
 
-from pushplat.receipts.base import Receipts, merge_status
+from pushplat.receipts.base import ACKED, ReceiptEvent, Receipts
+
+
+class _Status:
+    __slots__ = ("devices", "labels", "sender", "state")
+
+    def __init__(self, sender: str) -> None:
+        self.state = 0
+        self.sender = sender
+        self.labels: dict[str, str] | None = None
+        # device -> [state, updated_at_ms, edge_id, detail], in the order devices were first seen
+        self.devices: dict[str, list[Any]] = {}
 
 
 class MemoryReceipts(Receipts):
-    # Bounded: about 4-5 KiB per tracked message, so `pushplat dev` stays small under load.
-    def __init__(self, max_messages: int = 20_000, max_events: int = 10_000) -> None:
+    # Bounded: about 1 KiB per tracked message, so `pushplat dev` stays small under load.
+    def __init__(self, max_messages: int = 20_000, max_events: int = 10_000, **buffer: Any) -> None:
+        super().__init__(**buffer)
         self.max_messages = max_messages
-        # message id -> (status, the sender its ACCEPTED receipt named)
-        self._status: OrderedDict[str, tuple[push_pb2.GetStatusResponse, str]] = OrderedDict()
-        self.events: deque[push_pb2.Receipt] = deque(maxlen=max_events)
+        self._status: OrderedDict[str, _Status] = OrderedDict()
+        self._events: deque[ReceiptEvent] = deque(maxlen=max_events)
 
-    async def _emit(self, receipts: Sequence[push_pb2.Receipt]) -> None:
-        for r in receipts:
-            self.events.append(r)
-            entry = self._status.get(r.message_id)
-            if entry is None:
-                entry = self._status[r.message_id] = (push_pb2.GetStatusResponse(), r.sender_id)
-                while len(self._status) > self.max_messages:
-                    self._status.popitem(last=False)
-            elif r.sender_id and not entry[1]:
-                entry = self._status[r.message_id] = (entry[0], r.sender_id)
-            merge_status(entry[0], r)
+    @property
+    def events(self) -> deque[ReceiptEvent]:
+        """The most recent receipt events (folded up to now), oldest first."""
+        self._fold_pending()
+        return self._events
 
-    async def status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
-        entry = self._status.get(message_id)
-        if entry is None or entry[1] != sender_id:
+    def _fold_pending(self) -> None:
+        if self._pending:
+            self._fold(self._take())
+
+    async def flush(self) -> None:
+        self._fold_pending()
+
+    async def _write(self, events: list[ReceiptEvent]) -> None:
+        self._fold(events)
+
+    def _fold(self, events: list[ReceiptEvent]) -> None:
+        """The merge rule, which status_redis's Lua script mirrors: the message's state is the
+        last one; the first sender and the first non-empty labels stay; an ack is final for a device."""
+        table = self._status
+        self._events.extend(events)
+        for e in events:
+            status = table.get(e.message_id)
+            if status is None:
+                status = table[e.message_id] = _Status(e.sender_id)
+                if len(table) > self.max_messages:
+                    table.popitem(last=False)
+            elif e.sender_id and not status.sender:
+                status.sender = e.sender_id
+            if e.labels and not status.labels:
+                status.labels = e.labels
+            status.state = e.state
+            if not e.device_id:
+                continue
+            device = status.devices.get(e.device_id)
+            if device is None:
+                status.devices[e.device_id] = [e.state, e.at_ms, e.edge_id, e.detail]
+            elif device[0] != ACKED or e.state == ACKED:
+                device[0], device[1], device[3] = e.state, e.at_ms, e.detail
+                if e.edge_id:
+                    device[2] = e.edge_id
+
+    async def _read_status(self, message_id: str, sender_id: str) -> push_pb2.GetStatusResponse | None:
+        status = self._status.get(message_id)
+        if status is None or status.sender != sender_id:
             return None
-        return push_pb2.GetStatusResponse.FromString(entry[0].SerializeToString())
+        response = push_pb2.GetStatusResponse(message_id=message_id, state=status.state, labels=status.labels or {})  # type: ignore[arg-type]
+        for device_id, (state, at, edge, detail) in status.devices.items():
+            response.devices.add(device_id=device_id, state=state, updated_at_ms=at, edge_id=edge, detail=detail)
+        return response

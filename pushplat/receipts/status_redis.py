@@ -10,7 +10,7 @@ One HASH per message, ``<prefix>:st:{<message_id>}``, whose fields each hold one
   (``_n`` counts them).
 
 Each receipt is folded in by one Lua script, which applies the rule of
-``pushplat.receipts.base.merge_status`` (an ACKED device stays ACKED) on the server: writers in
+``pushplat.receipts.memory.MemoryReceipts`` (an ACKED device stays ACKED) on the server: writers in
 different processes (the router, every edge) never lose each other's updates, and no
 read-modify-write round trip is needed. The key's TTL restarts with every receipt.
 """
@@ -26,7 +26,7 @@ from pushplat_client.v1 import push_pb2
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from pushplat.receipts.base import State
+from pushplat.receipts.base import ReceiptEvent, State
 from pushplat.redis_support import DEFAULT_PREFIX, RedisStore, Script, hash_tag, ttl_ms
 
 DEFAULT_STATUS_TTL_S = 7 * 24 * 3600.0
@@ -36,25 +36,29 @@ class StatusUnavailable(Exception):
     """The status store cannot be reached or failed."""
 
 
-# ARGV: state, device ('' for the message as a whole), at_ms, edge, detail, labels JSON ('' for
-# none), key ttl ms, the ACKED state, sender ('' for none). Mirrors merge_status field by field.
+# One call per message and flush: ARGV = key ttl ms, the ACKED state, labels JSON ('' for none),
+# sender ('' for none), then five values per receipt in order: state, device ('' for the message
+# as a whole), at_ms, edge, detail. Mirrors MemoryReceipts._fold field by field.
 _RECORD = Script(
     """
-local key, state, device = KEYS[1], ARGV[1], ARGV[2]
-if ARGV[6] ~= '' then redis.call('HSETNX', key, '_labels', ARGV[6]) end
-if ARGV[9] ~= '' then redis.call('HSETNX', key, '_sender', ARGV[9]) end
-redis.call('HSET', key, '_state', state)
-if device ~= '' then
-  local current = redis.call('HGET', key, 's:' .. device)
-  if not current then
-    redis.call('HSET', key, 'o:' .. device, redis.call('HINCRBY', key, '_n', 1))
-  end
-  if current ~= ARGV[8] or state == ARGV[8] then
-    redis.call('HSET', key, 's:' .. device, state, 't:' .. device, ARGV[3], 'x:' .. device, ARGV[5])
-    if ARGV[4] ~= '' then redis.call('HSET', key, 'e:' .. device, ARGV[4]) end
+local key, acked = KEYS[1], ARGV[2]
+if ARGV[3] ~= '' then redis.call('HSETNX', key, '_labels', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSETNX', key, '_sender', ARGV[4]) end
+for i = 5, #ARGV, 5 do
+  local state, device = ARGV[i], ARGV[i + 1]
+  redis.call('HSET', key, '_state', state)
+  if device ~= '' then
+    local current = redis.call('HGET', key, 's:' .. device)
+    if not current then
+      redis.call('HSET', key, 'o:' .. device, redis.call('HINCRBY', key, '_n', 1))
+    end
+    if current ~= acked or state == acked then
+      redis.call('HSET', key, 's:' .. device, state, 't:' .. device, ARGV[i + 2], 'x:' .. device, ARGV[i + 4])
+      if ARGV[i + 3] ~= '' then redis.call('HSET', key, 'e:' .. device, ARGV[i + 3]) end
+    end
   end
 end
-redis.call('PEXPIRE', key, ARGV[7])
+redis.call('PEXPIRE', key, ARGV[1])
 return 1
 """
 )
@@ -88,31 +92,34 @@ class RedisStatusStore(RedisStore):
     def key(self, message_id: str) -> str:
         return f"{self.prefix}:st:{hash_tag(message_id)}"
 
-    async def record(self, receipts: Sequence[push_pb2.Receipt]) -> None:
-        """Fold receipts into the table, in order (one pipelined round trip)."""
-        todo = [r for r in receipts if r.message_id]
-        if not todo:
+    async def record(self, receipts: Sequence[ReceiptEvent]) -> None:
+        """Fold receipts into the table, in order: one script call per message, all in one
+        pipelined round trip."""
+        per_message: dict[str, list[ReceiptEvent]] = {}
+        for r in receipts:
+            if r.message_id:
+                per_message.setdefault(r.message_id, []).append(r)
+        if not per_message:
             return
         ttl = ttl_ms(self.ttl_seconds)
-        acked = State.DELIVERY_STATE_ACKED
+        acked = int(State.DELIVERY_STATE_ACKED)
+        calls = []
+        for message_id, events in per_message.items():
+            labels = next((r.labels for r in events if r.labels), None)
+            sender = next((r.sender_id for r in events if r.sender_id), "")
+            args: list[Any] = [
+                ttl,
+                acked,
+                json.dumps(labels, sort_keys=True, separators=(",", ":")) if labels else "",
+                sender,
+            ]
+            for r in events:
+                args += (int(r.state), r.device_id, r.at_ms, r.edge_id, r.detail)
+            calls.append((self.key(message_id), args))
 
         def build(pipe: Any, cached: bool) -> None:
-            for r in todo:
-                labels = json.dumps(dict(r.labels), sort_keys=True, separators=(",", ":")) if r.labels else ""
-                _RECORD.queue(
-                    pipe,
-                    self.key(r.message_id),
-                    int(r.state),
-                    r.device_id,
-                    r.at_ms,
-                    r.edge_id,
-                    r.detail,
-                    labels,
-                    ttl,
-                    int(acked),
-                    r.sender_id,
-                    cached=cached,
-                )
+            for key, args in calls:
+                _RECORD.queue(pipe, key, *args, cached=cached)
 
         # A NOSCRIPT retry re-applies the batch: each receipt again, in the same order, which
         # leaves the same state (an ack stays final).

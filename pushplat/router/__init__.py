@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from pushplat_client.v1 import message_pb2, push_pb2
+from pushplat_client.v1 import message_pb2
 
 from pushplat.config import Config
 from pushplat.edge_link import EdgeLink
@@ -32,7 +32,7 @@ from pushplat.logs import kv
 from pushplat.messages import LANES, now_ms
 from pushplat.metrics import DROPPED, LANE_LAG, LIMITS_HIT, ROUTER_IN_FLIGHT
 from pushplat.queue import LaneConsumer
-from pushplat.receipts import Receipts, State, receipt
+from pushplat.receipts import ReceiptEvent, Receipts, State, receipt
 from pushplat.registry import Registry, Route
 from pushplat.router.commits import CommitTracker, Entry
 from pushplat.router.edges import Delivery, EdgeLimits, EdgeQueues
@@ -179,20 +179,20 @@ class RouterNode:
                 continue
             failures = 0
             if events:
-                await self.receipts.emit(events)
+                self.receipts.record(events)
             # In process nothing above may have yielded: let the edge queues send this batch
             # before the next one is routed.
             await asyncio.sleep(0)
 
-    async def route(self, batch: list[Entry]) -> list[push_pb2.Receipt]:
+    async def route(self, batch: list[Entry]) -> list[ReceiptEvent]:
         """Store at-least-once messages in their inboxes, look the targets up, and queue each
         delivery on its edge. Returns the receipts of what was settled here. Nothing is settled or
         queued before the last await, so a failed or cancelled attempt can simply be repeated."""
         now = now_ms()
-        events: list[push_pb2.Receipt] = []
+        events: list[ReceiptEvent] = []
         # Collapses go last: a message collapsed by a later one in this same batch must end
         # DROPPED, not be overwritten by its own "kept in inbox" receipt from step 5.
-        collapses: list[push_pb2.Receipt] = []
+        collapses: list[ReceiptEvent] = []
         finished: list[Entry] = []
         live: list[tuple[Entry, str, str, message_pb2.Message]] = []  # entry, kind, target id, message
         newest: dict[str, int] = {}
@@ -312,7 +312,7 @@ class RouterNode:
         late: dict[str, list[str]],
         user_routes: dict[str, list[Route]],
         stored: dict[str, set[str]],
-        collapses: list[push_pb2.Receipt],
+        collapses: list[ReceiptEvent],
     ) -> dict[str, list[Route]]:
         to_store = [
             (late[target], message)
@@ -373,7 +373,7 @@ class RouterNode:
         return True
 
 
-def _collapse_receipts(collapsed: Iterable) -> list[push_pb2.Receipt]:
+def _collapse_receipts(collapsed: Iterable) -> list[ReceiptEvent]:
     return [
         receipt(c.message_id, COLLAPSED, device_id=c.device_id, detail=f"collapsed by {c.replaced_by}")
         for c in collapsed

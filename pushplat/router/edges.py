@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from pushplat_client.v1 import message_pb2, push_pb2
+from pushplat_client.v1 import message_pb2
 
 from pushplat.edge_link import EdgeLink
 from pushplat.logs import LogLimiter, kv
@@ -35,7 +35,7 @@ from pushplat.metrics import (
     EDGE_QUEUE_MESSAGES,
     LIMITS_HIT,
 )
-from pushplat.receipts import State, receipt
+from pushplat.receipts import ReceiptEvent, State, receipt
 from pushplat.router.breaker import CircuitBreaker, CircuitState
 from pushplat.router.commits import CommitTracker, Entry
 from pushplat.router.scheduler import LaneScheduler
@@ -101,7 +101,7 @@ class EdgeLimits:
     breaker_open_seconds: float = 1.0
 
 
-Emit = Callable[[list[push_pb2.Receipt]], Awaitable[None]]
+Emit = Callable[[list[ReceiptEvent]], Awaitable[None]]
 
 
 class EdgeQueues:
@@ -115,10 +115,10 @@ class EdgeQueues:
         self.queues: dict[str, EdgeQueue] = {}
         self.log_limiter = LogLimiter(interval_seconds=1.0)
 
-    def dispatch(self, per_edge: dict[str, list[Delivery]], addresses: dict[str, str]) -> list[push_pb2.Receipt]:
+    def dispatch(self, per_edge: dict[str, list[Delivery]], addresses: dict[str, str]) -> list[ReceiptEvent]:
         """Queue each edge's deliveries (never waits); settle at once, with their receipts, those
         that cannot go: no address for the edge, its breaker open, or its queue full."""
-        events: list[push_pb2.Receipt] = []
+        events: list[ReceiptEvent] = []
         for edge_id, items in per_edge.items():
             address = addresses.get(edge_id)
             if address is None:
@@ -140,7 +140,7 @@ class EdgeQueues:
 
     def settle(
         self, edge_id: str, items: Sequence[Delivery], outcomes: Sequence[int] | None, detail: str
-    ) -> list[push_pb2.Receipt]:
+    ) -> list[ReceiptEvent]:
         """Each item's receipt; each item settles one delivery of its record. No outcomes: the
         items did not reach the edge (detail says why, or the edge is gone)."""
         events = []
@@ -351,7 +351,7 @@ def _describe(exc: BaseException) -> str:
     return repr(exc)
 
 
-def _outcome_receipt(item: Delivery, edge_id: str, outcome: int, detail: str = "") -> push_pb2.Receipt:
+def _outcome_receipt(item: Delivery, edge_id: str, outcome: int, detail: str = "") -> ReceiptEvent:
     state, default_detail = _STATE_OF_OUTCOME.get(outcome, _UNKNOWN_OUTCOME)
     message = item.message
     if state == NO_ROUTE and message.requires_ack:

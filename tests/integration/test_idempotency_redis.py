@@ -30,7 +30,8 @@ async def store(deployment: str, redis_store: Callable) -> AsyncIterator[RedisId
 async def test_claim_duplicate_release(store: RedisIdempotencyStore) -> None:
     assert await store.claim(SENDER, "order-1", c("m1"), WINDOW) is None, "the first claim wins"
     assert await store.claim(SENDER, "order-1", c("m2"), WINDOW) == c("m1"), "a repeat gets the holder's id"
-    assert await store.claim(SENDER, "order-1", c("m1"), WINDOW) == c("m1")
+    # The holder's own claim again (a pipeline re-run after NOSCRIPT) is its claim, not a conflict.
+    assert await store.claim(SENDER, "order-1", c("m1"), WINDOW) is None
     assert await store.claim(SENDER, "order-2", c("m3"), WINDOW) is None, "keys are independent"
 
     await store.release(SENDER, "order-1", c("m2"))  # not the holder: compare-and-delete does nothing
@@ -135,3 +136,16 @@ async def test_unreachable_server_is_idempotency_unavailable(unreachable_redis) 
             lambda: store.release(SENDER, "k", c("m")),
         ):
             await unreachable_redis.assert_unavailable_fast(call, IdempotencyUnavailable)
+
+
+async def test_claim_many_is_one_ordered_round_trip(store: RedisIdempotencyStore) -> None:
+    """A SendBatch's keys: claimed in order, so a key repeated later in the batch sees the earlier claim."""
+    await store.claim(SENDER, "held", c("old"), WINDOW)
+    claims = [("a", c("m1")), ("held", c("m2")), ("a", c("m3", "f2")), ("b", c("m4"))]
+    assert await store.claim_many(SENDER, claims, WINDOW) == [None, c("old"), c("m1"), None]
+    assert await store.claim_many(SENDER, [], WINDOW) == []
+    await store.release_many(SENDER, [("a", c("m1")), ("b", c("m4")), ("held", c("m2"))])
+    assert await store.claim(SENDER, "a", c("m5"), WINDOW) is None, "released"
+    assert await store.claim(SENDER, "held", c("m6"), WINDOW) == c("old"), "not ours: kept"
+    await store.client.script_flush()
+    assert await store.claim_many(SENDER, [("c", c("m7")), ("c", c("m8"))], WINDOW) == [None, c("m7")]

@@ -478,3 +478,59 @@ def _end_offsets(config: Config) -> dict[str, int]:
         return totals
     finally:
         consumer.close()
+
+
+async def test_publish_many_is_one_call_per_lane_in_order(lanes: Lanes) -> None:
+    """SendBatch publishes a lane's messages with one publish_many: all acked, in order per target."""
+    producer = await lanes.producer()
+    consumer = await lanes.consumer()
+    batch = [envelope("normal", device=f"d{i % 3}", seq=i) for i in range(300)]
+    assert await producer.publish_many("normal", batch) == [None] * 300
+    got = await fetch_until(consumer, 300, ["normal"])
+    for device in ("d0", "d1", "d2"):
+        seqs = [int(r.envelope.message.labels["seq"]) for r in got if r.envelope.device_id == device]
+        assert seqs == sorted(seqs) and len(seqs) == 100, f"{device}'s messages stay in order"
+
+
+async def test_publish_many_reports_each_record_when_kafka_is_gone(kafka_url: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+    config = make_config(f"kafka://127.0.0.1:{port}", kafka_connect_timeout_seconds=1.0)
+    producer = KafkaLaneProducer.from_config(config)
+    try:
+        outcomes = await producer.publish_many("high", [envelope("high", device="d"), envelope("high", device="e")])
+        assert len(outcomes) == 2 and all(isinstance(o, QueueUnavailable) for o in outcomes)
+    finally:
+        await producer.close()
+
+
+def test_kafka_settings_read_only_real_options() -> None:
+    """Every knob KafkaSettings takes from Config is a Config field with a CLI flag."""
+    from pushplat.cli import build_parser
+    from pushplat.queue.kafka import KafkaSettings
+
+    config = Config(
+        queue="kafka://h:1",
+        kafka_connect_timeout_seconds=2.5,
+        kafka_group_id="g",
+        kafka_session_timeout_ms=20_000,
+        kafka_heartbeat_interval_ms=700,
+        kafka_linger_ms=7,
+    )
+    settings = KafkaSettings.from_config(config)
+    assert (settings.connect_timeout, settings.group_id, settings.session_timeout_ms) == (2.5, "g", 20_000)
+    assert (settings.heartbeat_interval_ms, settings.linger_ms) == (700, 7)
+    help_text = build_parser().parse_args(["router"]) and " ".join(
+        a.option_strings[0]
+        for a in build_parser()._subparsers._group_actions[0].choices["router"]._actions  # type: ignore[union-attr]
+        if a.option_strings
+    )
+    for flag in (
+        "--kafka-connect-timeout-seconds",
+        "--kafka-group-id",
+        "--kafka-session-timeout-ms",
+        "--kafka-heartbeat-interval-ms",
+        "--kafka-linger-ms",
+    ):
+        assert flag in help_text

@@ -7,7 +7,7 @@ Welcome, pushes or a GoAway, read what the client wrote, end or abort the stream
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -156,6 +156,10 @@ class FakePush(push_pb2_grpc.PushServicer):
         self.requests: list[push_pb2.SendRequest] = []
         self.metadata: list[dict[str, str]] = []
         self.fail: tuple[grpc.StatusCode, str, Sequence[tuple[str, str]]] | None = None
+        # SendStream answers only while this is set (clear it to hold answers back).
+        self.answering = asyncio.Event()
+        self.answering.set()
+        self.rate_limited_once: set[bytes] = set()
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
         self.metadata.append({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
@@ -179,6 +183,39 @@ class FakePush(push_pb2_grpc.PushServicer):
             self.requests.append(item)
             responses.append(push_pb2.SendResponse(message_id=f"m{len(self.requests)}"))
         return push_pb2.SendBatchResponse(responses=responses)
+
+    async def SendStream(
+        self, requests: AsyncIterator[push_pb2.SendRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[push_pb2.SendResponse]:
+        """Reads everything it is sent; answers in order while `answering` is set. Payload
+        b"refuse" gets an INVALID_ARGUMENT item error, b"slow-down" one RESOURCE_EXHAUSTED first."""
+        await self._check(context)
+        await context.send_initial_metadata(())  # as the api does: the stream is accepted
+        queue: asyncio.Queue[push_pb2.SendRequest | None] = asyncio.Queue()
+
+        async def read() -> None:
+            async for item in requests:
+                self.requests.append(item)
+                queue.put_nowait(item)
+            queue.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await queue.get()) is not None:
+                await self.answering.wait()
+                if item.payload == b"refuse":
+                    error = push_pb2.SendError(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="refused")
+                    yield push_pb2.SendResponse(request_id=item.request_id, error=error)
+                elif item.payload == b"slow-down" and item.payload not in self.rate_limited_once:
+                    self.rate_limited_once.add(item.payload)
+                    error = push_pb2.SendError(
+                        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message="over the rate", retry_after_ms=20
+                    )
+                    yield push_pb2.SendResponse(request_id=item.request_id, error=error)
+                else:
+                    yield push_pb2.SendResponse(message_id=f"m{len(self.requests)}", request_id=item.request_id)
+        finally:
+            reader.cancel()
 
     async def GetStatus(
         self, request: push_pb2.GetStatusRequest, context: grpc.aio.ServicerContext

@@ -108,8 +108,11 @@ type SendRequest struct {
 	IdempotencyKey string            `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	Delivery       DeliveryMode      `protobuf:"varint,9,opt,name=delivery,proto3,enum=pushplat.v1.DeliveryMode" json:"delivery,omitempty"`
 	Labels         map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+	// Not part of the request for idempotency: a retry may carry another request_id.
+	RequestId     string `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendRequest) Reset() {
@@ -223,6 +226,13 @@ func (x *SendRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *SendRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type isSendRequest_Target interface {
 	isSendRequest_Target()
 }
@@ -240,9 +250,13 @@ func (*SendRequest_UserId) isSendRequest_Target() {}
 func (*SendRequest_DeviceId) isSendRequest_Target() {}
 
 type SendResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
-	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Duplicate bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// SendStream only: the request_id of the request this answers.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// SendStream only: why this request was refused; then message_id is empty.
+	Error         *SendError `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -291,6 +305,85 @@ func (x *SendResponse) GetDuplicate() bool {
 	return false
 }
 
+func (x *SendResponse) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SendResponse) GetError() *SendError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// Why one request of a SendStream was refused. Fields 1 and 2 are those of google.rpc.Status,
+// so a google.rpc.Status decoder reads it too.
+type SendError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code a Send of this request alone would have ended with (the README's
+	// error table), e.g. 3 INVALID_ARGUMENT, 6 ALREADY_EXISTS, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE.
+	Code    int32  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// RESOURCE_EXHAUSTED (rate limit): milliseconds to wait before retrying; 0 if no hint.
+	RetryAfterMs  int64 `protobuf:"varint,4,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendError) Reset() {
+	*x = SendError{}
+	mi := &file_pushplat_v1_push_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendError) ProtoMessage() {}
+
+func (x *SendError) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_push_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendError.ProtoReflect.Descriptor instead.
+func (*SendError) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SendError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SendError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *SendError) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 type SendBatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Requests      []*SendRequest         `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
@@ -300,7 +393,7 @@ type SendBatchRequest struct {
 
 func (x *SendBatchRequest) Reset() {
 	*x = SendBatchRequest{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[2]
+	mi := &file_pushplat_v1_push_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +405,7 @@ func (x *SendBatchRequest) String() string {
 func (*SendBatchRequest) ProtoMessage() {}
 
 func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[2]
+	mi := &file_pushplat_v1_push_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +418,7 @@ func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
 func (*SendBatchRequest) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{2}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SendBatchRequest) GetRequests() []*SendRequest {
@@ -345,7 +438,7 @@ type SendBatchResponse struct {
 
 func (x *SendBatchResponse) Reset() {
 	*x = SendBatchResponse{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[3]
+	mi := &file_pushplat_v1_push_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +450,7 @@ func (x *SendBatchResponse) String() string {
 func (*SendBatchResponse) ProtoMessage() {}
 
 func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[3]
+	mi := &file_pushplat_v1_push_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +463,7 @@ func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
 func (*SendBatchResponse) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{3}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SendBatchResponse) GetResponses() []*SendResponse {
@@ -401,7 +494,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[4]
+	mi := &file_pushplat_v1_push_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +506,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[4]
+	mi := &file_pushplat_v1_push_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +519,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{4}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Receipt) GetMessageId() string {
@@ -501,7 +594,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[5]
+	mi := &file_pushplat_v1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +606,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[5]
+	mi := &file_pushplat_v1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +619,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{5}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetStatusRequest) GetMessageId() string {
@@ -549,7 +642,7 @@ type DeviceStatus struct {
 
 func (x *DeviceStatus) Reset() {
 	*x = DeviceStatus{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[6]
+	mi := &file_pushplat_v1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +654,7 @@ func (x *DeviceStatus) String() string {
 func (*DeviceStatus) ProtoMessage() {}
 
 func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[6]
+	mi := &file_pushplat_v1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +667,7 @@ func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceStatus.ProtoReflect.Descriptor instead.
 func (*DeviceStatus) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{6}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeviceStatus) GetDeviceId() string {
@@ -625,7 +718,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[7]
+	mi := &file_pushplat_v1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +730,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[7]
+	mi := &file_pushplat_v1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +743,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{7}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetStatusResponse) GetMessageId() string {
@@ -690,7 +783,7 @@ type GetPresenceRequest struct {
 
 func (x *GetPresenceRequest) Reset() {
 	*x = GetPresenceRequest{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[8]
+	mi := &file_pushplat_v1_push_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +795,7 @@ func (x *GetPresenceRequest) String() string {
 func (*GetPresenceRequest) ProtoMessage() {}
 
 func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[8]
+	mi := &file_pushplat_v1_push_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +808,7 @@ func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
 func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{8}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPresenceRequest) GetUserId() string {
@@ -736,7 +829,7 @@ type PresenceDevice struct {
 
 func (x *PresenceDevice) Reset() {
 	*x = PresenceDevice{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[9]
+	mi := &file_pushplat_v1_push_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +841,7 @@ func (x *PresenceDevice) String() string {
 func (*PresenceDevice) ProtoMessage() {}
 
 func (x *PresenceDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[9]
+	mi := &file_pushplat_v1_push_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +854,7 @@ func (x *PresenceDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceDevice.ProtoReflect.Descriptor instead.
 func (*PresenceDevice) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PresenceDevice) GetDeviceId() string {
@@ -795,7 +888,7 @@ type GetPresenceResponse struct {
 
 func (x *GetPresenceResponse) Reset() {
 	*x = GetPresenceResponse{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[10]
+	mi := &file_pushplat_v1_push_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +900,7 @@ func (x *GetPresenceResponse) String() string {
 func (*GetPresenceResponse) ProtoMessage() {}
 
 func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[10]
+	mi := &file_pushplat_v1_push_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +913,7 @@ func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
 func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{10}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetPresenceResponse) GetUserId() string {
@@ -841,7 +934,7 @@ var File_pushplat_v1_push_proto protoreflect.FileDescriptor
 
 const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x16pushplat/v1/push.proto\x12\vpushplat.v1\x1a\x19pushplat/v1/message.proto\"\xde\x03\n" +
+	"\x16pushplat/v1/push.proto\x12\vpushplat.v1\x1a\x19pushplat/v1/message.proto\"\xfd\x03\n" +
 	"\vSendRequest\x12\x19\n" +
 	"\auser_id\x18\x01 \x01(\tH\x00R\x06userId\x12\x1d\n" +
 	"\tdevice_id\x18\x02 \x01(\tH\x00R\bdeviceId\x12\x18\n" +
@@ -854,15 +947,24 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x125\n" +
 	"\bdelivery\x18\t \x01(\x0e2\x19.pushplat.v1.DeliveryModeR\bdelivery\x12<\n" +
 	"\x06labels\x18\n" +
-	" \x03(\v2$.pushplat.v1.SendRequest.LabelsEntryR\x06labels\x1a9\n" +
+	" \x03(\v2$.pushplat.v1.SendRequest.LabelsEntryR\x06labels\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\v \x01(\tR\trequestId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
-	"\x06target\"K\n" +
+	"\x06target\"\x98\x01\n" +
 	"\fSendResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"H\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12,\n" +
+	"\x05error\x18\x04 \x01(\v2\x16.pushplat.v1.SendErrorR\x05error\"_\n" +
+	"\tSendError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
+	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\"H\n" +
 	"\x10SendBatchRequest\x124\n" +
 	"\brequests\x18\x01 \x03(\v2\x18.pushplat.v1.SendRequestR\brequests\"L\n" +
 	"\x11SendBatchResponse\x127\n" +
@@ -916,12 +1018,14 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x14DELIVERY_STATE_ACKED\x10\x03\x12\x1a\n" +
 	"\x16DELIVERY_STATE_EXPIRED\x10\x04\x12\x1b\n" +
 	"\x17DELIVERY_STATE_NO_ROUTE\x10\x05\x12\x1a\n" +
-	"\x16DELIVERY_STATE_DROPPED\x10\x062\xad\x02\n" +
+	"\x16DELIVERY_STATE_DROPPED\x10\x062\xf4\x02\n" +
 	"\x04Push\x12;\n" +
 	"\x04Send\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse\x12J\n" +
 	"\tSendBatch\x12\x1d.pushplat.v1.SendBatchRequest\x1a\x1e.pushplat.v1.SendBatchResponse\x12J\n" +
 	"\tGetStatus\x12\x1d.pushplat.v1.GetStatusRequest\x1a\x1e.pushplat.v1.GetStatusResponse\x12P\n" +
-	"\vGetPresence\x12\x1f.pushplat.v1.GetPresenceRequest\x1a .pushplat.v1.GetPresenceResponseB\x8d\x01\n" +
+	"\vGetPresence\x12\x1f.pushplat.v1.GetPresenceRequest\x1a .pushplat.v1.GetPresenceResponse\x12E\n" +
+	"\n" +
+	"SendStream\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse(\x010\x01B\x8d\x01\n" +
 	"\x0eio.pushplat.v1B\tPushProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\vPushplat.V1\xca\x02\vPushplat\\V1\xea\x02\fPushplat::V1b\x06proto3"
 
 var (
@@ -937,52 +1041,56 @@ func file_pushplat_v1_push_proto_rawDescGZIP() []byte {
 }
 
 var file_pushplat_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pushplat_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_pushplat_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_pushplat_v1_push_proto_goTypes = []any{
 	(DeliveryState)(0),          // 0: pushplat.v1.DeliveryState
 	(*SendRequest)(nil),         // 1: pushplat.v1.SendRequest
 	(*SendResponse)(nil),        // 2: pushplat.v1.SendResponse
-	(*SendBatchRequest)(nil),    // 3: pushplat.v1.SendBatchRequest
-	(*SendBatchResponse)(nil),   // 4: pushplat.v1.SendBatchResponse
-	(*Receipt)(nil),             // 5: pushplat.v1.Receipt
-	(*GetStatusRequest)(nil),    // 6: pushplat.v1.GetStatusRequest
-	(*DeviceStatus)(nil),        // 7: pushplat.v1.DeviceStatus
-	(*GetStatusResponse)(nil),   // 8: pushplat.v1.GetStatusResponse
-	(*GetPresenceRequest)(nil),  // 9: pushplat.v1.GetPresenceRequest
-	(*PresenceDevice)(nil),      // 10: pushplat.v1.PresenceDevice
-	(*GetPresenceResponse)(nil), // 11: pushplat.v1.GetPresenceResponse
-	nil,                         // 12: pushplat.v1.SendRequest.LabelsEntry
-	nil,                         // 13: pushplat.v1.Receipt.LabelsEntry
-	nil,                         // 14: pushplat.v1.GetStatusResponse.LabelsEntry
-	(Priority)(0),               // 15: pushplat.v1.Priority
-	(DeliveryMode)(0),           // 16: pushplat.v1.DeliveryMode
+	(*SendError)(nil),           // 3: pushplat.v1.SendError
+	(*SendBatchRequest)(nil),    // 4: pushplat.v1.SendBatchRequest
+	(*SendBatchResponse)(nil),   // 5: pushplat.v1.SendBatchResponse
+	(*Receipt)(nil),             // 6: pushplat.v1.Receipt
+	(*GetStatusRequest)(nil),    // 7: pushplat.v1.GetStatusRequest
+	(*DeviceStatus)(nil),        // 8: pushplat.v1.DeviceStatus
+	(*GetStatusResponse)(nil),   // 9: pushplat.v1.GetStatusResponse
+	(*GetPresenceRequest)(nil),  // 10: pushplat.v1.GetPresenceRequest
+	(*PresenceDevice)(nil),      // 11: pushplat.v1.PresenceDevice
+	(*GetPresenceResponse)(nil), // 12: pushplat.v1.GetPresenceResponse
+	nil,                         // 13: pushplat.v1.SendRequest.LabelsEntry
+	nil,                         // 14: pushplat.v1.Receipt.LabelsEntry
+	nil,                         // 15: pushplat.v1.GetStatusResponse.LabelsEntry
+	(Priority)(0),               // 16: pushplat.v1.Priority
+	(DeliveryMode)(0),           // 17: pushplat.v1.DeliveryMode
 }
 var file_pushplat_v1_push_proto_depIdxs = []int32{
-	15, // 0: pushplat.v1.SendRequest.priority:type_name -> pushplat.v1.Priority
-	16, // 1: pushplat.v1.SendRequest.delivery:type_name -> pushplat.v1.DeliveryMode
-	12, // 2: pushplat.v1.SendRequest.labels:type_name -> pushplat.v1.SendRequest.LabelsEntry
-	1,  // 3: pushplat.v1.SendBatchRequest.requests:type_name -> pushplat.v1.SendRequest
-	2,  // 4: pushplat.v1.SendBatchResponse.responses:type_name -> pushplat.v1.SendResponse
-	0,  // 5: pushplat.v1.Receipt.state:type_name -> pushplat.v1.DeliveryState
-	13, // 6: pushplat.v1.Receipt.labels:type_name -> pushplat.v1.Receipt.LabelsEntry
-	0,  // 7: pushplat.v1.DeviceStatus.state:type_name -> pushplat.v1.DeliveryState
-	0,  // 8: pushplat.v1.GetStatusResponse.state:type_name -> pushplat.v1.DeliveryState
-	7,  // 9: pushplat.v1.GetStatusResponse.devices:type_name -> pushplat.v1.DeviceStatus
-	14, // 10: pushplat.v1.GetStatusResponse.labels:type_name -> pushplat.v1.GetStatusResponse.LabelsEntry
-	10, // 11: pushplat.v1.GetPresenceResponse.devices:type_name -> pushplat.v1.PresenceDevice
-	1,  // 12: pushplat.v1.Push.Send:input_type -> pushplat.v1.SendRequest
-	3,  // 13: pushplat.v1.Push.SendBatch:input_type -> pushplat.v1.SendBatchRequest
-	6,  // 14: pushplat.v1.Push.GetStatus:input_type -> pushplat.v1.GetStatusRequest
-	9,  // 15: pushplat.v1.Push.GetPresence:input_type -> pushplat.v1.GetPresenceRequest
-	2,  // 16: pushplat.v1.Push.Send:output_type -> pushplat.v1.SendResponse
-	4,  // 17: pushplat.v1.Push.SendBatch:output_type -> pushplat.v1.SendBatchResponse
-	8,  // 18: pushplat.v1.Push.GetStatus:output_type -> pushplat.v1.GetStatusResponse
-	11, // 19: pushplat.v1.Push.GetPresence:output_type -> pushplat.v1.GetPresenceResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	16, // 0: pushplat.v1.SendRequest.priority:type_name -> pushplat.v1.Priority
+	17, // 1: pushplat.v1.SendRequest.delivery:type_name -> pushplat.v1.DeliveryMode
+	13, // 2: pushplat.v1.SendRequest.labels:type_name -> pushplat.v1.SendRequest.LabelsEntry
+	3,  // 3: pushplat.v1.SendResponse.error:type_name -> pushplat.v1.SendError
+	1,  // 4: pushplat.v1.SendBatchRequest.requests:type_name -> pushplat.v1.SendRequest
+	2,  // 5: pushplat.v1.SendBatchResponse.responses:type_name -> pushplat.v1.SendResponse
+	0,  // 6: pushplat.v1.Receipt.state:type_name -> pushplat.v1.DeliveryState
+	14, // 7: pushplat.v1.Receipt.labels:type_name -> pushplat.v1.Receipt.LabelsEntry
+	0,  // 8: pushplat.v1.DeviceStatus.state:type_name -> pushplat.v1.DeliveryState
+	0,  // 9: pushplat.v1.GetStatusResponse.state:type_name -> pushplat.v1.DeliveryState
+	8,  // 10: pushplat.v1.GetStatusResponse.devices:type_name -> pushplat.v1.DeviceStatus
+	15, // 11: pushplat.v1.GetStatusResponse.labels:type_name -> pushplat.v1.GetStatusResponse.LabelsEntry
+	11, // 12: pushplat.v1.GetPresenceResponse.devices:type_name -> pushplat.v1.PresenceDevice
+	1,  // 13: pushplat.v1.Push.Send:input_type -> pushplat.v1.SendRequest
+	4,  // 14: pushplat.v1.Push.SendBatch:input_type -> pushplat.v1.SendBatchRequest
+	7,  // 15: pushplat.v1.Push.GetStatus:input_type -> pushplat.v1.GetStatusRequest
+	10, // 16: pushplat.v1.Push.GetPresence:input_type -> pushplat.v1.GetPresenceRequest
+	1,  // 17: pushplat.v1.Push.SendStream:input_type -> pushplat.v1.SendRequest
+	2,  // 18: pushplat.v1.Push.Send:output_type -> pushplat.v1.SendResponse
+	5,  // 19: pushplat.v1.Push.SendBatch:output_type -> pushplat.v1.SendBatchResponse
+	9,  // 20: pushplat.v1.Push.GetStatus:output_type -> pushplat.v1.GetStatusResponse
+	12, // 21: pushplat.v1.Push.GetPresence:output_type -> pushplat.v1.GetPresenceResponse
+	2,  // 22: pushplat.v1.Push.SendStream:output_type -> pushplat.v1.SendResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_pushplat_v1_push_proto_init() }
@@ -1001,7 +1109,7 @@ func file_pushplat_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushplat_v1_push_proto_rawDesc), len(file_pushplat_v1_push_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	Push_SendBatch_FullMethodName   = "/pushplat.v1.Push/SendBatch"
 	Push_GetStatus_FullMethodName   = "/pushplat.v1.Push/GetStatus"
 	Push_GetPresence_FullMethodName = "/pushplat.v1.Push/GetPresence"
+	Push_SendStream_FullMethodName  = "/pushplat.v1.Push/SendStream"
 )
 
 // PushClient is the client API for Push service.
@@ -38,6 +39,12 @@ type PushClient interface {
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// A user's connected devices and the edge each one is on.
 	GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error)
+	// Sends for high-volume backends, without one RPC per message. Each SendRequest carries a
+	// request_id of the caller's choosing and is answered by one SendResponse with that
+	// request_id, in any order. A refused request gets its own SendResponse with `error` set (and
+	// no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
+	// The server reads at most --send-stream-window requests ahead of its answers.
+	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendRequest, SendResponse], error)
 }
 
 type pushClient struct {
@@ -88,6 +95,19 @@ func (c *pushClient) GetPresence(ctx context.Context, in *GetPresenceRequest, op
 	return out, nil
 }
 
+func (c *pushClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendRequest, SendResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Push_ServiceDesc.Streams[0], Push_SendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SendRequest, SendResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Push_SendStreamClient = grpc.BidiStreamingClient[SendRequest, SendResponse]
+
 // PushServer is the server API for Push service.
 // All implementations must embed UnimplementedPushServer
 // for forward compatibility.
@@ -101,6 +121,12 @@ type PushServer interface {
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// A user's connected devices and the edge each one is on.
 	GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error)
+	// Sends for high-volume backends, without one RPC per message. Each SendRequest carries a
+	// request_id of the caller's choosing and is answered by one SendResponse with that
+	// request_id, in any order. A refused request gets its own SendResponse with `error` set (and
+	// no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
+	// The server reads at most --send-stream-window requests ahead of its answers.
+	SendStream(grpc.BidiStreamingServer[SendRequest, SendResponse]) error
 	mustEmbedUnimplementedPushServer()
 }
 
@@ -122,6 +148,9 @@ func (UnimplementedPushServer) GetStatus(context.Context, *GetStatusRequest) (*G
 }
 func (UnimplementedPushServer) GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPresence not implemented")
+}
+func (UnimplementedPushServer) SendStream(grpc.BidiStreamingServer[SendRequest, SendResponse]) error {
+	return status.Error(codes.Unimplemented, "method SendStream not implemented")
 }
 func (UnimplementedPushServer) mustEmbedUnimplementedPushServer() {}
 func (UnimplementedPushServer) testEmbeddedByValue()              {}
@@ -216,6 +245,13 @@ func _Push_GetPresence_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Push_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PushServer).SendStream(&grpc.GenericServerStream[SendRequest, SendResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Push_SendStreamServer = grpc.BidiStreamingServer[SendRequest, SendResponse]
+
 // Push_ServiceDesc is the grpc.ServiceDesc for Push service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +276,13 @@ var Push_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Push_GetPresence_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SendStream",
+			Handler:       _Push_SendStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "pushplat/v1/push.proto",
 }

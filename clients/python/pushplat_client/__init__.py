@@ -17,6 +17,7 @@ from .priority import (
     priority_name,
 )
 from .sender import PushSender
+from .stream import SendStream
 from .tls import TLS
 from .v1 import message_pb2
 
@@ -39,6 +40,7 @@ __all__ = [
     "PushError",
     "PushSender",
     "RecentIds",
+    "SendStream",
     "__version__",
     "parse_priority",
     "priority_name",

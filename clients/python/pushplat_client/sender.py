@@ -1,4 +1,4 @@
-"""PushSender: the backend side, ``Push.Send`` / ``Push.SendBatch``."""
+"""PushSender: the backend side, ``Push.Send`` / ``Push.SendBatch`` / ``Push.SendStream``."""
 
 from __future__ import annotations
 
@@ -10,49 +10,12 @@ from typing import Any
 import grpc
 
 from .errors import error_from_rpc
-from .priority import parse_priority
+from .request import make_request
+from .stream import SendStream
 from .tls import TLS, ChannelFactory
-from .v1 import message_pb2, push_pb2, push_pb2_grpc
+from .v1 import push_pb2, push_pb2_grpc
 
 __all__ = ["PushSender", "make_request"]
-
-
-def make_request(
-    *,
-    user_id: str | None = None,
-    device_id: str | None = None,
-    payload: bytes | str = b"",
-    content_type: str = "",
-    priority: str | int = "normal",
-    ttl_seconds: int = 0,
-    collapse_key: str = "",
-    idempotency_key: str = "",
-    at_least_once: bool = False,
-    labels: Mapping[str, str] | None = None,
-) -> push_pb2.SendRequest:
-    """Build a SendRequest from keyword arguments, checking what the server would reject."""
-    # The target is a oneof: setting both would silently keep only the last one.
-    if bool(user_id) == bool(device_id):
-        raise ValueError("give exactly one of user_id or device_id")
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8")
-    elif not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
-    request = push_pb2.SendRequest(
-        payload=bytes(payload),
-        content_type=content_type,
-        priority=parse_priority(priority),
-        ttl_seconds=ttl_seconds,
-        collapse_key=collapse_key,
-        idempotency_key=idempotency_key,
-        delivery=message_pb2.AT_LEAST_ONCE if at_least_once else message_pb2.AT_MOST_ONCE,
-        labels=dict(labels or {}),
-    )
-    if user_id:
-        request.user_id = user_id
-    else:
-        request.device_id = device_id or ""
-    return request
 
 
 class PushSender:
@@ -160,6 +123,17 @@ class PushSender:
         )
         response = await self._unary("SendBatch", batch, timeout)
         return list(response.responses)
+
+    def stream(self, *, window: int = 256) -> SendStream:
+        """A :class:`SendStream`: many sends over one ``Push.SendStream`` call, with at most
+        ``window`` unanswered at once. Use it as ``async with sender.stream() as stream:``."""
+        return SendStream(
+            self._get_stub(),
+            self._metadata,
+            window=window,
+            rate_limit_retries=self._rate_limit_retries,
+            max_retry_wait=self._max_retry_wait,
+        )
 
     async def get_status(self, message_id: str, *, timeout: float | None = 10.0) -> push_pb2.GetStatusResponse:
         """The last known delivery state of a message, overall and per target device."""

@@ -28,13 +28,14 @@ export {
 export { type Logger, silentLogger } from "./logger";
 export { Priority, type PriorityLike, parsePriority, priorityName } from "./priority";
 export { DEFAULT_SEND_TIMEOUT_MS, PushSender, type PushSenderOptions, type SendOptions, makeRequest } from "./sender";
+export { DEFAULT_STREAM_WINDOW, SendStream, type SendStreamOptions } from "./stream";
 export { type TlsOptions, tlsChannel } from "./tls";
 export { VERSION } from "./version";
 
 // The generated wire types, for applications that need more than the message.
 export { DeliveryMode, type Message } from "./gen/pushplat/v1/message";
 export { GoAway, GoAway_Reason, type Welcome } from "./gen/pushplat/v1/edge";
-export { type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
+export { type SendError, type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
 export * as edgeProto from "./gen/pushplat/v1/edge";
 export * as messageProto from "./gen/pushplat/v1/message";
 export * as pushProto from "./gen/pushplat/v1/push";

@@ -1,4 +1,4 @@
-/** PushSender: the backend side, `Push.Send` / `Push.SendBatch`. */
+/** PushSender: the backend side, `Push.Send` / `Push.SendBatch` / `Push.SendStream`. */
 
 import {
   type ChannelCredentials,
@@ -8,32 +8,14 @@ import {
 } from "@grpc/grpc-js";
 
 import { errorFromGrpc } from "./errors";
-import { DeliveryMode } from "./gen/pushplat/v1/message";
 import { PushClient as PushStub, type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
-import { type PriorityLike, parsePriority } from "./priority";
+import { type SendOptions, makeRequest, toRequest } from "./request";
+import { SendStream, type SendStreamOptions } from "./stream";
 import { type TlsOptions, tlsChannel } from "./tls";
 
-export const DEFAULT_SEND_TIMEOUT_MS = 10_000;
+export { type SendOptions, makeRequest } from "./request";
 
-/** One message. Give exactly one of `userId` (every device of the user) or `deviceId`. */
-export interface SendOptions {
-  userId?: string;
-  deviceId?: string;
-  /** Bytes, or a string (sent as UTF-8). */
-  payload?: Uint8Array | string;
-  contentType?: string;
-  /** "high", "normal" (default) or "low", or the Priority enum. */
-  priority?: PriorityLike;
-  /** Seconds the message stays deliverable; 0 means the server default. */
-  ttlSeconds?: number;
-  /** A newer message with the same key replaces an older one. */
-  collapseKey?: string;
-  /** A repeated send with the same key returns the first messageId with duplicate = true. */
-  idempotencyKey?: string;
-  /** Keep the message in the device's inbox until it acks (or the TTL ends). */
-  atLeastOnce?: boolean;
-  labels?: Record<string, string>;
-}
+export const DEFAULT_SEND_TIMEOUT_MS = 10_000;
 
 export interface PushSenderOptions {
   /** Sent as `authorization: Bearer <apiKey>` on every call. */
@@ -45,27 +27,6 @@ export interface PushSenderOptions {
   /** Raw grpc-js credentials, instead of `tls`. Default: insecure (plaintext) credentials. */
   credentials?: ChannelCredentials;
   channelOptions?: Partial<ChannelOptions>;
-}
-
-/** Build a SendRequest, checking what the server would reject locally (the target). */
-export function makeRequest(options: SendOptions): SendRequest {
-  // The target is a oneof: setting both would silently keep only one of them.
-  if (Boolean(options.userId) === Boolean(options.deviceId)) {
-    throw new TypeError("give exactly one of userId or deviceId");
-  }
-  const payload = options.payload ?? new Uint8Array();
-  return {
-    userId: options.userId || undefined,
-    deviceId: options.userId ? undefined : options.deviceId,
-    payload: typeof payload === "string" ? Buffer.from(payload, "utf8") : Buffer.from(payload),
-    contentType: options.contentType ?? "",
-    priority: parsePriority(options.priority ?? "normal"),
-    ttlSeconds: options.ttlSeconds ?? 0,
-    collapseKey: options.collapseKey ?? "",
-    idempotencyKey: options.idempotencyKey ?? "",
-    delivery: options.atLeastOnce ? DeliveryMode.AT_LEAST_ONCE : DeliveryMode.AT_MOST_ONCE,
-    labels: { ...(options.labels ?? {}) },
-  };
 }
 
 /**
@@ -117,7 +78,7 @@ export class PushSender {
 
   /** Send many messages in one call; all are enqueued or the call fails. Responses are in order. */
   sendBatch(messages: Array<SendOptions | SendRequest>): Promise<SendResponse[]> {
-    const requests = messages.map((m) => (isSendRequest(m) ? m : makeRequest(m)));
+    const requests = messages.map(toRequest);
     return new Promise((resolve, reject) => {
       this.stub.sendBatch(
         { requests },
@@ -128,6 +89,14 @@ export class PushSender {
     });
   }
 
+  /**
+   * A {@link SendStream}: many sends over one `Push.SendStream` call, with at most
+   * `options.window` (256) unanswered at once.
+   */
+  stream(options: SendStreamOptions = {}): SendStream {
+    return new SendStream(this.stub, this.metadata(), options);
+  }
+
   close(): void {
     this.stub.close();
   }
@@ -135,8 +104,4 @@ export class PushSender {
   toString(): string {
     return `PushSender(api=${this.api}, api_key=${this.apiKey ? "set" : "none"})`;
   }
-}
-
-function isSendRequest(value: SendOptions | SendRequest): value is SendRequest {
-  return Buffer.isBuffer((value as SendRequest).payload) && typeof (value as SendRequest).delivery === "number";
 }

@@ -10,7 +10,7 @@ import {
   type ServerDuplexStream,
   type ServerUnaryCall,
   type sendUnaryData,
-  type status,
+  status,
 } from "@grpc/grpc-js";
 import { performance } from "node:perf_hooks";
 
@@ -209,6 +209,8 @@ export class FakePush {
   readonly metadata: Metadata[] = [];
   readonly deadlines: number[] = [];
   fail: { code: status; details: string; trailer?: Record<string, string> } | null = null;
+  /** SendStream answers wait for this (replace it with a pending promise to hold them). */
+  answering: Promise<void> = Promise.resolve();
   private server = new Server();
 
   async start(creds: ServerCredentials = ServerCredentials.createInsecure()): Promise<this> {
@@ -216,15 +218,45 @@ export class FakePush {
       send: (call: ServerUnaryCall<SendRequest, SendResponse>, callback: sendUnaryData<SendResponse>) => {
         if (this.check(call, callback)) return;
         this.requests.push(call.request);
-        callback(null, { messageId: `m${this.requests.length}`, duplicate: call.request.idempotencyKey === "dup" });
+        callback(null, {
+          messageId: `m${this.requests.length}`,
+          duplicate: call.request.idempotencyKey === "dup",
+          requestId: "",
+          error: undefined,
+        });
       },
       sendBatch: (call: ServerUnaryCall<SendBatchRequest, SendBatchResponse>, callback: sendUnaryData<SendBatchResponse>) => {
         if (this.check(call, callback)) return;
         const responses = call.request.requests.map((r) => {
           this.requests.push(r);
-          return { messageId: `m${this.requests.length}`, duplicate: false };
+          return { messageId: `m${this.requests.length}`, duplicate: false, requestId: "", error: undefined };
         });
         callback(null, { responses });
+      },
+      // Reads everything; answers in order while `answering` is open. Payload "refuse" gets an
+      // INVALID_ARGUMENT item error.
+      sendStream: (call: ServerDuplexStream<SendRequest, SendResponse>) => {
+        this.metadata.push(call.metadata);
+        if (this.fail !== null) {
+          call.emit("error", { code: this.fail.code, details: this.fail.details });
+          return;
+        }
+        call.sendMetadata(new Metadata());
+        let answered = Promise.resolve();
+        call.on("data", (request: SendRequest) => {
+          this.requests.push(request);
+          answered = answered.then(async () => {
+            await this.answering;
+            const refused = Buffer.from(request.payload).toString() === "refuse";
+            call.write({
+              messageId: refused ? "" : `m-${request.requestId}`,
+              duplicate: false,
+              requestId: request.requestId,
+              error: refused ? { code: status.INVALID_ARGUMENT, message: "refused", retryAfterMs: 0 } : undefined,
+            });
+          });
+        });
+        call.on("end", () => void answered.then(() => call.end()));
       },
     });
     const port = await new Promise<number>((resolve, reject) =>

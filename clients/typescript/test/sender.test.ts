@@ -38,7 +38,7 @@ describe("PushSender", () => {
       atLeastOnce: true,
       labels: { campaign: "c1" },
     });
-    assert.deepEqual(response, { messageId: "m1", duplicate: true });
+    assert.deepEqual(response, { messageId: "m1", duplicate: true, requestId: "", error: undefined });
     const r = api.requests[0];
     assert.equal(r.userId, "u1");
     assert.equal(r.deviceId, undefined);

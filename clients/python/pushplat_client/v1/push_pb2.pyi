@@ -26,7 +26,7 @@ DELIVERY_STATE_NO_ROUTE: DeliveryState
 DELIVERY_STATE_DROPPED: DeliveryState
 
 class SendRequest(_message.Message):
-    __slots__ = ("user_id", "device_id", "payload", "content_type", "priority", "ttl_seconds", "collapse_key", "idempotency_key", "delivery", "labels")
+    __slots__ = ("user_id", "device_id", "payload", "content_type", "priority", "ttl_seconds", "collapse_key", "idempotency_key", "delivery", "labels", "request_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class SendRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     device_id: str
     payload: bytes
@@ -54,15 +55,30 @@ class SendRequest(_message.Message):
     idempotency_key: str
     delivery: _message_pb2.DeliveryMode
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., priority: _Optional[_Union[_message_pb2.Priority, str]] = ..., ttl_seconds: _Optional[int] = ..., collapse_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., delivery: _Optional[_Union[_message_pb2.DeliveryMode, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., priority: _Optional[_Union[_message_pb2.Priority, str]] = ..., ttl_seconds: _Optional[int] = ..., collapse_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., delivery: _Optional[_Union[_message_pb2.DeliveryMode, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SendResponse(_message.Message):
-    __slots__ = ("message_id", "duplicate")
+    __slots__ = ("message_id", "duplicate", "request_id", "error")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     duplicate: bool
-    def __init__(self, message_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    error: SendError
+    def __init__(self, message_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[SendError, _Mapping]] = ...) -> None: ...
+
+class SendError(_message.Message):
+    __slots__ = ("code", "message", "retry_after_ms")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    retry_after_ms: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class SendBatchRequest(_message.Message):
     __slots__ = ("requests",)

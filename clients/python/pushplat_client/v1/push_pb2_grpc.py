@@ -55,6 +55,11 @@ class PushStub:
                 request_serializer=pushplat_dot_v1_dot_push__pb2.GetPresenceRequest.SerializeToString,
                 response_deserializer=pushplat_dot_v1_dot_push__pb2.GetPresenceResponse.FromString,
                 _registered_method=True)
+        self.SendStream = channel.stream_stream(
+                '/pushplat.v1.Push/SendStream',
+                request_serializer=pushplat_dot_v1_dot_push__pb2.SendRequest.SerializeToString,
+                response_deserializer=pushplat_dot_v1_dot_push__pb2.SendResponse.FromString,
+                _registered_method=True)
 
 
 class PushServicer:
@@ -88,6 +93,17 @@ class PushServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendStream(self, request_iterator, context):
+        """Sends for high-volume backends, without one RPC per message. Each SendRequest carries a
+        request_id of the caller's choosing and is answered by one SendResponse with that
+        request_id, in any order. A refused request gets its own SendResponse with `error` set (and
+        no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
+        The server reads at most --send-stream-window requests ahead of its answers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PushServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +126,11 @@ def add_PushServicer_to_server(servicer, server):
                     servicer.GetPresence,
                     request_deserializer=pushplat_dot_v1_dot_push__pb2.GetPresenceRequest.FromString,
                     response_serializer=pushplat_dot_v1_dot_push__pb2.GetPresenceResponse.SerializeToString,
+            ),
+            'SendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendStream,
+                    request_deserializer=pushplat_dot_v1_dot_push__pb2.SendRequest.FromString,
+                    response_serializer=pushplat_dot_v1_dot_push__pb2.SendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +242,33 @@ class Push:
             '/pushplat.v1.Push/GetPresence',
             pushplat_dot_v1_dot_push__pb2.GetPresenceRequest.SerializeToString,
             pushplat_dot_v1_dot_push__pb2.GetPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/pushplat.v1.Push/SendStream',
+            pushplat_dot_v1_dot_push__pb2.SendRequest.SerializeToString,
+            pushplat_dot_v1_dot_push__pb2.SendResponse.FromString,
             options,
             channel_credentials,
             insecure,

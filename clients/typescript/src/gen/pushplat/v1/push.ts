@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -118,6 +120,11 @@ export interface SendRequest {
   idempotencyKey: string;
   delivery: DeliveryMode;
   labels: { [key: string]: string };
+  /**
+   * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+   * Not part of the request for idempotency: a retry may carry another request_id.
+   */
+  requestId: string;
 }
 
 export interface SendRequest_LabelsEntry {
@@ -128,6 +135,25 @@ export interface SendRequest_LabelsEntry {
 export interface SendResponse {
   messageId: string;
   duplicate: boolean;
+  /** SendStream only: the request_id of the request this answers. */
+  requestId: string;
+  /** SendStream only: why this request was refused; then message_id is empty. */
+  error: SendError | undefined;
+}
+
+/**
+ * Why one request of a SendStream was refused. Fields 1 and 2 are those of google.rpc.Status,
+ * so a google.rpc.Status decoder reads it too.
+ */
+export interface SendError {
+  /**
+   * The gRPC status code a Send of this request alone would have ended with (the README's
+   * error table), e.g. 3 INVALID_ARGUMENT, 6 ALREADY_EXISTS, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE.
+   */
+  code: number;
+  message: string;
+  /** RESOURCE_EXHAUSTED (rate limit): milliseconds to wait before retrying; 0 if no hint. */
+  retryAfterMs: number;
 }
 
 export interface SendBatchRequest {
@@ -214,6 +240,7 @@ function createBaseSendRequest(): SendRequest {
     idempotencyKey: "",
     delivery: 0,
     labels: {},
+    requestId: "",
   };
 }
 
@@ -249,6 +276,9 @@ export const SendRequest: MessageFns<SendRequest> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       SendRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(82).fork()).join();
     });
+    if (message.requestId !== "") {
+      writer.uint32(90).string(message.requestId);
+    }
     return writer;
   },
 
@@ -348,6 +378,14 @@ export const SendRequest: MessageFns<SendRequest> = {
             }
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -409,6 +447,11 @@ export const SendRequest: MessageFns<SendRequest> = {
           {},
         )
         : {},
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -450,6 +493,9 @@ export const SendRequest: MessageFns<SendRequest> = {
         });
       }
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -476,6 +522,7 @@ export const SendRequest: MessageFns<SendRequest> = {
       },
       {},
     );
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -566,7 +613,7 @@ export const SendRequest_LabelsEntry: MessageFns<SendRequest_LabelsEntry> = {
 };
 
 function createBaseSendResponse(): SendResponse {
-  return { messageId: "", duplicate: false };
+  return { messageId: "", duplicate: false, requestId: "", error: undefined };
 }
 
 export const SendResponse: MessageFns<SendResponse> = {
@@ -576,6 +623,12 @@ export const SendResponse: MessageFns<SendResponse> = {
     }
     if (message.duplicate !== false) {
       writer.uint32(16).bool(message.duplicate);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    if (message.error !== undefined) {
+      SendError.encode(message.error, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -609,6 +662,22 @@ export const SendResponse: MessageFns<SendResponse> = {
             message.duplicate = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.error = SendError.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -629,6 +698,12 @@ export const SendResponse: MessageFns<SendResponse> = {
         ? globalThis.String(object.message_id)
         : "",
       duplicate: isSet(object.duplicate) ? globalThis.Boolean(object.duplicate) : false,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      error: isSet(object.error) ? SendError.fromJSON(object.error) : undefined,
     };
   },
 
@@ -640,6 +715,12 @@ export const SendResponse: MessageFns<SendResponse> = {
     if (message.duplicate !== false) {
       obj.duplicate = message.duplicate;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.error !== undefined) {
+      obj.error = SendError.toJSON(message.error);
+    }
     return obj;
   },
 
@@ -650,6 +731,115 @@ export const SendResponse: MessageFns<SendResponse> = {
     const message = createBaseSendResponse();
     message.messageId = object.messageId ?? "";
     message.duplicate = object.duplicate ?? false;
+    message.requestId = object.requestId ?? "";
+    message.error = (object.error !== undefined && object.error !== null)
+      ? SendError.fromPartial(object.error)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSendError(): SendError {
+  return { code: 0, message: "", retryAfterMs: 0 };
+}
+
+export const SendError: MessageFns<SendError> = {
+  encode(message: SendError, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    if (message.retryAfterMs !== 0) {
+      writer.uint32(32).int64(message.retryAfterMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendError {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendError();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.retryAfterMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendError {
+    return {
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      retryAfterMs: isSet(object.retryAfterMs)
+        ? globalThis.Number(object.retryAfterMs)
+        : isSet(object.retry_after_ms)
+        ? globalThis.Number(object.retry_after_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: SendError): unknown {
+    const obj: any = {};
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.retryAfterMs !== 0) {
+      obj.retryAfterMs = Math.round(message.retryAfterMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendError>, I>>(base?: I): SendError {
+    return SendError.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendError>, I>>(object: I): SendError {
+    const message = createBaseSendError();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    message.retryAfterMs = object.retryAfterMs ?? 0;
     return message;
   },
 };
@@ -1919,6 +2109,22 @@ export const PushService = {
     responseSerialize: (value: GetPresenceResponse): Buffer => Buffer.from(GetPresenceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetPresenceResponse => GetPresenceResponse.decode(value),
   },
+  /**
+   * Sends for high-volume backends, without one RPC per message. Each SendRequest carries a
+   * request_id of the caller's choosing and is answered by one SendResponse with that
+   * request_id, in any order. A refused request gets its own SendResponse with `error` set (and
+   * no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
+   * The server reads at most --send-stream-window requests ahead of its answers.
+   */
+  sendStream: {
+    path: "/pushplat.v1.Push/SendStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: SendRequest): Buffer => Buffer.from(SendRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SendRequest => SendRequest.decode(value),
+    responseSerialize: (value: SendResponse): Buffer => Buffer.from(SendResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SendResponse => SendResponse.decode(value),
+  },
 } as const;
 
 export interface PushServer extends UntypedServiceImplementation {
@@ -1929,6 +2135,14 @@ export interface PushServer extends UntypedServiceImplementation {
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
   /** A user's connected devices and the edge each one is on. */
   getPresence: handleUnaryCall<GetPresenceRequest, GetPresenceResponse>;
+  /**
+   * Sends for high-volume backends, without one RPC per message. Each SendRequest carries a
+   * request_id of the caller's choosing and is answered by one SendResponse with that
+   * request_id, in any order. A refused request gets its own SendResponse with `error` set (and
+   * no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
+   * The server reads at most --send-stream-window requests ahead of its answers.
+   */
+  sendStream: handleBidiStreamingCall<SendRequest, SendResponse>;
 }
 
 export interface PushClient extends Client {
@@ -1992,6 +2206,16 @@ export interface PushClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetPresenceResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Sends for high-volume backends, without one RPC per message. Each SendRequest carries a
+   * request_id of the caller's choosing and is answered by one SendResponse with that
+   * request_id, in any order. A refused request gets its own SendResponse with `error` set (and
+   * no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
+   * The server reads at most --send-stream-window requests ahead of its answers.
+   */
+  sendStream(): ClientDuplexStream<SendRequest, SendResponse>;
+  sendStream(options: Partial<CallOptions>): ClientDuplexStream<SendRequest, SendResponse>;
+  sendStream(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<SendRequest, SendResponse>;
 }
 
 export const PushClient = makeGenericClientConstructor(PushService, "pushplat.v1.Push") as unknown as {

@@ -88,6 +88,19 @@ public final class PushSender implements AutoCloseable {
     return unary(Rpcs.PUSH_SEND_BATCH, batch).getResponsesList();
   }
 
+  /**
+   * Opens a {@link SendStream}: many sends over one {@code Push.SendStream} call, with at most
+   * {@code window} unanswered at once. Close it when done (try-with-resources).
+   */
+  public SendStream openStream(int window) {
+    return new SendStream(calls, window);
+  }
+
+  /** {@link #openStream(int)} with {@link SendStream#DEFAULT_WINDOW}. */
+  public SendStream openStream() {
+    return openStream(SendStream.DEFAULT_WINDOW);
+  }
+
   /** The last known delivery state of a message, overall and per target device. */
   public GetStatusResponse getStatus(String messageId) {
     return unary(Rpcs.PUSH_GET_STATUS, GetStatusRequest.newBuilder().setMessageId(messageId).build());

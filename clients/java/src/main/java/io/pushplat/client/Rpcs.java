@@ -55,6 +55,15 @@ public final class Rpcs {
           SendBatchRequest.getDefaultInstance(),
           SendBatchResponse.getDefaultInstance());
 
+  /** {@code pushplat.v1.Push/SendStream}: requests and their answers on one bidirectional stream. */
+  public static final MethodDescriptor<SendRequest, SendResponse> PUSH_SEND_STREAM =
+      method(
+          PushProto.getDescriptor(),
+          "Push",
+          "SendStream",
+          SendRequest.getDefaultInstance(),
+          SendResponse.getDefaultInstance());
+
   public static final MethodDescriptor<GetStatusRequest, GetStatusResponse> PUSH_GET_STATUS =
       method(
           PushProto.getDescriptor(),

@@ -42,6 +42,11 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_pushplat_v1_SendResponse_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_SendError_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_SendError_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_pushplat_v1_SendBatchRequest_descriptor;
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
@@ -106,7 +111,7 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
   static {
     java.lang.String[] descriptorData = {
       "\n\026pushplat/v1/push.proto\022\013pushplat.v1\032\031p" +
-      "ushplat/v1/message.proto\"\345\002\n\013SendRequest" +
+      "ushplat/v1/message.proto\"\371\002\n\013SendRequest" +
       "\022\021\n\007user_id\030\001 \001(\tH\000\022\023\n\tdevice_id\030\002 \001(\tH\000" +
       "\022\017\n\007payload\030\003 \001(\014\022\024\n\014content_type\030\004 \001(\t\022" +
       "\'\n\010priority\030\005 \001(\0162\025.pushplat.v1.Priority" +
@@ -114,52 +119,57 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
       "\001(\t\022\027\n\017idempotency_key\030\010 \001(\t\022+\n\010delivery" +
       "\030\t \001(\0162\031.pushplat.v1.DeliveryMode\0224\n\006lab" +
       "els\030\n \003(\0132$.pushplat.v1.SendRequest.Labe" +
-      "lsEntry\032-\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005v" +
-      "alue\030\002 \001(\t:\0028\001B\010\n\006target\"5\n\014SendResponse" +
-      "\022\022\n\nmessage_id\030\001 \001(\t\022\021\n\tduplicate\030\002 \001(\010\"" +
-      ">\n\020SendBatchRequest\022*\n\010requests\030\001 \003(\0132\030." +
-      "pushplat.v1.SendRequest\"A\n\021SendBatchResp" +
-      "onse\022,\n\tresponses\030\001 \003(\0132\031.pushplat.v1.Se" +
-      "ndResponse\"\220\002\n\007Receipt\022\022\n\nmessage_id\030\001 \001" +
-      "(\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.Delivery" +
-      "State\022\021\n\tdevice_id\030\003 \001(\t\022\017\n\007user_id\030\004 \001(" +
-      "\t\022\017\n\007edge_id\030\005 \001(\t\022\r\n\005at_ms\030\006 \001(\003\0220\n\006lab" +
-      "els\030\007 \003(\0132 .pushplat.v1.Receipt.LabelsEn" +
-      "try\022\016\n\006detail\030\010 \001(\t\022\021\n\tsender_id\030\t \001(\t\032-" +
-      "\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(" +
-      "\t:\0028\001\"&\n\020GetStatusRequest\022\022\n\nmessage_id\030" +
-      "\001 \001(\t\"\204\001\n\014DeviceStatus\022\021\n\tdevice_id\030\001 \001(" +
-      "\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.DeliveryS" +
-      "tate\022\025\n\rupdated_at_ms\030\003 \001(\003\022\017\n\007edge_id\030\004" +
-      " \001(\t\022\016\n\006detail\030\005 \001(\t\"\351\001\n\021GetStatusRespon" +
-      "se\022\022\n\nmessage_id\030\001 \001(\t\022)\n\005state\030\002 \001(\0162\032." +
-      "pushplat.v1.DeliveryState\022*\n\007devices\030\003 \003" +
-      "(\0132\031.pushplat.v1.DeviceStatus\022:\n\006labels\030" +
-      "\004 \003(\0132*.pushplat.v1.GetStatusResponse.La" +
-      "belsEntry\032-\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n" +
-      "\005value\030\002 \001(\t:\0028\001\"%\n\022GetPresenceRequest\022\017" +
-      "\n\007user_id\030\001 \001(\t\"H\n\016PresenceDevice\022\021\n\tdev" +
-      "ice_id\030\001 \001(\t\022\017\n\007edge_id\030\002 \001(\t\022\022\n\nsession" +
-      "_id\030\003 \001(\t\"T\n\023GetPresenceResponse\022\017\n\007user" +
-      "_id\030\001 \001(\t\022,\n\007devices\030\002 \003(\0132\033.pushplat.v1" +
-      ".PresenceDevice*\341\001\n\rDeliveryState\022\036\n\032DEL" +
-      "IVERY_STATE_UNSPECIFIED\020\000\022\033\n\027DELIVERY_ST" +
-      "ATE_ACCEPTED\020\001\022$\n DELIVERY_STATE_DELIVER" +
-      "ED_TO_EDGE\020\002\022\030\n\024DELIVERY_STATE_ACKED\020\003\022\032" +
-      "\n\026DELIVERY_STATE_EXPIRED\020\004\022\033\n\027DELIVERY_S" +
-      "TATE_NO_ROUTE\020\005\022\032\n\026DELIVERY_STATE_DROPPE" +
-      "D\020\0062\255\002\n\004Push\022;\n\004Send\022\030.pushplat.v1.SendR" +
-      "equest\032\031.pushplat.v1.SendResponse\022J\n\tSen" +
-      "dBatch\022\035.pushplat.v1.SendBatchRequest\032\036." +
-      "pushplat.v1.SendBatchResponse\022J\n\tGetStat" +
-      "us\022\035.pushplat.v1.GetStatusRequest\032\036.push" +
-      "plat.v1.GetStatusResponse\022P\n\013GetPresence" +
-      "\022\037.pushplat.v1.GetPresenceRequest\032 .push" +
-      "plat.v1.GetPresenceResponseB\215\001\n\016io.pushp" +
-      "lat.v1B\tPushProtoP\001Z=github.com/pushplat" +
-      "/pushplat/clients/go/pushplatv1;pushplat" +
-      "v1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V1\352\002\014P" +
-      "ushplat::V1b\006proto3"
+      "lsEntry\022\022\n\nrequest_id\030\013 \001(\t\032-\n\013LabelsEnt" +
+      "ry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001B\010\n\006ta" +
+      "rget\"p\n\014SendResponse\022\022\n\nmessage_id\030\001 \001(\t" +
+      "\022\021\n\tduplicate\030\002 \001(\010\022\022\n\nrequest_id\030\003 \001(\t\022" +
+      "%\n\005error\030\004 \001(\0132\026.pushplat.v1.SendError\"B" +
+      "\n\tSendError\022\014\n\004code\030\001 \001(\005\022\017\n\007message\030\002 \001" +
+      "(\t\022\026\n\016retry_after_ms\030\004 \001(\003\">\n\020SendBatchR" +
+      "equest\022*\n\010requests\030\001 \003(\0132\030.pushplat.v1.S" +
+      "endRequest\"A\n\021SendBatchResponse\022,\n\trespo" +
+      "nses\030\001 \003(\0132\031.pushplat.v1.SendResponse\"\220\002" +
+      "\n\007Receipt\022\022\n\nmessage_id\030\001 \001(\t\022)\n\005state\030\002" +
+      " \001(\0162\032.pushplat.v1.DeliveryState\022\021\n\tdevi" +
+      "ce_id\030\003 \001(\t\022\017\n\007user_id\030\004 \001(\t\022\017\n\007edge_id\030" +
+      "\005 \001(\t\022\r\n\005at_ms\030\006 \001(\003\0220\n\006labels\030\007 \003(\0132 .p" +
+      "ushplat.v1.Receipt.LabelsEntry\022\016\n\006detail" +
+      "\030\010 \001(\t\022\021\n\tsender_id\030\t \001(\t\032-\n\013LabelsEntry" +
+      "\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\"&\n\020GetS" +
+      "tatusRequest\022\022\n\nmessage_id\030\001 \001(\t\"\204\001\n\014Dev" +
+      "iceStatus\022\021\n\tdevice_id\030\001 \001(\t\022)\n\005state\030\002 " +
+      "\001(\0162\032.pushplat.v1.DeliveryState\022\025\n\rupdat" +
+      "ed_at_ms\030\003 \001(\003\022\017\n\007edge_id\030\004 \001(\t\022\016\n\006detai" +
+      "l\030\005 \001(\t\"\351\001\n\021GetStatusResponse\022\022\n\nmessage" +
+      "_id\030\001 \001(\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.D" +
+      "eliveryState\022*\n\007devices\030\003 \003(\0132\031.pushplat" +
+      ".v1.DeviceStatus\022:\n\006labels\030\004 \003(\0132*.pushp" +
+      "lat.v1.GetStatusResponse.LabelsEntry\032-\n\013" +
+      "LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:" +
+      "\0028\001\"%\n\022GetPresenceRequest\022\017\n\007user_id\030\001 \001" +
+      "(\t\"H\n\016PresenceDevice\022\021\n\tdevice_id\030\001 \001(\t\022" +
+      "\017\n\007edge_id\030\002 \001(\t\022\022\n\nsession_id\030\003 \001(\t\"T\n\023" +
+      "GetPresenceResponse\022\017\n\007user_id\030\001 \001(\t\022,\n\007" +
+      "devices\030\002 \003(\0132\033.pushplat.v1.PresenceDevi" +
+      "ce*\341\001\n\rDeliveryState\022\036\n\032DELIVERY_STATE_U" +
+      "NSPECIFIED\020\000\022\033\n\027DELIVERY_STATE_ACCEPTED\020" +
+      "\001\022$\n DELIVERY_STATE_DELIVERED_TO_EDGE\020\002\022" +
+      "\030\n\024DELIVERY_STATE_ACKED\020\003\022\032\n\026DELIVERY_ST" +
+      "ATE_EXPIRED\020\004\022\033\n\027DELIVERY_STATE_NO_ROUTE" +
+      "\020\005\022\032\n\026DELIVERY_STATE_DROPPED\020\0062\364\002\n\004Push\022" +
+      ";\n\004Send\022\030.pushplat.v1.SendRequest\032\031.push" +
+      "plat.v1.SendResponse\022J\n\tSendBatch\022\035.push" +
+      "plat.v1.SendBatchRequest\032\036.pushplat.v1.S" +
+      "endBatchResponse\022J\n\tGetStatus\022\035.pushplat" +
+      ".v1.GetStatusRequest\032\036.pushplat.v1.GetSt" +
+      "atusResponse\022P\n\013GetPresence\022\037.pushplat.v" +
+      "1.GetPresenceRequest\032 .pushplat.v1.GetPr" +
+      "esenceResponse\022E\n\nSendStream\022\030.pushplat." +
+      "v1.SendRequest\032\031.pushplat.v1.SendRespons" +
+      "e(\0010\001B\215\001\n\016io.pushplat.v1B\tPushProtoP\001Z=g" +
+      "ithub.com/pushplat/pushplat/clients/go/p" +
+      "ushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushplat.V1" +
+      "\312\002\013Pushplat\\V1\352\002\014Pushplat::V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -171,7 +181,7 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_SendRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_SendRequest_descriptor,
-        new java.lang.String[] { "UserId", "DeviceId", "Payload", "ContentType", "Priority", "TtlSeconds", "CollapseKey", "IdempotencyKey", "Delivery", "Labels", "Target", });
+        new java.lang.String[] { "UserId", "DeviceId", "Payload", "ContentType", "Priority", "TtlSeconds", "CollapseKey", "IdempotencyKey", "Delivery", "Labels", "RequestId", "Target", });
     internal_static_pushplat_v1_SendRequest_LabelsEntry_descriptor =
       internal_static_pushplat_v1_SendRequest_descriptor.getNestedType(0);
     internal_static_pushplat_v1_SendRequest_LabelsEntry_fieldAccessorTable = new
@@ -183,21 +193,27 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_SendResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_SendResponse_descriptor,
-        new java.lang.String[] { "MessageId", "Duplicate", });
-    internal_static_pushplat_v1_SendBatchRequest_descriptor =
+        new java.lang.String[] { "MessageId", "Duplicate", "RequestId", "Error", });
+    internal_static_pushplat_v1_SendError_descriptor =
       getDescriptor().getMessageType(2);
+    internal_static_pushplat_v1_SendError_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_SendError_descriptor,
+        new java.lang.String[] { "Code", "Message", "RetryAfterMs", });
+    internal_static_pushplat_v1_SendBatchRequest_descriptor =
+      getDescriptor().getMessageType(3);
     internal_static_pushplat_v1_SendBatchRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_SendBatchRequest_descriptor,
         new java.lang.String[] { "Requests", });
     internal_static_pushplat_v1_SendBatchResponse_descriptor =
-      getDescriptor().getMessageType(3);
+      getDescriptor().getMessageType(4);
     internal_static_pushplat_v1_SendBatchResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_SendBatchResponse_descriptor,
         new java.lang.String[] { "Responses", });
     internal_static_pushplat_v1_Receipt_descriptor =
-      getDescriptor().getMessageType(4);
+      getDescriptor().getMessageType(5);
     internal_static_pushplat_v1_Receipt_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Receipt_descriptor,
@@ -209,19 +225,19 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
         internal_static_pushplat_v1_Receipt_LabelsEntry_descriptor,
         new java.lang.String[] { "Key", "Value", });
     internal_static_pushplat_v1_GetStatusRequest_descriptor =
-      getDescriptor().getMessageType(5);
+      getDescriptor().getMessageType(6);
     internal_static_pushplat_v1_GetStatusRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetStatusRequest_descriptor,
         new java.lang.String[] { "MessageId", });
     internal_static_pushplat_v1_DeviceStatus_descriptor =
-      getDescriptor().getMessageType(6);
+      getDescriptor().getMessageType(7);
     internal_static_pushplat_v1_DeviceStatus_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_DeviceStatus_descriptor,
         new java.lang.String[] { "DeviceId", "State", "UpdatedAtMs", "EdgeId", "Detail", });
     internal_static_pushplat_v1_GetStatusResponse_descriptor =
-      getDescriptor().getMessageType(7);
+      getDescriptor().getMessageType(8);
     internal_static_pushplat_v1_GetStatusResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetStatusResponse_descriptor,
@@ -233,19 +249,19 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
         internal_static_pushplat_v1_GetStatusResponse_LabelsEntry_descriptor,
         new java.lang.String[] { "Key", "Value", });
     internal_static_pushplat_v1_GetPresenceRequest_descriptor =
-      getDescriptor().getMessageType(8);
+      getDescriptor().getMessageType(9);
     internal_static_pushplat_v1_GetPresenceRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetPresenceRequest_descriptor,
         new java.lang.String[] { "UserId", });
     internal_static_pushplat_v1_PresenceDevice_descriptor =
-      getDescriptor().getMessageType(9);
+      getDescriptor().getMessageType(10);
     internal_static_pushplat_v1_PresenceDevice_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_PresenceDevice_descriptor,
         new java.lang.String[] { "DeviceId", "EdgeId", "SessionId", });
     internal_static_pushplat_v1_GetPresenceResponse_descriptor =
-      getDescriptor().getMessageType(10);
+      getDescriptor().getMessageType(11);
     internal_static_pushplat_v1_GetPresenceResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetPresenceResponse_descriptor,

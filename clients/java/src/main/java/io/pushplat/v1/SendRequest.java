@@ -34,6 +34,7 @@ private static final long serialVersionUID = 0L;
     collapseKey_ = "";
     idempotencyKey_ = "";
     delivery_ = 0;
+    requestId_ = "";
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -474,6 +475,55 @@ java.lang.String defaultValue) {
     return map.get(key);
   }
 
+  public static final int REQUEST_ID_FIELD_NUMBER = 11;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object requestId_ = "";
+  /**
+   * <pre>
+   * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+   * Not part of the request for idempotency: a retry may carry another request_id.
+   * </pre>
+   *
+   * <code>string request_id = 11;</code>
+   * @return The requestId.
+   */
+  @java.lang.Override
+  public java.lang.String getRequestId() {
+    java.lang.Object ref = requestId_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      requestId_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+   * Not part of the request for idempotency: a retry may carry another request_id.
+   * </pre>
+   *
+   * <code>string request_id = 11;</code>
+   * @return The bytes for requestId.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getRequestIdBytes() {
+    java.lang.Object ref = requestId_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      requestId_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -521,6 +571,9 @@ java.lang.String defaultValue) {
         internalGetLabels(),
         LabelsDefaultEntryHolder.defaultEntry,
         10);
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(requestId_)) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 11, requestId_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -566,6 +619,9 @@ java.lang.String defaultValue) {
       size += com.google.protobuf.CodedOutputStream
           .computeMessageSize(10, labels__);
     }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(requestId_)) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(11, requestId_);
+    }
     return size;
   }
   @java.lang.Override
@@ -604,6 +660,8 @@ java.lang.String defaultValue) {
     if (delivery_ != other.delivery_) return false;
     if (!internalGetLabels().equals(
         other.internalGetLabels())) return false;
+    if (!getRequestId()
+        .equals(other.getRequestId())) return false;
     if (!getTargetCase().equals(other.getTargetCase())) return false;
     switch (targetCase_) {
       case 1:
@@ -647,6 +705,8 @@ java.lang.String defaultValue) {
       hash = (37 * hash) + LABELS_FIELD_NUMBER;
       hash = (53 * hash) + internalGetLabels().hashCode();
     }
+    hash = (37 * hash) + REQUEST_ID_FIELD_NUMBER;
+    hash = (53 * hash) + getRequestId().hashCode();
     switch (targetCase_) {
       case 1:
         hash = (37 * hash) + USER_ID_FIELD_NUMBER;
@@ -820,6 +880,7 @@ java.lang.String defaultValue) {
       idempotencyKey_ = "";
       delivery_ = 0;
       internalGetMutableLabels().clear();
+      requestId_ = "";
       targetCase_ = 0;
       target_ = null;
       return this;
@@ -881,6 +942,9 @@ java.lang.String defaultValue) {
         result.labels_ = internalGetLabels();
         result.labels_.makeImmutable();
       }
+      if (((from_bitField0_ & 0x00000400) != 0)) {
+        result.requestId_ = requestId_;
+      }
     }
 
     private void buildPartialOneofs(io.pushplat.v1.SendRequest result) {
@@ -930,6 +994,11 @@ java.lang.String defaultValue) {
       internalGetMutableLabels().mergeFrom(
           other.internalGetLabels());
       bitField0_ |= 0x00000200;
+      if (!other.getRequestId().isEmpty()) {
+        requestId_ = other.requestId_;
+        bitField0_ |= 0x00000400;
+        onChanged();
+      }
       switch (other.getTargetCase()) {
         case USER_ID: {
           targetCase_ = 1;
@@ -1025,6 +1094,11 @@ java.lang.String defaultValue) {
               bitField0_ |= 0x00000200;
               break;
             } // case 82
+            case 90: {
+              requestId_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000400;
+              break;
+            } // case 90
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1785,6 +1859,103 @@ java.lang.String defaultValue) {
       internalGetMutableLabels().getMutableMap()
           .putAll(values);
       bitField0_ |= 0x00000200;
+      return this;
+    }
+
+    private java.lang.Object requestId_ = "";
+    /**
+     * <pre>
+     * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+     * Not part of the request for idempotency: a retry may carry another request_id.
+     * </pre>
+     *
+     * <code>string request_id = 11;</code>
+     * @return The requestId.
+     */
+    public java.lang.String getRequestId() {
+      java.lang.Object ref = requestId_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        requestId_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+     * Not part of the request for idempotency: a retry may carry another request_id.
+     * </pre>
+     *
+     * <code>string request_id = 11;</code>
+     * @return The bytes for requestId.
+     */
+    public com.google.protobuf.ByteString
+        getRequestIdBytes() {
+      java.lang.Object ref = requestId_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        requestId_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+     * Not part of the request for idempotency: a retry may carry another request_id.
+     * </pre>
+     *
+     * <code>string request_id = 11;</code>
+     * @param value The requestId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setRequestId(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      requestId_ = value;
+      bitField0_ |= 0x00000400;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+     * Not part of the request for idempotency: a retry may carry another request_id.
+     * </pre>
+     *
+     * <code>string request_id = 11;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearRequestId() {
+      requestId_ = getDefaultInstance().getRequestId();
+      bitField0_ = (bitField0_ & ~0x00000400);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+     * Not part of the request for idempotency: a retry may carry another request_id.
+     * </pre>
+     *
+     * <code>string request_id = 11;</code>
+     * @param value The bytes for requestId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setRequestIdBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      requestId_ = value;
+      bitField0_ |= 0x00000400;
+      onChanged();
       return this;
     }
 

@@ -164,5 +164,27 @@ java.lang.String defaultValue);
   java.lang.String getLabelsOrThrow(
       java.lang.String key);
 
+  /**
+   * <pre>
+   * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+   * Not part of the request for idempotency: a retry may carry another request_id.
+   * </pre>
+   *
+   * <code>string request_id = 11;</code>
+   * @return The requestId.
+   */
+  java.lang.String getRequestId();
+  /**
+   * <pre>
+   * SendStream only: the caller's id for this request (1-128 bytes), echoed in its response.
+   * Not part of the request for idempotency: a retry may carry another request_id.
+   * </pre>
+   *
+   * <code>string request_id = 11;</code>
+   * @return The bytes for requestId.
+   */
+  com.google.protobuf.ByteString
+      getRequestIdBytes();
+
   io.pushplat.v1.SendRequest.TargetCase getTargetCase();
 }

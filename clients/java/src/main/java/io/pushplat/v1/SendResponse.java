@@ -29,6 +29,7 @@ private static final long serialVersionUID = 0L;
   }
   private SendResponse() {
     messageId_ = "";
+    requestId_ = "";
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -49,6 +50,7 @@ private static final long serialVersionUID = 0L;
             io.pushplat.v1.SendResponse.class, io.pushplat.v1.SendResponse.Builder.class);
   }
 
+  private int bitField0_;
   public static final int MESSAGE_ID_FIELD_NUMBER = 1;
   @SuppressWarnings("serial")
   private volatile java.lang.Object messageId_ = "";
@@ -99,6 +101,91 @@ private static final long serialVersionUID = 0L;
     return duplicate_;
   }
 
+  public static final int REQUEST_ID_FIELD_NUMBER = 3;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object requestId_ = "";
+  /**
+   * <pre>
+   * SendStream only: the request_id of the request this answers.
+   * </pre>
+   *
+   * <code>string request_id = 3;</code>
+   * @return The requestId.
+   */
+  @java.lang.Override
+  public java.lang.String getRequestId() {
+    java.lang.Object ref = requestId_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      requestId_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * SendStream only: the request_id of the request this answers.
+   * </pre>
+   *
+   * <code>string request_id = 3;</code>
+   * @return The bytes for requestId.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getRequestIdBytes() {
+    java.lang.Object ref = requestId_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      requestId_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
+  public static final int ERROR_FIELD_NUMBER = 4;
+  private io.pushplat.v1.SendError error_;
+  /**
+   * <pre>
+   * SendStream only: why this request was refused; then message_id is empty.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SendError error = 4;</code>
+   * @return Whether the error field is set.
+   */
+  @java.lang.Override
+  public boolean hasError() {
+    return ((bitField0_ & 0x00000001) != 0);
+  }
+  /**
+   * <pre>
+   * SendStream only: why this request was refused; then message_id is empty.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SendError error = 4;</code>
+   * @return The error.
+   */
+  @java.lang.Override
+  public io.pushplat.v1.SendError getError() {
+    return error_ == null ? io.pushplat.v1.SendError.getDefaultInstance() : error_;
+  }
+  /**
+   * <pre>
+   * SendStream only: why this request was refused; then message_id is empty.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SendError error = 4;</code>
+   */
+  @java.lang.Override
+  public io.pushplat.v1.SendErrorOrBuilder getErrorOrBuilder() {
+    return error_ == null ? io.pushplat.v1.SendError.getDefaultInstance() : error_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -119,6 +206,12 @@ private static final long serialVersionUID = 0L;
     if (duplicate_ != false) {
       output.writeBool(2, duplicate_);
     }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(requestId_)) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 3, requestId_);
+    }
+    if (((bitField0_ & 0x00000001) != 0)) {
+      output.writeMessage(4, getError());
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -129,6 +222,13 @@ private static final long serialVersionUID = 0L;
     if (duplicate_ != false) {
       size += com.google.protobuf.CodedOutputStream
         .computeBoolSize(2, duplicate_);
+    }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(requestId_)) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(3, requestId_);
+    }
+    if (((bitField0_ & 0x00000001) != 0)) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(4, getError());
     }
     return size;
   }
@@ -158,6 +258,13 @@ private static final long serialVersionUID = 0L;
         .equals(other.getMessageId())) return false;
     if (getDuplicate()
         != other.getDuplicate()) return false;
+    if (!getRequestId()
+        .equals(other.getRequestId())) return false;
+    if (hasError() != other.hasError()) return false;
+    if (hasError()) {
+      if (!getError()
+          .equals(other.getError())) return false;
+    }
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -174,6 +281,12 @@ private static final long serialVersionUID = 0L;
     hash = (37 * hash) + DUPLICATE_FIELD_NUMBER;
     hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
         getDuplicate());
+    hash = (37 * hash) + REQUEST_ID_FIELD_NUMBER;
+    hash = (53 * hash) + getRequestId().hashCode();
+    if (hasError()) {
+      hash = (37 * hash) + ERROR_FIELD_NUMBER;
+      hash = (53 * hash) + getError().hashCode();
+    }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -293,13 +406,19 @@ private static final long serialVersionUID = 0L;
 
     // Construct using io.pushplat.v1.SendResponse.newBuilder()
     private Builder() {
-
+      maybeForceBuilderInitialization();
     }
 
     private Builder(
         com.google.protobuf.GeneratedMessage.BuilderParent parent) {
       super(parent);
-
+      maybeForceBuilderInitialization();
+    }
+    private void maybeForceBuilderInitialization() {
+      if (com.google.protobuf.GeneratedMessage
+              .alwaysUseFieldBuilders) {
+        internalGetErrorFieldBuilder();
+      }
     }
     @java.lang.Override
     public Builder clear() {
@@ -307,6 +426,12 @@ private static final long serialVersionUID = 0L;
       bitField0_ = 0;
       messageId_ = "";
       duplicate_ = false;
+      requestId_ = "";
+      error_ = null;
+      if (errorBuilder_ != null) {
+        errorBuilder_.dispose();
+        errorBuilder_ = null;
+      }
       return this;
     }
 
@@ -346,6 +471,17 @@ private static final long serialVersionUID = 0L;
       if (((from_bitField0_ & 0x00000002) != 0)) {
         result.duplicate_ = duplicate_;
       }
+      if (((from_bitField0_ & 0x00000004) != 0)) {
+        result.requestId_ = requestId_;
+      }
+      int to_bitField0_ = 0;
+      if (((from_bitField0_ & 0x00000008) != 0)) {
+        result.error_ = errorBuilder_ == null
+            ? error_
+            : errorBuilder_.build();
+        to_bitField0_ |= 0x00000001;
+      }
+      result.bitField0_ |= to_bitField0_;
     }
 
     @java.lang.Override
@@ -367,6 +503,14 @@ private static final long serialVersionUID = 0L;
       }
       if (other.getDuplicate() != false) {
         setDuplicate(other.getDuplicate());
+      }
+      if (!other.getRequestId().isEmpty()) {
+        requestId_ = other.requestId_;
+        bitField0_ |= 0x00000004;
+        onChanged();
+      }
+      if (other.hasError()) {
+        mergeError(other.getError());
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -402,6 +546,18 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000002;
               break;
             } // case 16
+            case 26: {
+              requestId_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000004;
+              break;
+            } // case 26
+            case 34: {
+              input.readMessage(
+                  internalGetErrorFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              bitField0_ |= 0x00000008;
+              break;
+            } // case 34
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -521,6 +677,253 @@ private static final long serialVersionUID = 0L;
       duplicate_ = false;
       onChanged();
       return this;
+    }
+
+    private java.lang.Object requestId_ = "";
+    /**
+     * <pre>
+     * SendStream only: the request_id of the request this answers.
+     * </pre>
+     *
+     * <code>string request_id = 3;</code>
+     * @return The requestId.
+     */
+    public java.lang.String getRequestId() {
+      java.lang.Object ref = requestId_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        requestId_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * SendStream only: the request_id of the request this answers.
+     * </pre>
+     *
+     * <code>string request_id = 3;</code>
+     * @return The bytes for requestId.
+     */
+    public com.google.protobuf.ByteString
+        getRequestIdBytes() {
+      java.lang.Object ref = requestId_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        requestId_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * SendStream only: the request_id of the request this answers.
+     * </pre>
+     *
+     * <code>string request_id = 3;</code>
+     * @param value The requestId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setRequestId(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      requestId_ = value;
+      bitField0_ |= 0x00000004;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: the request_id of the request this answers.
+     * </pre>
+     *
+     * <code>string request_id = 3;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearRequestId() {
+      requestId_ = getDefaultInstance().getRequestId();
+      bitField0_ = (bitField0_ & ~0x00000004);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: the request_id of the request this answers.
+     * </pre>
+     *
+     * <code>string request_id = 3;</code>
+     * @param value The bytes for requestId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setRequestIdBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      requestId_ = value;
+      bitField0_ |= 0x00000004;
+      onChanged();
+      return this;
+    }
+
+    private io.pushplat.v1.SendError error_;
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.SendError, io.pushplat.v1.SendError.Builder, io.pushplat.v1.SendErrorOrBuilder> errorBuilder_;
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     * @return Whether the error field is set.
+     */
+    public boolean hasError() {
+      return ((bitField0_ & 0x00000008) != 0);
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     * @return The error.
+     */
+    public io.pushplat.v1.SendError getError() {
+      if (errorBuilder_ == null) {
+        return error_ == null ? io.pushplat.v1.SendError.getDefaultInstance() : error_;
+      } else {
+        return errorBuilder_.getMessage();
+      }
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     */
+    public Builder setError(io.pushplat.v1.SendError value) {
+      if (errorBuilder_ == null) {
+        java.util.Objects.requireNonNull(value);
+        error_ = value;
+      } else {
+        errorBuilder_.setMessage(value);
+      }
+      bitField0_ |= 0x00000008;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     */
+    public Builder setError(
+        io.pushplat.v1.SendError.Builder builderForValue) {
+      if (errorBuilder_ == null) {
+        error_ = builderForValue.build();
+      } else {
+        errorBuilder_.setMessage(builderForValue.build());
+      }
+      bitField0_ |= 0x00000008;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     */
+    public Builder mergeError(io.pushplat.v1.SendError value) {
+      if (errorBuilder_ == null) {
+        if (((bitField0_ & 0x00000008) != 0) &&
+          error_ != null &&
+          error_ != io.pushplat.v1.SendError.getDefaultInstance()) {
+          getErrorBuilder().mergeFrom(value);
+        } else {
+          error_ = value;
+        }
+      } else {
+        errorBuilder_.mergeFrom(value);
+      }
+      if (error_ != null) {
+        bitField0_ |= 0x00000008;
+        onChanged();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     */
+    public Builder clearError() {
+      bitField0_ = (bitField0_ & ~0x00000008);
+      error_ = null;
+      if (errorBuilder_ != null) {
+        errorBuilder_.dispose();
+        errorBuilder_ = null;
+      }
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     */
+    public io.pushplat.v1.SendError.Builder getErrorBuilder() {
+      bitField0_ |= 0x00000008;
+      onChanged();
+      return internalGetErrorFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     */
+    public io.pushplat.v1.SendErrorOrBuilder getErrorOrBuilder() {
+      if (errorBuilder_ != null) {
+        return errorBuilder_.getMessageOrBuilder();
+      } else {
+        return error_ == null ?
+            io.pushplat.v1.SendError.getDefaultInstance() : error_;
+      }
+    }
+    /**
+     * <pre>
+     * SendStream only: why this request was refused; then message_id is empty.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SendError error = 4;</code>
+     */
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.SendError, io.pushplat.v1.SendError.Builder, io.pushplat.v1.SendErrorOrBuilder> 
+        internalGetErrorFieldBuilder() {
+      if (errorBuilder_ == null) {
+        errorBuilder_ = new com.google.protobuf.SingleFieldBuilder<
+            io.pushplat.v1.SendError, io.pushplat.v1.SendError.Builder, io.pushplat.v1.SendErrorOrBuilder>(
+                getError(),
+                getParentForChildren(),
+                isClean());
+        error_ = null;
+      }
+      return errorBuilder_;
     }
 
     // @@protoc_insertion_point(builder_scope:pushplat.v1.SendResponse)

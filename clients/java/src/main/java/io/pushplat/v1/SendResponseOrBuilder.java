@@ -27,4 +27,51 @@ public interface SendResponseOrBuilder extends
    * @return The duplicate.
    */
   boolean getDuplicate();
+
+  /**
+   * <pre>
+   * SendStream only: the request_id of the request this answers.
+   * </pre>
+   *
+   * <code>string request_id = 3;</code>
+   * @return The requestId.
+   */
+  java.lang.String getRequestId();
+  /**
+   * <pre>
+   * SendStream only: the request_id of the request this answers.
+   * </pre>
+   *
+   * <code>string request_id = 3;</code>
+   * @return The bytes for requestId.
+   */
+  com.google.protobuf.ByteString
+      getRequestIdBytes();
+
+  /**
+   * <pre>
+   * SendStream only: why this request was refused; then message_id is empty.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SendError error = 4;</code>
+   * @return Whether the error field is set.
+   */
+  boolean hasError();
+  /**
+   * <pre>
+   * SendStream only: why this request was refused; then message_id is empty.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SendError error = 4;</code>
+   * @return The error.
+   */
+  io.pushplat.v1.SendError getError();
+  /**
+   * <pre>
+   * SendStream only: why this request was refused; then message_id is empty.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SendError error = 4;</code>
+   */
+  io.pushplat.v1.SendErrorOrBuilder getErrorOrBuilder();
 }
