@@ -19,7 +19,6 @@ would fail the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 from pushplat.config import Config
 from pushplat.logs import kv
+from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.workers")
 
@@ -175,8 +175,7 @@ class Supervisor:
                     restarts=worker.restarts,
                 )
             )
-            with contextlib.suppress(TimeoutError):  # a signal ends the wait early
-                await asyncio.wait_for(self._stop.wait(), backoff)
+            await wait_event(self._stop, backoff)  # a signal ends the wait early
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 

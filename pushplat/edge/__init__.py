@@ -19,6 +19,7 @@ from pushplat.inbox import Inbox
 from pushplat.logs import kv
 from pushplat.receipts import Receipts
 from pushplat.registry import Registry
+from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.edge")
 
@@ -77,10 +78,7 @@ class EdgeNode:
                 grace_seconds=self.config.goaway_grace_seconds,
             )
         remaining = started + window_seconds + self.config.goaway_grace_seconds - time.monotonic()
-        try:
-            await asyncio.wait_for(self.hub.empty.wait(), max(remaining, 0.0))
-        except TimeoutError:
-            pass
+        await wait_event(self.hub.empty, remaining)
         left = self.hub.stream_count
         log.info(kv("edge.drain_done", edge=self.config.edge_id, remaining=left))
 

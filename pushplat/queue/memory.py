@@ -9,6 +9,7 @@ from collections.abc import Collection, Sequence
 from pushplat.messages import LANES
 from pushplat.queue.base import LaneConsumer, LaneProducer, QueueUnavailable, Record
 from pushplat.v1 import delivery_pb2
+from pushplat.waits import wait_event
 
 
 class MemoryLanes:
@@ -47,9 +48,7 @@ class MemoryLaneConsumer(LaneConsumer):
     async def fetch(self, lanes: Collection[str], max_records: int, timeout: float) -> list[Record]:
         if not any(self._lanes.lanes[lane] for lane in lanes) and timeout > 0:
             self._lanes.ready.clear()
-            try:
-                await asyncio.wait_for(self._lanes.ready.wait(), timeout)
-            except TimeoutError:
+            if not await wait_event(self._lanes.ready, timeout):
                 return []
         records: list[Record] = []
         for lane in LANES:

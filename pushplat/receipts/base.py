@@ -21,6 +21,7 @@ from pushplat_client.v1 import push_pb2
 from pushplat.logs import LogLimiter, kv
 from pushplat.messages import now_ms
 from pushplat.metrics import RECEIPT_ERRORS, LabelMetrics
+from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.receipts")
 
@@ -169,10 +170,7 @@ class Receipts(ABC):
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self.flush_seconds)
             self._wake.clear()
             if self._pending:
                 await self.flush()

@@ -37,6 +37,7 @@ from pushplat.registry import Registry, Route
 from pushplat.router.commits import CommitTracker, Entry
 from pushplat.router.edges import Delivery, EdgeLimits, EdgeQueues
 from pushplat.router.scheduler import LaneScheduler
+from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.router")
 
@@ -115,9 +116,7 @@ class RouterNode:
         deadline = time.monotonic() + self.config.deliver_timeout_seconds + 1.0
         while self.tracker.open and (left := deadline - time.monotonic()) > 0:
             self.tracker.released.clear()
-            try:
-                await asyncio.wait_for(self.tracker.released.wait(), left)
-            except TimeoutError:
+            if not await wait_event(self.tracker.released, left):
                 break
         await self.queues.close()
         if self._committer:
@@ -144,10 +143,7 @@ class RouterNode:
                     _LIMIT_IN_FLIGHT.inc()
                     log.warning(kv("router.in_flight_limit", records=self.tracker.size, limit=self.max_in_flight))
                 self.tracker.released.clear()
-                try:
-                    await asyncio.wait_for(self.tracker.released.wait(), self.poll_timeout)
-                except TimeoutError:
-                    pass
+                await wait_event(self.tracker.released, self.poll_timeout)
                 continue
             at_cap = False
             hungry = self.scheduler.hungry_lanes() if room > 0 else []

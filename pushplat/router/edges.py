@@ -40,6 +40,7 @@ from pushplat.router.breaker import CircuitBreaker, CircuitState
 from pushplat.router.commits import CommitTracker, Entry
 from pushplat.router.scheduler import LaneScheduler
 from pushplat.v1 import delivery_pb2
+from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.router")
 
@@ -260,9 +261,7 @@ class EdgeQueue:
                 continue
             if not self.pending.buffered():
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
-                except TimeoutError:
+                if not await wait_event(self._wake, IDLE_SECONDS):
                     if not self.pending.buffered():
                         owner.retire(self)
                         return
