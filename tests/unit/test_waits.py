@@ -21,14 +21,14 @@ async def test_a_cancel_in_the_same_turn_as_the_event_ends_the_loop():
         event = asyncio.Event()
         turns = 0
 
-        async def loop() -> None:
+        async def loop(event: asyncio.Event) -> None:
             nonlocal turns
             while True:
                 await wait_event(event, 10)
                 event.clear()
                 turns += 1
 
-        task = asyncio.create_task(loop())
+        task = asyncio.create_task(loop(event))
         await asyncio.sleep(0)  # the loop is waiting
         event.set()
         task.cancel()
