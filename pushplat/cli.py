@@ -152,6 +152,38 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.session_queue_limit,
             help="messages buffered per device stream before drops",
         )
+        add_option(
+            parser,
+            "--session-queue-bytes",
+            type=int,
+            default=d.session_queue_bytes,
+            help="bytes buffered per device stream (serialized size + 512 per message); beyond it at-most-once "
+            "messages are dropped (queue_full) and at-least-once ones wait in the inbox",
+        )
+        add_option(
+            parser,
+            "--slow-consumer-seconds",
+            type=float,
+            default=d.slow_consumer_seconds,
+            help="a device whose queue stays over --session-queue-bytes (or --session-queue-limit) this long "
+            "gets GoAway(SLOW_CONSUMER) and is disconnected",
+        )
+        add_option(
+            parser,
+            "--max-frame-bytes",
+            type=int,
+            default=d.max_frame_bytes,
+            help="largest ServerFrame written to a device (announced in Welcome; the SDKs match their receive "
+            "limit); 0: 1 MiB, or one maximum-size message if larger; must hold --max-payload-bytes + 8 KiB",
+        )
+        add_option(
+            parser,
+            "--session-ack-memory-bytes",
+            type=int,
+            default=d.session_ack_memory_bytes,
+            help="per device stream: memory for pushed, unacked message ids (to check acks); the oldest are "
+            "forgotten first",
+        )
         _edge_tunables(parser, d)
     if "api" in roles:
         add_option(
@@ -173,6 +205,14 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             parser, "--max-payload-bytes", type=int, default=d.max_payload_bytes, help="largest accepted payload"
         )
         _api_tunables(parser, d)
+    elif "edge" in roles:
+        add_option(
+            parser,
+            "--max-payload-bytes",
+            type=int,
+            default=d.max_payload_bytes,
+            help="largest payload the api accepts (set it as on the api): the default --max-frame-bytes holds one",
+        )
     if "router" in roles:
         _router_tunables(parser, d)
     if "edge" in roles or "router" in roles:
@@ -743,9 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key", default="", help="repeat sends with this key are deduplicated")
     send.add_argument("--content-type", default="text/plain", help="content type of the payload")
     send.add_argument("--at-least-once", action="store_true", help="keep in the inbox until the device acks")
-    send.add_argument(
-        "--label", action="append", default=[], type=label, metavar="K=V", help="a label (repeatable)"
-    )
+    send.add_argument("--label", action="append", default=[], type=label, metavar="K=V", help="a label (repeatable)")
     _client_api_key(send)
     _client_tls_options(send, client_cert=True)
     send.add_argument("payload", help="message payload (text); '-' reads standard input")

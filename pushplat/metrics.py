@@ -7,9 +7,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+# The total, unlabelled: the autoscaling signal (an HPA adapter reads one series per pod).
 OPEN_CONNECTIONS = Gauge("pushplat_open_connections", "Device streams currently open on this edge")
-CONNECTS = Counter("pushplat_connects_total", "Device streams accepted", ["result"])
-DISCONNECTS = Counter("pushplat_disconnects_total", "Device streams closed", ["reason"])
+OPEN_CONNECTIONS_BY_TRANSPORT = Gauge(
+    "pushplat_open_connections_by_transport", "Device streams currently open on this edge, per transport", ["transport"]
+)
+CONNECTS = Counter("pushplat_connects_total", "Device streams accepted or refused", ["result", "transport"])
+DISCONNECTS = Counter("pushplat_disconnects_total", "Device streams closed", ["reason", "transport"])
 MESSAGES_IN = Counter("pushplat_messages_in_total", "Messages accepted by the api", ["priority"])
 MESSAGES_OUT = Counter("pushplat_messages_out_total", "Messages written to device streams", ["priority"])
 DROPPED = Counter("pushplat_messages_dropped_total", "Messages not pushed", ["reason"])

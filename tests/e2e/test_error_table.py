@@ -244,7 +244,7 @@ async def too_many_pending_hellos(start, clients) -> Observed:
     try:
         for call in silent:
             await call.wait_for_connection()
-        await eventually(lambda: server.edge.servicer.awaiting_hello == 3, what="3 streams to wait for a Hello")
+        await eventually(lambda: server.edge.lifecycle.awaiting_hello == 3, what="3 streams to wait for a Hello")
         return [await connect_status(edge, "a fourth stream while 3 wait for their Hello", hello(device_id="late"))]
     finally:
         for call in silent:

@@ -14,7 +14,7 @@ from pushplat_client.v1 import edge_pb2
 
 from pushplat.config import Config
 from pushplat.edge.hub import Hub
-from pushplat.edge.servicer import SessionLifetimes
+from pushplat.edge.lifetimes import SessionLifetimes
 from tests.helpers import RawDevice, eventually, free_port
 
 GoAway = edge_pb2.GoAway
