@@ -69,6 +69,11 @@ SEND_STREAM_WINDOW_FULL = Counter(
     "pushplat_send_stream_window_full_total",
     "Times a SendStream stopped reading because its window (--send-stream-window, --send-stream-window-bytes) was full",
 )
+STORE_EVICTIONS = Counter(
+    "pushplat_store_evictions_total",
+    "Entries an in-memory store dropped, oldest first, to stay within its byte bound (see the README's memory bounds)",
+    ["store"],
+)
 RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])
 
 
