@@ -231,6 +231,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.lane_capacity,
             help="messages each in-process priority lane holds; a full lane answers Send with UNAVAILABLE",
         )
+        _memory_store_bounds(parser, d)
     if "api" in roles:
         add_option(
             parser,
@@ -410,6 +411,27 @@ def _receipt_options(parser: argparse.ArgumentParser, d: Config) -> None:
         default=d.receipt_buffer_bytes,
         help="bytes of receipts buffered at most (about 160 each plus labels); beyond it they are dropped and counted",
     )
+
+
+def _memory_store_bounds(parser: argparse.ArgumentParser, d: Config) -> None:
+    """Bounds of the in-memory stores (pushplat dev): past one the oldest entries go first,
+    counted in pushplat_store_evictions_total{store}; sizes are estimates from measured costs."""
+    bounds = (
+        ("--lane-bytes", d.lane_bytes, "bytes each in-process priority lane holds; a full lane answers Send "
+         "with UNAVAILABLE"),
+        ("--memory-inbox-bytes", d.memory_inbox_bytes, "bytes of at-least-once messages in the in-memory "
+         "inbox, all devices together; past it the oldest message goes first (store=inbox)"),
+        ("--memory-inbox-devices", d.memory_inbox_devices, "device-to-user bindings the in-memory inbox "
+         "keeps; past it the least recently connected device is forgotten"),
+        ("--memory-status-bytes", d.memory_status_bytes, "bytes of the in-memory message status table "
+         "(GetStatus); past it the oldest messages are forgotten, NOT_FOUND (store=status)"),
+        ("--memory-receipt-events", d.memory_receipt_events, "receipt events the in-memory ring of recent "
+         "ones keeps (for inspection); past it the oldest go"),
+        ("--memory-idempotency-bytes", d.memory_idempotency_bytes, "bytes of in-memory idempotency keys; "
+         "past it the oldest keys go before their window ends (store=idempotency)"),
+    )  # fmt: skip
+    for flag, default, text in bounds:
+        add_option(parser, flag, type=int, default=default, help=text)
 
 
 def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:

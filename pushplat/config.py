@@ -153,6 +153,15 @@ class Config:
     inbox_wait_replicas: int = 0
     inbox_wait_timeout_ms: int = 100
     lane_capacity: int = 1_000_000
+    # The in-memory stores of `pushplat dev` (registry memory://), each bounded in bytes (estimated
+    # from measured per-entry costs) or entries; past a bound the oldest entries go first, counted
+    # in pushplat_store_evictions_total{store}. A full lane refuses Send (UNAVAILABLE) instead.
+    lane_bytes: int = 256 * 1024 * 1024
+    memory_inbox_bytes: int = 256 * 1024 * 1024
+    memory_inbox_devices: int = 1_000_000
+    memory_status_bytes: int = 32 * 1024 * 1024
+    memory_receipt_events: int = 10_000
+    memory_idempotency_bytes: int = 64 * 1024 * 1024
     # At-least-once messages kept per device inbox; beyond it the oldest go first.
     inbox_limit: int = 10_000
     # gRPC keepalive on every server: finds half-open TCP connections.

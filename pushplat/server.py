@@ -127,9 +127,13 @@ class Server:
             await self.registry.ping()
             # The inbox, idempotency keys and message status live beside the registry.
             self.inbox = open_inbox(
-                config.registry, config.inbox_limit, config.inbox_wait_replicas, config.inbox_wait_timeout_ms
+                config.registry,
+                config.inbox_limit,
+                config.inbox_wait_replicas,
+                config.inbox_wait_timeout_ms,
+                memory_bounds=(config.memory_inbox_bytes, config.memory_inbox_devices),
             )
-            self.idempotency = open_idempotency(config.registry)
+            self.idempotency = open_idempotency(config.registry, config.memory_idempotency_bytes)
             self.receipts = open_receipts(config, self.producer)
             await self.receipts.start()
         except StartupError:
@@ -400,7 +404,7 @@ def _open_lanes(config: Config, roles: set[str]) -> tuple[LaneProducer | None, L
             )
         from pushplat.queue.memory import MemoryLaneConsumer, MemoryLaneProducer, MemoryLanes
 
-        lanes = MemoryLanes(config.lane_capacity)
+        lanes = MemoryLanes(config.lane_capacity, config.lane_bytes)
         return (
             MemoryLaneProducer(lanes) if needs_producer else None,
             MemoryLaneConsumer(lanes) if needs_consumer else None,
