@@ -3,7 +3,6 @@ lifecycle (see edge/stream.py for the seam other transports implement)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable
 
 import grpc
@@ -53,7 +52,20 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             # and a status sent during a write would fail and leave the stream hanging.
             trailers = () if refused.retry_after_ms is None else ((RETRY_AFTER_KEY, str(refused.retry_after_ms)),)
             await context.abort(refused.code, refused.message, trailing_metadata=trailers)
-        except Dropped:
-            # A write is stuck on a peer that stopped reading: end without a status (grpc.aio
-            # then cancels the call, resetting its HTTP/2 stream and freeing what it buffered).
-            raise asyncio.CancelledError from None
+        except Dropped as dropped:
+            # A write was stuck on a peer that stopped reading; the lifecycle has cancelled it, so
+            # the call takes a status again. (Raising CancelledError instead leaves the HTTP/2
+            # stream open at the client: it reads what its window held, then waits forever.)
+            code, message = dropped_status(str(dropped))
+            await context.abort(code, message)
+
+
+def dropped_status(reason: str) -> tuple[grpc.StatusCode, str]:
+    """The status a stream ends with when the edge gives up on a peer that does not read."""
+    if reason == "slow_consumer":
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "the device read more slowly than messages arrived and was disconnected (slow consumer, "
+            "--slow-consumer-seconds); at-least-once messages wait in the inbox: reconnect and read",
+        )
+    return grpc.StatusCode.UNAVAILABLE, f"the session ended ({reason or 'closed'}) while a write was stuck; reconnect"

@@ -37,8 +37,9 @@ class Refused(Exception):
 
 
 class Dropped(Exception):
-    """End the stream at once, without a status: a write is stuck on a peer that stopped reading
-    (gRPC: the call is cancelled, which resets its HTTP/2 stream; WebSocket: abort the socket)."""
+    """End the stream now: a write was stuck on a peer that stopped reading (the lifecycle has
+    cancelled it); the argument is the session's close reason. gRPC: end with a status (the client
+    gets it after what its flow-control window held); WebSocket: abort the socket."""
 
 
 class DeviceStream(ABC):
