@@ -1,7 +1,7 @@
 """Memory of a real `pushplat dev` process (its RSS) under slow consumers and long runs (issue 10):
 devices that stop reading are disconnected, with a status that says so, and RSS stops growing
-round after round of them; and the in-memory stores
-stay within their bounds however many messages go through."""
+round after round of them; and the in-memory stores stay within their bounds however many
+messages go through."""
 
 from __future__ import annotations
 
@@ -172,6 +172,7 @@ async def test_rss_stays_flat_over_200000_messages(processes: ProcessGroup):
                 )
                 await api.stub.SendBatch(request, timeout=30)
 
+        samples[0] = rss(dev)
         started = time.monotonic()
         for total in (50_000, 100_000, 150_000, 200_000):
             # Two calls in flight at a time.
