@@ -120,17 +120,21 @@ class AckProcessor:
     async def _process(self, batch: list[tuple[Session, list[str]]]) -> None:
         acked: list[tuple[Session, str, object]] = []
         lookups: list[tuple[Session, list[str], set[str]]] = []  # ids that may be in the inbox
+        claimed: set[tuple[int, str]] = set()  # a session may come twice in one batch
         for session, ids in batch:
             stored: list[str] = []
             pushed: set[str] = set()
             for mid in dict.fromkeys(ids):
-                entry = session.in_flight.pop(mid)
-                if entry is not None:
+                # Forgotten only once the inbox has it acked (below): until then a catch-up or a
+                # registry heal reading the inbox must still see it as sent, or pushes it again.
+                entry = session.in_flight.get(mid)
+                if entry is not None and (key := (id(session), mid)) not in claimed:
+                    claimed.add(key)
                     pushed.add(mid)
                     acked.append((session, mid, entry[1]))
                     if entry[0]:  # at-least-once: in the inbox too
                         stored.append(mid)
-                elif 0 < len(mid) <= MAX_ID_BYTES:
+                elif entry is None and 0 < len(mid) <= MAX_ID_BYTES:
                     stored.append(mid)  # not pushed on this session; counts only if the inbox had it
             if stored:
                 lookups.append((session, stored, pushed))
@@ -146,6 +150,8 @@ class AckProcessor:
                 if gone and session.catch_up_stalled:
                     session.catch_up_stalled = False  # room in the inbox's oldest page: look again
                     session.outbound.nudge()
+        for session, mid, _ in acked:
+            session.in_flight.pop(mid)
         if not acked:
             return
         ACKS.inc(len(acked))

@@ -313,6 +313,11 @@ class InFlight:
             self._bytes -= cost
             self.evicted += 1
 
+    def get(self, message_id: str) -> tuple[bool, Mapping[str, str] | None] | None:
+        """(in the inbox?, labels) of a pushed message, still remembered; None if unknown."""
+        entry = self._entries.get(message_id) if self._entries else None
+        return None if entry is None else (entry[0], entry[1])
+
     def pop(self, message_id: str) -> tuple[bool, Mapping[str, str] | None] | None:
         """(in the inbox?, labels) of a pushed message, forgetting it; None if unknown."""
         if not self._entries:
