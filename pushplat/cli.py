@@ -152,6 +152,38 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.session_queue_limit,
             help="messages buffered per device stream before drops",
         )
+        add_option(
+            parser,
+            "--session-queue-bytes",
+            type=int,
+            default=d.session_queue_bytes,
+            help="bytes buffered per device stream (serialized size + 512 per message); beyond it at-most-once "
+            "messages are dropped (queue_full) and at-least-once ones wait in the inbox",
+        )
+        add_option(
+            parser,
+            "--slow-consumer-seconds",
+            type=float,
+            default=d.slow_consumer_seconds,
+            help="a device whose queue stays over --session-queue-bytes (or --session-queue-limit) this long "
+            "gets GoAway(SLOW_CONSUMER) and is disconnected",
+        )
+        add_option(
+            parser,
+            "--max-frame-bytes",
+            type=int,
+            default=d.max_frame_bytes,
+            help="largest ServerFrame written to a device (announced in Welcome; the SDKs match their receive "
+            "limit); 0: 1 MiB, or one maximum-size message if larger; must hold --max-payload-bytes + 8 KiB",
+        )
+        add_option(
+            parser,
+            "--session-ack-memory-bytes",
+            type=int,
+            default=d.session_ack_memory_bytes,
+            help="per device stream: memory for pushed, unacked message ids (to check acks); the oldest are "
+            "forgotten first",
+        )
         _edge_tunables(parser, d)
     if "api" in roles:
         add_option(
@@ -173,6 +205,14 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             parser, "--max-payload-bytes", type=int, default=d.max_payload_bytes, help="largest accepted payload"
         )
         _api_tunables(parser, d)
+    elif "edge" in roles:
+        add_option(
+            parser,
+            "--max-payload-bytes",
+            type=int,
+            default=d.max_payload_bytes,
+            help="largest payload the api accepts (set it as on the api): the default --max-frame-bytes holds one",
+        )
     if "router" in roles:
         _router_tunables(parser, d)
     if "edge" in roles or "router" in roles:
@@ -191,6 +231,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
             default=d.lane_capacity,
             help="messages each in-process priority lane holds; a full lane answers Send with UNAVAILABLE",
         )
+        _memory_store_bounds(parser, d)
     if "api" in roles:
         add_option(
             parser,
@@ -370,6 +411,27 @@ def _receipt_options(parser: argparse.ArgumentParser, d: Config) -> None:
         default=d.receipt_buffer_bytes,
         help="bytes of receipts buffered at most (about 160 each plus labels); beyond it they are dropped and counted",
     )
+
+
+def _memory_store_bounds(parser: argparse.ArgumentParser, d: Config) -> None:
+    """Bounds of the in-memory stores (pushplat dev): past one the oldest entries go first,
+    counted in pushplat_store_evictions_total{store}; sizes are estimates from measured costs."""
+    bounds = (
+        ("--lane-bytes", d.lane_bytes, "bytes each in-process priority lane holds; a full lane answers Send "
+         "with UNAVAILABLE"),
+        ("--memory-inbox-bytes", d.memory_inbox_bytes, "bytes of at-least-once messages in the in-memory "
+         "inbox, all devices together; past it the oldest message goes first (store=inbox)"),
+        ("--memory-inbox-devices", d.memory_inbox_devices, "device-to-user bindings the in-memory inbox "
+         "keeps; past it the least recently connected device is forgotten"),
+        ("--memory-status-bytes", d.memory_status_bytes, "bytes of the in-memory message status table "
+         "(GetStatus); past it the oldest messages are forgotten, NOT_FOUND (store=status)"),
+        ("--memory-receipt-events", d.memory_receipt_events, "receipt events the in-memory ring of recent "
+         "ones keeps (for inspection); past it the oldest go"),
+        ("--memory-idempotency-bytes", d.memory_idempotency_bytes, "bytes of in-memory idempotency keys; "
+         "past it the oldest keys go before their window ends (store=idempotency)"),
+    )  # fmt: skip
+    for flag, default, text in bounds:
+        add_option(parser, flag, type=int, default=default, help=text)
 
 
 def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
@@ -743,9 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key", default="", help="repeat sends with this key are deduplicated")
     send.add_argument("--content-type", default="text/plain", help="content type of the payload")
     send.add_argument("--at-least-once", action="store_true", help="keep in the inbox until the device acks")
-    send.add_argument(
-        "--label", action="append", default=[], type=label, metavar="K=V", help="a label (repeatable)"
-    )
+    send.add_argument("--label", action="append", default=[], type=label, metavar="K=V", help="a label (repeatable)")
     _client_api_key(send)
     _client_tls_options(send, client_cert=True)
     send.add_argument("payload", help="message payload (text); '-' reads standard input")

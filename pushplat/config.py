@@ -8,6 +8,9 @@ import uuid
 from dataclasses import dataclass, field
 
 ROLES = ("api", "router", "edge")
+# Frames well under gRPC clients' default 4 MiB receive limit, and small enough that a high
+# message waits behind at most one frame on a slow link.
+DEFAULT_FRAME_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -85,6 +88,16 @@ class Config:
     goaway_grace_seconds: float = 5.0
     drain_seconds: float = 30.0
     session_queue_limit: int = 10_000
+    # Each device's queue is also bounded in bytes (serialized size plus 512 bytes of bookkeeping
+    # per message; Centrifugo's default is 1 MiB per client); a device that stays over it for
+    # slow_consumer_seconds gets GoAway(SLOW_CONSUMER).
+    session_queue_bytes: int = 1024 * 1024
+    slow_consumer_seconds: float = 5.0
+    # Largest ServerFrame on a device stream, announced in Welcome; 0: 1 MiB, or one
+    # maximum-size message if that is larger (see frame_bytes).
+    max_frame_bytes: int = 0
+    # Per session: pushed, unacked message ids remembered to check acks (and label their receipts).
+    session_ack_memory_bytes: int = 256 * 1024
     # Admission control per edge; 0 turns a limit off. Only authenticated Hellos take a token.
     max_connections: int = 100_000
     max_connects_per_second: float = 1_000.0
@@ -140,6 +153,15 @@ class Config:
     inbox_wait_replicas: int = 0
     inbox_wait_timeout_ms: int = 100
     lane_capacity: int = 1_000_000
+    # The in-memory stores of `pushplat dev` (registry memory://), each bounded in bytes (estimated
+    # from measured per-entry costs) or entries; past a bound the oldest entries go first, counted
+    # in pushplat_store_evictions_total{store}. A full lane refuses Send (UNAVAILABLE) instead.
+    lane_bytes: int = 256 * 1024 * 1024
+    memory_inbox_bytes: int = 256 * 1024 * 1024
+    memory_inbox_devices: int = 1_000_000
+    memory_status_bytes: int = 32 * 1024 * 1024
+    memory_receipt_events: int = 10_000
+    memory_idempotency_bytes: int = 64 * 1024 * 1024
     # At-least-once messages kept per device inbox; beyond it the oldest go first.
     inbox_limit: int = 10_000
     # gRPC keepalive on every server: finds half-open TCP connections.
@@ -160,6 +182,13 @@ class Config:
     @property
     def auth_enabled(self) -> bool:
         return bool(self.auth_secret)
+
+    @property
+    def frame_bytes(self) -> int:
+        """The frame cap in effect: max_frame_bytes, or its default (see check_edge_limits)."""
+        from pushplat.limits import largest_frame_message
+
+        return self.max_frame_bytes or max(DEFAULT_FRAME_BYTES, largest_frame_message(self.max_payload_bytes))
 
     @property
     def heartbeat_timeout_seconds(self) -> float:

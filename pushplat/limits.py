@@ -27,6 +27,18 @@ MAX_BATCH_REQUESTS = 500
 MAX_ACK_IDS = 1_000
 # A device token (JWT) is a few hundred bytes; anything far larger is not one of ours.
 MAX_TOKEN_BYTES = 8_192
+# Acked ids a session may have waiting for the edge's ack processor; past it the edge stops
+# reading that stream until they are processed (backpressure on the one client acking so fast).
+MAX_ACK_BACKLOG = 2 * MAX_ACK_IDS
+# What a Message may carry besides its payload, serialized, with every field at its limit: id,
+# content_type, collapse_key, 16 labels, timestamps and tags (about 6 KiB), rounded up.
+MAX_MESSAGE_OVERHEAD_BYTES = 8_192
+
+
+def largest_frame_message(max_payload_bytes: int) -> int:
+    """The frame bytes a message with the largest payload may need: what --max-frame-bytes must hold."""
+    return max_payload_bytes + MAX_MESSAGE_OVERHEAD_BYTES
+
 
 ID_RULE = f"ids must be 1-{MAX_ID_BYTES} bytes of printable text"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 
 from pushplat_client.v1 import message_pb2
@@ -73,7 +72,7 @@ def new_message_id() -> str:
 
 
 def new_session_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, without the UUID object
 
 
 def is_expired(message: message_pb2.Message, at_ms: int | None = None) -> bool:

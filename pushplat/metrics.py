@@ -7,9 +7,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+# The total, unlabelled: the autoscaling signal (an HPA adapter reads one series per pod).
 OPEN_CONNECTIONS = Gauge("pushplat_open_connections", "Device streams currently open on this edge")
-CONNECTS = Counter("pushplat_connects_total", "Device streams accepted", ["result"])
-DISCONNECTS = Counter("pushplat_disconnects_total", "Device streams closed", ["reason"])
+OPEN_CONNECTIONS_BY_TRANSPORT = Gauge(
+    "pushplat_open_connections_by_transport", "Device streams currently open on this edge, per transport", ["transport"]
+)
+CONNECTS = Counter("pushplat_connects_total", "Device streams accepted or refused", ["result", "transport"])
+DISCONNECTS = Counter("pushplat_disconnects_total", "Device streams closed", ["reason", "transport"])
 MESSAGES_IN = Counter("pushplat_messages_in_total", "Messages accepted by the api", ["priority"])
 MESSAGES_OUT = Counter("pushplat_messages_out_total", "Messages written to device streams", ["priority"])
 DROPPED = Counter("pushplat_messages_dropped_total", "Messages not pushed", ["reason"])
@@ -64,6 +68,11 @@ LIMITS_HIT = Counter(
 SEND_STREAM_WINDOW_FULL = Counter(
     "pushplat_send_stream_window_full_total",
     "Times a SendStream stopped reading because its window (--send-stream-window, --send-stream-window-bytes) was full",
+)
+STORE_EVICTIONS = Counter(
+    "pushplat_store_evictions_total",
+    "Entries an in-memory store dropped, oldest first, to stay within its byte bound (see the README's memory bounds)",
+    ["store"],
 )
 RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])
 

@@ -46,6 +46,9 @@ _DELIVERY_MODES = frozenset(message_pb2.DeliveryMode.values())
 _ACCEPTED = State.DELIVERY_STATE_ACCEPTED
 _LIMIT_SEND_RATE = LIMITS_HIT.labels("send_rate")
 _LIMIT_KEY_REUSED = LIMITS_HIT.labels("idempotency_key_reused")
+# A SendBatch's validation yields to the event loop after this many requests: 500 of them in one
+# go would stall every other client meanwhile (see tests/e2e/test_event_loop.py).
+BATCH_STEP = 64
 
 
 class InvalidSend(ValueError):
@@ -186,6 +189,8 @@ class PushServicer(push_pb2_grpc.PushServicer):
                 items.append((item, self.validator.envelope(item)))
             except (InvalidSend, LimitExceeded) as exc:
                 await self._invalid(exc, context, f"requests[{index}]: ")
+            if index % BATCH_STEP == BATCH_STEP - 1:
+                await asyncio.sleep(0)
         prepared = await self._claim(sender, items)
         for index, outcome in enumerate(prepared):
             if isinstance(outcome, Refusal):

@@ -8,14 +8,18 @@ import time
 
 from pushplat.auth import PushAuthHandler
 from pushplat.config import Config
+from pushplat.edge.acks import AckProcessor
 from pushplat.edge.delivery import DeliveryServicer
 from pushplat.edge.healing import InboxRecheck
 from pushplat.edge.hub import Hub
+from pushplat.edge.lifecycle import SessionLifecycle
+from pushplat.edge.lifetimes import SessionLifetimes
 from pushplat.edge.registration import PushRegistrationHandler
-from pushplat.edge.servicer import EdgeServicer, SessionLifetimes
+from pushplat.edge.servicer import EdgeServicer
 from pushplat.edge.session import GoAwayReason
 from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
+from pushplat.limits import largest_frame_message
 from pushplat.logs import kv
 from pushplat.receipts import Receipts
 from pushplat.registry import Registry
@@ -23,12 +27,36 @@ from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.edge")
 
-__all__ = ["EdgeNode"]
+__all__ = ["EdgeNode", "check_edge_limits"]
+
+
+def check_edge_limits(config: Config) -> None:
+    """Raise ValueError for byte limits that cannot carry a maximum-size message."""
+    needed = largest_frame_message(config.max_payload_bytes)
+    if config.max_frame_bytes < 0 or (config.max_frame_bytes and config.max_frame_bytes < needed):
+        raise ValueError(
+            f"--max-frame-bytes {config.max_frame_bytes} cannot carry a message with a payload of "
+            f"--max-payload-bytes {config.max_payload_bytes} (it needs {needed}: the payload plus 8 KiB for the "
+            "other fields); raise it, or give 0 for the default"
+        )
+    if config.session_queue_bytes < needed:
+        raise ValueError(
+            f"--session-queue-bytes {config.session_queue_bytes} cannot hold one message with a payload of "
+            f"--max-payload-bytes {config.max_payload_bytes}; give at least {needed}"
+        )
+    if config.session_queue_limit < 1:
+        raise ValueError(f"--session-queue-limit must be at least 1, got {config.session_queue_limit}")
+    if not config.slow_consumer_seconds > 0:
+        raise ValueError(f"--slow-consumer-seconds must be > 0, got {config.slow_consumer_seconds:g}")
+    if config.session_ack_memory_bytes < 0:
+        raise ValueError(f"--session-ack-memory-bytes must be >= 0, got {config.session_ack_memory_bytes}")
 
 
 class EdgeNode:
     def __init__(self, config: Config, registry: Registry, inbox: Inbox, receipts: Receipts, link: EdgeLink) -> None:
-        """link reaches other edges (to evict sessions a connection here replaced)."""
+        """link reaches other edges (to evict sessions a connection here replaced). Raises
+        ValueError for limits that do not fit together (see check_edge_limits)."""
+        check_edge_limits(config)
         self.config = config
         self.hub = Hub()
         self.registration = PushRegistrationHandler(
@@ -41,25 +69,30 @@ class EdgeNode:
             on_healed=InboxRecheck(inbox, config.device_memory_seconds),
         )
         self.lifetimes = SessionLifetimes(config, self.hub)
-        self.servicer = EdgeServicer(
+        self.acks = AckProcessor(inbox, receipts)
+        # Every transport serves its streams through this one lifecycle (see edge/stream.py):
+        # gRPC here; a WebSocket server would call self.lifecycle.serve() the same way.
+        self.lifecycle = SessionLifecycle(
             config,
             self.hub,
             self.registration,
             PushAuthHandler(config.auth_secret),
             self.lifetimes,
             inbox,
-            receipts,
+            self.acks,
         )
+        self.servicer = EdgeServicer(self.lifecycle)
         self.delivery = DeliveryServicer(self.hub, config.edge_id)
 
     async def start(self, delivery_address: str) -> None:
         """Publish where routers reach this edge, then start the lifetime sweeper."""
         await self.registration.start(delivery_address)
         self.lifetimes.start()
+        self.acks.start()
 
     async def drain(self, window_seconds: float) -> None:
         """Stop accepting, leave the registry, and spread the clients' reconnects over the window."""
-        self.servicer.accepting = False
+        self.lifecycle.accepting = False
         await self.registration.withdraw_edge()
         sessions = list(self.hub)
         count = len(sessions)
@@ -87,3 +120,4 @@ class EdgeNode:
         await self.registration.stop()
         for session in self.hub.streams():
             session.kill("shutdown")
+        await self.acks.stop()

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import grpc
 
 from pushplat.edge.hub import Hub
-from pushplat.edge.session import GoAwayReason
-from pushplat.logs import kv
+from pushplat.edge.session import GoAwayReason, wire_size
+from pushplat.logs import LogLimiter, kv
 from pushplat.messages import is_expired, now_ms
 from pushplat.metrics import DROPPED
 from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
@@ -25,6 +25,12 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
     def __init__(self, hub: Hub, edge_id: str) -> None:
         self.hub = hub
         self.edge_id = edge_id
+        # A slow device fills its queue for every message sent to it: one line a second per
+        # kind, with the count held back, instead of one per message (the counter has them all).
+        self._drop_log = LogLimiter(interval_seconds=1.0)
+        self._dropped = {
+            reason: DROPPED.labels(reason) for reason in ("expired", "no_session", "queue_full", "too_large")
+        }
 
     async def Deliver(
         self, request: delivery_pb2.DeliverRequest, context: grpc.aio.ServicerContext
@@ -61,23 +67,44 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
         return True
 
     def deliver_one(self, item: delivery_pb2.Routed, now: int) -> int:
-        if is_expired(item.message, now):
-            DROPPED.labels("expired").inc()
+        message = item.message
+        if is_expired(message, now):
+            self._dropped["expired"].inc()
             return Outcome.EXPIRED
         session = self.hub.get(item.device_id)
         if session is None or session.closed:
-            DROPPED.labels("no_session").inc()
+            self._dropped["no_session"].inc()
             return Outcome.NO_SESSION
-        if not session.outbound.push(item.message):
-            DROPPED.labels("queue_full").inc()
+        lasting = message.requires_ack
+        if lasting and (session.behind or message.message_id in session.in_flight):
+            # Older at-least-once messages wait in the inbox for this session to catch up; this
+            # one waits behind them, in order (or it was already pushed on this session).
+            return Outcome.IN_INBOX
+        outbound = session.outbound
+        size = wire_size(message)
+        if size > outbound.frame_room:
+            self._dropped["too_large"].inc()
+            self._log_drop("too_large", item, session.session_id, size=size, limit=outbound.frame_room)
+            return Outcome.TOO_LARGE
+        if outbound.push(message, size):
+            return Outcome.QUEUED
+        if lasting:
+            session.behind = True  # it is in the inbox: the session takes it once it has room
+            return Outcome.IN_INBOX
+        self._dropped["queue_full"].inc()
+        self._log_drop("queue_full", item, session.session_id, queued_bytes=outbound.bytes, limit=outbound.limit_bytes)
+        return Outcome.QUEUE_FULL
+
+    def _log_drop(self, kind: str, item: delivery_pb2.Routed, session_id: str, **fields: int) -> None:
+        allowed, suppressed = self._drop_log.allow(kind)
+        if allowed:
             log.warning(
                 kv(
-                    "deliver.queue_full",
+                    f"deliver.{kind}",
                     device=item.device_id,
-                    session=session.session_id,
+                    session=session_id,
                     message=item.message.message_id,
-                    limit=session.outbound.limit,
+                    suppressed=suppressed or None,
+                    **fields,
                 )
             )
-            return Outcome.QUEUE_FULL
-        return Outcome.QUEUED

@@ -1,84 +1,205 @@
-"""One device's connection: identity, lifetime and a priority-ordered outbound queue."""
+"""One device's connection: identity, lifetime and a priority-ordered outbound queue bounded in
+messages and in bytes, which it hands to the stream in frames capped in bytes."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from pushplat_client.v1 import edge_pb2, message_pb2
 
-from pushplat.messages import LANES, is_expired, lane_of, now_ms
+from pushplat.messages import is_expired, now_ms
 from pushplat.metrics import DROPPED
 
+if TYPE_CHECKING:
+    from pushplat.edge.stream import DeviceStream
+
 GoAwayReason = edge_pb2.GoAway.Reason
-IN_FLIGHT_MEMORY = 4096
+
+# What a queued message costs beyond its serialized size: the upb arena and the Python wrapper
+# (measured: a 156-byte message takes about 550 bytes of RSS). Counted in the byte budgets so
+# that ten thousand tiny messages are not "free".
+MESSAGE_OVERHEAD = 512
+# Bytes a PushBatch frame adds around its messages: the ServerFrame field tag and length.
+FRAME_OVERHEAD = 6
+# Per-session memory of pushed, unacked ids: what an ack needs to find its message's labels.
+IN_FLIGHT_ENTRY_OVERHEAD = 200  # an OrderedDict slot, the id string and the entry tuple (measured)
+
+_LANE_INDEX = {
+    message_pb2.PRIORITY_HIGH: 0,
+    message_pb2.PRIORITY_NORMAL: 1,
+    message_pb2.PRIORITY_UNSPECIFIED: 1,
+    message_pb2.PRIORITY_LOW: 2,
+}
+LANE_NAMES = ("high", "normal", "low")
+
+_Entry = tuple[message_pb2.Message, int]  # the message and its size inside a PushBatch
 
 
-BATCH_BYTES = 1024 * 1024  # payload bytes per PushBatch frame, at least one message
+class WriterOwner(Protocol):
+    def write_loop(self, session: Session) -> Coroutine[None, None, None]: ...
+
+
+def wire_size(message: message_pb2.Message) -> int:
+    """Bytes the message takes inside a PushBatch: field tag, length prefix and the message."""
+    size = message.ByteSize()
+    return size + 2 + (size >= 0x80) + (size >= 0x4000) + (size >= 0x200000) + (size >= 0x10000000)
 
 
 class OutboundQueue:
-    """Frames waiting for the stream. Control frames go first, then high, normal, low messages.
+    """Frames waiting for the stream. Control frames go first, then the inbox replay, then high,
+    normal and low messages, each priority in its own deque, so a high message overtakes every
+    queued normal and low one. Bounded by ``limit`` messages and ``limit_bytes`` (serialized size
+    plus MESSAGE_OVERHEAD per message); a PushBatch is at most ``frame_bytes`` on the wire.
 
-    A slow device builds a backlog here; a high message still overtakes every queued
-    normal and low one because each priority has its own deque.
+    Idle sessions are the common case, so the deques are made on first use (an empty deque is
+    760 bytes), and nothing waits on the queue: it calls on_ready, and the session's writer runs
+    only while there is something to write.
     """
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_control",
+        "_held",
+        "_lanes",
+        "_replay",
+        "_size",
+        "expired",
+        "frame_bytes",
+        "full_since",
+        "limit",
+        "limit_bytes",
+        "on_ready",
+    )
+
+    def __init__(self, limit: int, limit_bytes: int = 1 << 20, frame_bytes: int = 1 << 20) -> None:
         self.limit = limit
-        self._control: deque[edge_pb2.ServerFrame] = deque()
-        self._lanes: dict[str, deque[message_pb2.Message]] = {lane: deque() for lane in LANES}
-        self._size = 0
-        self._ready = asyncio.Event()
-        self._closed = False
+        self.limit_bytes = limit_bytes
+        self.frame_bytes = frame_bytes
         self.expired = 0
+        # When the queue first refused a message since it last drained to half its byte budget:
+        # the sweeper disconnects a device that stays over budget (a slow consumer).
+        self.full_since: float | None = None
+        # A list, dropped once written: control frames are few, and an empty deque is 760 bytes.
+        self._control: list[edge_pb2.ServerFrame] | None = None
+        self._lanes: list[deque[_Entry] | None] = [None, None, None]
+        self._replay: deque[_Entry] | None = None
+        self._size = 0
+        self._bytes = 0
+        # Called when there is something to write and nothing is writing: the session starts
+        # its writer then (an idle session holds no writer task at all).
+        self.on_ready: Callable[[], None] | None = None
+        self._closed = False
         # While held, only control frames go out: the edge is loading the inbox replay,
         # which must reach the device before any message pushed live.
         self._held = False
-        self._replay: deque[message_pb2.Message] = deque()
 
     def __len__(self) -> int:
         return self._size
 
-    def depth(self, lane: str) -> int:
-        return len(self._lanes[lane])
+    @property
+    def bytes(self) -> int:
+        """What the queued messages count against limit_bytes."""
+        return self._bytes
 
-    def push(self, message: message_pb2.Message) -> bool:
-        """Queue a message; False when the queue is full or closed (the caller counts the drop)."""
-        if self._closed or self._size >= self.limit:
+    def depth(self, lane: str) -> int:
+        queue = self._lanes[LANE_NAMES.index(lane)]
+        return len(queue) if queue is not None else 0
+
+    @property
+    def frame_room(self) -> int:
+        """The largest message (wire size, see wire_size) that fits in a PushBatch frame."""
+        return self.frame_bytes - FRAME_OVERHEAD
+
+    def push(self, message: message_pb2.Message, size: int = 0) -> bool:
+        """Queue a message of wire ``size`` (computed if 0); False when it does not fit (the
+        caller counts the drop) or the queue is closed. An empty queue takes any one message, so
+        nothing is refused for its size alone; the caller keeps out what no frame can carry."""
+        if self._closed:
             return False
-        self._lanes[lane_of(message.priority)].append(message)
+        size = size or wire_size(message)
+        if self._size and (self._size >= self.limit or self._bytes + size + MESSAGE_OVERHEAD > self.limit_bytes):
+            if self.full_since is None:
+                self.full_since = time.monotonic()
+            return False
+        index = _LANE_INDEX.get(message.priority, 1)
+        lane = self._lanes[index]
+        if lane is None:
+            lane = self._lanes[index] = deque()
+        lane.append((message, size))
         self._size += 1
-        self._ready.set()
+        self._bytes += size + MESSAGE_OVERHEAD
+        self._wake()
         return True
 
     def hold(self) -> None:
         self._held = True
 
-    def release(self, replay: list[message_pb2.Message]) -> None:
-        """Queue the inbox replay ahead of everything else, then let messages flow."""
+    def release(self, replay: list[message_pb2.Message]) -> int:
+        """Queue the inbox replay ahead of everything else, then let messages flow. Takes the
+        oldest that fit the byte budget; returns how many did not (they stay in the inbox)."""
         ids = {m.message_id for m in replay}
         if ids:
             # A message both replayed and pushed live would arrive twice; keep the replay copy.
-            for lane in LANES:
-                kept = [m for m in self._lanes[lane] if m.message_id not in ids]
-                self._size -= len(self._lanes[lane]) - len(kept)
-                self._lanes[lane] = deque(kept)
-        self._replay.extend(replay)
-        self._size += len(replay)
+            for index, lane in enumerate(self._lanes):
+                if lane:
+                    kept = deque(entry for entry in lane if entry[0].message_id not in ids)
+                    for message, size in lane:
+                        if message.message_id in ids:
+                            self._size -= 1
+                            self._bytes -= size + MESSAGE_OVERHEAD
+                    self._lanes[index] = kept
+        taken = self._take_replay(replay)
         self._held = False
-        self._ready.set()
+        self._wake()
+        return len(replay) - taken
+
+    def catch_up(self, messages: list[message_pb2.Message]) -> int:
+        """Queue inbox messages the session had to leave there (ahead of live ones, as a replay
+        is); returns how many did not fit."""
+        taken = self._take_replay(messages)
+        if taken:
+            self._wake()
+        return len(messages) - taken
+
+    def _take_replay(self, messages: list[message_pb2.Message]) -> int:
+        """Queue the oldest messages that fit; returns how many it took or dropped as too large."""
+        taken = 0
+        for message in messages:
+            size = wire_size(message)
+            if size > self.frame_room:
+                DROPPED.labels("too_large").inc()  # no frame can carry it: it waits out its TTL
+                taken += 1
+                continue
+            if self._size and (self._size >= self.limit or self._bytes + size + MESSAGE_OVERHEAD > self.limit_bytes):
+                break
+            if self._replay is None:
+                self._replay = deque()
+            self._replay.append((message, size))
+            self._size += 1
+            self._bytes += size + MESSAGE_OVERHEAD
+            taken += 1
+        return taken
+
+    def queued_ids(self) -> set[str]:
+        """Ids of every message waiting here (for a catch-up to skip)."""
+        return {entry[0].message_id for queue in (self._replay, *self._lanes) if queue for entry in queue}
 
     def control(self, frame: edge_pb2.ServerFrame) -> None:
-        self._control.append(frame)
-        self._ready.set()
+        if self._control is None:
+            self._control = [frame]
+        else:
+            self._control.append(frame)
+        self._wake()
 
     def close(self) -> None:
         """Stop taking messages; frames already queued as control still go out."""
         self._closed = True
-        self._ready.set()
+        self._wake()
 
     @property
     def closed(self) -> bool:
@@ -86,52 +207,157 @@ class OutboundQueue:
 
     def drain_messages(self) -> list[message_pb2.Message]:
         """Everything not yet written, highest priority first (for counting or re-queueing)."""
-        left = [*self._replay, *(m for lane in LANES for m in self._lanes[lane])]
-        self._replay.clear()
-        for lane in LANES:
-            self._lanes[lane].clear()
-        self._size = 0
+        left = [entry[0] for queue in (self._replay, *self._lanes) if queue for entry in queue]
+        self._replay = None
+        self._lanes = [None, None, None]
+        self._size = self._bytes = 0
         return left
 
-    async def next_frames(self, max_messages: int = 64) -> list[edge_pb2.ServerFrame] | None:
-        """Wait for frames to write; None once closed and nothing is left to send."""
-        while True:
-            frames: list[edge_pb2.ServerFrame] = list(self._control)
-            self._control.clear()
-            if not self._closed and not self._held:
-                batch = self._take_messages(max_messages)
-                if batch:
-                    frames.append(edge_pb2.ServerFrame(pushes=edge_pb2.PushBatch(messages=batch)))
-            if frames:
-                return frames
-            if self._closed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
+    def _wake(self) -> None:
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def nudge(self) -> None:
+        """Have the writer look again (at the inbox, say) with nothing new queued."""
+        self._wake()
+
+    def take(self, max_messages: int = 64) -> tuple[list[edge_pb2.ServerFrame], list[message_pb2.Message]] | None:
+        """Frames to write now: control frames, then at most one PushBatch (always last), and the
+        messages in that batch. Both empty when there is nothing to write; None once the queue is
+        closed and its control frames are out."""
+        frames: list[edge_pb2.ServerFrame] = []
+        batch: list[message_pb2.Message] = []
+        if self._control:
+            frames = self._control
+            self._control = None
+        if self._size and not self._closed and not self._held:
+            batch = self._take_messages(max_messages)
+            if batch:
+                frames.append(edge_pb2.ServerFrame(pushes=edge_pb2.PushBatch(messages=batch)))
+        if not frames and self._closed:
+            return None
+        return frames, batch
+
+    def welcome(self, frame: edge_pb2.ServerFrame) -> None:
+        """Put the Welcome in front of every control frame queued before it."""
+        self._control = [frame, *(self._control or ())]
 
     def _take_messages(self, max_messages: int) -> list[message_pb2.Message]:
         batch: list[message_pb2.Message] = []
-        size = 0
+        room = self.frame_bytes - FRAME_OVERHEAD
         now = now_ms()
-        for queue in (self._replay, *(self._lanes[lane] for lane in LANES)):
-            # Stay under gRPC's default 4 MiB receive limit: 64 large payloads in one frame would
-            # be refused by every client, and the same batch replayed on each reconnect.
-            while queue and len(batch) < max_messages and (not batch or size + len(queue[0].payload) <= BATCH_BYTES):
-                message = queue.popleft()
-                size += len(message.payload)
+        for queue in (self._replay, *self._lanes):
+            # A frame never exceeds frame_bytes (announced in Welcome as max_frame_bytes, and the
+            # SDKs' receive limit): a larger one would be refused by the client, and the same
+            # batch replayed after every reconnect.
+            while queue and len(batch) < max_messages and (not batch or queue[0][1] <= room):
+                message, size = queue.popleft()
                 self._size -= 1
+                self._bytes -= size + MESSAGE_OVERHEAD
                 if is_expired(message, now):
                     self.expired += 1
                     DROPPED.labels("expired").inc()
                     continue
                 batch.append(message)
+                room -= size
             if batch:
                 # One lane per batch keeps a high batch from waiting on low serialization.
                 break
+        if self.full_since is not None and self._bytes <= self.limit_bytes // 2:
+            self.full_since = None
         return batch
 
 
+class InFlight:
+    """Pushed, not yet acked messages of one session: whether the inbox holds each (so an ack
+    removes it there) and its labels (for the ack receipt). Bounded in bytes; the oldest entry goes
+    first, and an ack for an id that fell out counts only if the inbox has it."""
+
+    __slots__ = ("_bytes", "_entries", "evicted", "limit_bytes")
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._entries: OrderedDict[str, tuple[bool, Mapping[str, str] | None, int]] | None = None
+        self._bytes = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries) if self._entries else 0
+
+    def __contains__(self, message_id: str) -> bool:
+        return bool(self._entries) and message_id in self._entries  # type: ignore[operator]
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def add(self, messages: Iterable[message_pb2.Message]) -> None:
+        entries = self._entries
+        if entries is None:
+            entries = self._entries = OrderedDict()
+        for message in messages:
+            labels = message.labels
+            # Copy labels only when there are any: most messages carry none, and the map itself
+            # would keep the whole message (its payload) alive.
+            kept = dict(labels) if labels else None
+            cost = IN_FLIGHT_ENTRY_OVERHEAD + len(message.message_id)
+            if kept:
+                cost += sum(len(k) + len(v) + 100 for k, v in kept.items())
+            old = entries.pop(message.message_id, None)
+            if old is not None:
+                self._bytes -= old[2]
+            entries[message.message_id] = (message.requires_ack, kept, cost)
+            self._bytes += cost
+        while self._bytes > self.limit_bytes and entries:
+            _, (_, _, cost) = entries.popitem(last=False)
+            self._bytes -= cost
+            self.evicted += 1
+
+    def get(self, message_id: str) -> tuple[bool, Mapping[str, str] | None] | None:
+        """(in the inbox?, labels) of a pushed message, still remembered; None if unknown."""
+        entry = self._entries.get(message_id) if self._entries else None
+        return None if entry is None else (entry[0], entry[1])
+
+    def pop(self, message_id: str) -> tuple[bool, Mapping[str, str] | None] | None:
+        """(in the inbox?, labels) of a pushed message, forgetting it; None if unknown."""
+        if not self._entries:
+            return None
+        entry = self._entries.pop(message_id, None)
+        if entry is None:
+            return None
+        self._bytes -= entry[2]
+        return entry[0], entry[1]
+
+
 class Session:
+    __slots__ = (
+        "_killed",
+        "behind",
+        "catch_up_stalled",
+        "close_reason",
+        "closed_at",
+        "device_id",
+        "edge_id",
+        "ending",
+        "expires_at",
+        "goaway_deadline",
+        "in_flight",
+        "last_seen",
+        "opened_at",
+        "outbound",
+        "owner",
+        "peer",
+        "pending_acks",
+        "protocol_error",
+        "session_id",
+        "stream",
+        "task",
+        "transport",
+        "user_id",
+        "writer",
+        "writing",
+    )
+
     def __init__(
         self,
         *,
@@ -141,34 +367,52 @@ class Session:
         edge_id: str,
         queue_limit: int,
         max_age_seconds: float,
+        queue_bytes: int = 1 << 20,
+        frame_bytes: int = 1 << 20,
+        in_flight_bytes: int = 256 * 1024,
         peer: str = "",
+        transport: str = "grpc",
     ) -> None:
         self.session_id = session_id
         self.user_id = user_id
         self.device_id = device_id
         self.edge_id = edge_id
+        self.transport = transport
         self.peer = peer
         self.opened_at = time.monotonic()
         self.expires_at = self.opened_at + max_age_seconds
         self.last_seen = self.opened_at
-        self.outbound = OutboundQueue(queue_limit)
+        self.outbound = OutboundQueue(queue_limit, queue_bytes, frame_bytes)
+        self.in_flight = InFlight(in_flight_bytes)
         self.close_reason = ""
         # Set once a GoAway went out; the session is closed if the client lingers past it.
         self.goaway_deadline: float | None = None
-        # Set to end the stream at once, even with a write stuck on a dead peer.
-        self.killed = asyncio.Event()
         self.closed_at: float | None = None
         # Set when the client broke the protocol; the stream then ends with INVALID_ARGUMENT.
         self.protocol_error = ""
-        # Pushed, not yet acked messages: their labels (for ack receipts) and whether the inbox
-        # holds them. Bounded; an ack for an id that fell out counts only if the inbox has it.
-        self.in_flight: OrderedDict[str, tuple[dict[str, str], bool]] = OrderedDict()
+        # True while the device's inbox holds at-least-once messages this session left there
+        # (its queue was full, or the replay did not fit): the writer catches up once there is
+        # room, and live at-least-once messages wait in the inbox behind them, in order.
+        self.behind = False
+        # Set when a catch-up found only messages already sent on this session: the next one
+        # waits until an ack removes some from the inbox.
+        self.catch_up_stalled = False
+        # Acked ids read from the stream, not yet processed (see edge/acks.py).
+        self.pending_acks: list[str] | None = None
+        # What serves the stream (see edge/lifecycle.py): its write_loop() is the writer's body.
+        self.owner: WriterOwner | None = None
+        self.stream: DeviceStream | None = None
+        # The stream's task (reading) while it runs, and whether the session is over: then
+        # end_stream() cancels that task's read, even with a write stuck on a dead peer.
+        self.task: asyncio.Task[None] | None = None
+        self.ending = False
+        # The writer task while there is something to write, and whether it is inside a write.
+        self.writer: asyncio.Task[None] | None = None
+        self.writing = False
+        self._killed = False
 
     def sent(self, messages: Iterable[message_pb2.Message]) -> None:
-        for message in messages:
-            self.in_flight[message.message_id] = (dict(message.labels), message.requires_ack)
-        while len(self.in_flight) > IN_FLIGHT_MEMORY:
-            self.in_flight.popitem(last=False)
+        self.in_flight.add(messages)
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -189,8 +433,28 @@ class Session:
         self.outbound.close()
 
     def kill(self, reason: str) -> None:
+        """End the stream now, even with a write stuck on a dead peer."""
         self.close(reason)
-        self.killed.set()
+        self._killed = True
+        self.end_stream()
+
+    def end_stream(self) -> None:
+        """The session is over: wake the stream's task out of its read (once)."""
+        if self.ending:
+            return
+        self.ending = True
+        task = self.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # the stream's own code sees `ending` and stops by itself
+
+    def wake(self) -> None:
+        """Something is queued: start the writer unless one runs (or the stream is not live)."""
+        if self.writer is None and self.task is not None and self.owner is not None:
+            self.writer = asyncio.create_task(self.owner.write_loop(self))
+
+    @property
+    def killed(self) -> bool:
+        return self._killed
 
     @property
     def closed(self) -> bool:

@@ -50,6 +50,11 @@ class Inbox(ABC):
     async def ack(self, device_id: str, message_ids: Sequence[str]) -> list[str]:
         """Remove acked messages; return the ids that were there."""
 
+    async def ack_many(self, entries: Sequence[tuple[str, Sequence[str]]]) -> list[list[str]]:
+        """ack() for several devices at once: the ids removed, per (device, ids) entry. Backends
+        override it to save round trips."""
+        return [await self.ack(device_id, message_ids) for device_id, message_ids in entries]
+
     @abstractmethod
     async def pending(self, device_id: str, limit: int = 1000) -> list[message_pb2.Message]:
         """Unacked, unexpired messages, oldest first."""

@@ -265,6 +265,19 @@ class RedisInbox(RedisStore, Inbox):
         )
         return [_text(mid) for mid in results[0]]
 
+    async def ack_many(self, entries: Sequence[tuple[str, Sequence[str]]]) -> list[list[str]]:
+        """Every device's acks in one pipelined round trip (one batch per node in a cluster)."""
+        calls = [(self.device_keys(device_id), ids) for device_id, ids in entries if ids]
+        if not calls:
+            return [[] for _ in entries]
+
+        def build(pipe: Any, cached: bool) -> None:
+            for keys, ids in calls:
+                _ACK.queue(pipe, *keys, *ids, cached=cached)
+
+        results = iter(await self._guarded("ack", lambda: self._scripts(build)))
+        return [[_text(mid) for mid in next(results)] if ids else [] for _, ids in entries]
+
     async def pending(self, device_id: str, limit: int = 1000) -> list[message_pb2.Message]:
         _, bodies = await self._pending("pending", device_id, limit)
         return [message_pb2.Message.FromString(body) for body in bodies]

@@ -25,7 +25,9 @@ def open_receipts(config: Config, producer: object = None) -> Receipts:
     if config.registry.startswith("memory:"):
         from pushplat.receipts.memory import MemoryReceipts
 
-        receipts = MemoryReceipts(**buffer)
+        receipts = MemoryReceipts(
+            max_events=config.memory_receipt_events, max_status_bytes=config.memory_status_bytes, **buffer
+        )
     else:
         from pushplat.receipts.distributed import DistributedReceipts
 

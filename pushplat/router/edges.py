@@ -61,6 +61,8 @@ _STATE_OF_OUTCOME = {
     Outcome.NO_SESSION: (NO_ROUTE, "device left the edge"),
     Outcome.QUEUE_FULL: (State.DELIVERY_STATE_DROPPED, "device queue full"),
     Outcome.EXPIRED: (State.DELIVERY_STATE_EXPIRED, "expired at the edge"),
+    Outcome.IN_INBOX: (State.DELIVERY_STATE_DELIVERED_TO_EDGE, "in the inbox; the device's session takes it in order"),
+    Outcome.TOO_LARGE: (State.DELIVERY_STATE_DROPPED, "larger than the edge's --max-frame-bytes"),
 }
 _UNKNOWN_OUTCOME = (State.DELIVERY_STATE_DROPPED, "unknown outcome")
 UNREACHABLE = "edge unreachable"

@@ -47,11 +47,15 @@ class DeliverResponse(_message.Message):
         NO_SESSION: _ClassVar[DeliverResponse.Outcome]
         QUEUE_FULL: _ClassVar[DeliverResponse.Outcome]
         EXPIRED: _ClassVar[DeliverResponse.Outcome]
+        IN_INBOX: _ClassVar[DeliverResponse.Outcome]
+        TOO_LARGE: _ClassVar[DeliverResponse.Outcome]
     OUTCOME_UNSPECIFIED: DeliverResponse.Outcome
     QUEUED: DeliverResponse.Outcome
     NO_SESSION: DeliverResponse.Outcome
     QUEUE_FULL: DeliverResponse.Outcome
     EXPIRED: DeliverResponse.Outcome
+    IN_INBOX: DeliverResponse.Outcome
+    TOO_LARGE: DeliverResponse.Outcome
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedScalarFieldContainer[DeliverResponse.Outcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[DeliverResponse.Outcome, str]]] = ...) -> None: ...

@@ -52,8 +52,10 @@ async def test_messages_to_one_device_arrive_in_send_order(platform, clients):
 
 
 async def test_high_overtakes_a_low_backlog_in_the_session_queue(start_platform, clients):
-    # Large limit so the slow device's backlog is kept, not dropped.
-    platform = await start_platform(session_queue_limit=20_000)
+    # Large limits so the slow device's backlog is kept, not dropped, and it is not disconnected.
+    platform = await start_platform(
+        session_queue_limit=20_000, session_queue_bytes=64 * 1024 * 1024, slow_consumer_seconds=600
+    )
     device = clients("device", addr(platform.ports.edge))
     await device.hello(user_id="slow", device_id="slow-1")
     api = clients("api", addr(platform.ports.api))

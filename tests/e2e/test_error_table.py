@@ -144,6 +144,26 @@ async def admission(start, clients) -> Observed:
     return observed
 
 
+async def slow_consumer(start, clients) -> Observed:
+    server = await start(slow_consumer_seconds=0.5, goaway_grace_seconds=0.5)
+    device = clients("device", f"127.0.0.1:{server.ports.edge}")
+    await device.hello(device_id="never-reads")
+    api = clients("api", f"127.0.0.1:{server.ports.api}")
+    # 12 MB: more than the stream's flow-control window and the 1 MiB queue budget together.
+    await api.send_many([{"device_id": "never-reads", "payload": b"x" * 60 * 1024}] * 200, concurrency=20)
+    # Read only once the edge gave up on it: reading earlier would make it a fast consumer.
+    await eventually(lambda: server.edge.hub.get("never-reads") is None, what="the slow consumer's disconnect")
+    gone = await rpc_error(_read_to_the_end(device.call))
+    assert "slow consumer" in (gone.details() or ""), gone.details()
+    return [("a device that never reads", gone.code(), ())]
+
+
+async def _read_to_the_end(call) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(30):
+        while await call.read() is not grpc.aio.EOF:
+            pass
+
+
 async def queue_unavailable(start, clients) -> Observed:
     # The idempotency-store half of this row needs a real Redis to die: see
     # tests/e2e/test_backend_failures.py::test_registry_dying_while_running_gives_unavailable.
@@ -244,7 +264,7 @@ async def too_many_pending_hellos(start, clients) -> Observed:
     try:
         for call in silent:
             await call.wait_for_connection()
-        await eventually(lambda: server.edge.servicer.awaiting_hello == 3, what="3 streams to wait for a Hello")
+        await eventually(lambda: server.edge.lifecycle.awaiting_hello == 3, what="3 streams to wait for a Hello")
         return [await connect_status(edge, "a fourth stream while 3 wait for their Hello", hello(device_id="late"))]
     finally:
         for call in silent:
@@ -339,6 +359,8 @@ CHECKS: dict[str, Check] = {
     ),
     "A `Hello` for a device id that belongs to another user": device_of_another_user,
     "Too many connections, or new connections per second, on an edge": admission,
+    "A device that reads more slowly than its messages arrive, over its queue budget for "
+    "`--slow-consumer-seconds`": slow_consumer,
     "More than `--max-pending-hellos` streams waiting to send their `Hello`": too_many_pending_hellos,
     "A sender over its `--send-rate`": over_send_rate,
     "No `Hello` within `--hello-timeout-seconds` of opening the stream": no_hello_in_time,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import pytest
 from prometheus_client import REGISTRY
 from pushplat_client.v1 import message_pb2, push_pb2
 
+from pushplat.messages import now_ms
 from tests.helpers import eventually
 
 ALO = message_pb2.AT_LEAST_ONCE
@@ -88,16 +87,28 @@ async def test_unacked_messages_are_replayed_oldest_first_before_new_ones(platfo
 async def test_expired_messages_are_never_pushed(platform, clients):
     api = clients("api", addr(platform.ports.api))
     in_inbox = await api.send(device_id="late", payload=b"old news", delivery=ALO, ttl_seconds=1)
+
+    async def stored() -> bool:
+        return [m.message_id for m in await platform.inbox.pending("late")] == [in_inbox.message_id]
+
+    await eventually(stored, what="the first message in the inbox")
     await platform.router.pause()
     in_lane = await api.send(device_id="late", payload=b"stale in lane", delivery=ALO, ttl_seconds=1)
-    deadline = time.time() + 1.05
-    await eventually(lambda: time.time() > deadline, timeout=5, what="both TTLs to run out")
+    # The api stamps expires_at_ms = its clock (this machine's) + ttl when it accepts a message, and
+    # it accepted this one before Send returned: so from this instant on both have expired.
+    both_expired_ms = now_ms() + 1000
+    # The TTL is the clock itself: no event to wait on before it runs out.
+    await eventually(lambda: now_ms() > both_expired_ms, timeout=5, what="both TTLs to run out")
     platform.router.resume()
     await eventually(lambda: _expired_status(api, in_lane.message_id), what="the lane message to expire")
+    expired_before = REGISTRY.get_sample_value("pushplat_messages_dropped_total", {"reason": "expired"}) or 0
     device = await connect(clients, platform, "late")
     marker = await api.send(device_id="late", payload=b"marker")
+    # The inbox replay goes out before any new message: had the expired one been replayed, it
+    # would come first.
     assert [m.message_id for m in await device.read_messages(1)] == [marker.message_id]
-    assert in_inbox.message_id != marker.message_id
+    expired_after = REGISTRY.get_sample_value("pushplat_messages_dropped_total", {"reason": "expired"}) or 0
+    assert expired_after - expired_before == 1, "the expired inbox message was dropped (and counted) at the replay"
 
 
 async def _expired_status(api, message_id: str) -> bool:

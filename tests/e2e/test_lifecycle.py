@@ -10,11 +10,12 @@ import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from pushplat_client.v1 import edge_pb2
 
 from pushplat.config import Config
 from pushplat.edge.hub import Hub
-from pushplat.edge.servicer import SessionLifetimes
+from pushplat.edge.lifetimes import SessionLifetimes
 from tests.helpers import RawDevice, eventually, free_port
 
 GoAway = edge_pb2.GoAway
@@ -162,7 +163,13 @@ async def test_connect_storm_neither_crashes_the_edge_nor_starves_existing_sessi
     assert sum(outcomes.values()) == 2000
     assert outcomes.get("RESOURCE_EXHAUSTED", 0) > 0 and outcomes.get("welcome", 0) > 0, outcomes
     assert set(outcomes) <= {"welcome", "RESOURCE_EXHAUSTED"}, outcomes
-    print(f"storm outcomes {outcomes}; veteran max send->receive {max(latencies) * 1000:.1f} ms", flush=True)
+    latencies.sort()
+    print(f"storm outcomes {outcomes}; veteran send->receive median {latencies[10] * 1000:.1f} ms, "
+          f"max {latencies[-1] * 1000:.1f} ms", flush=True)  # fmt: skip
+    # Quiet, a send->receive takes a few ms. A veteran starved by the storm would wait on every
+    # send, so the median says it (measured 6 ms during the storm); one send may wait out the
+    # first burst of 2,000 TCP handshakes (measured up to ~1 s on 2 shared cores), not more.
+    assert latencies[10] < 0.1 and latencies[-1] < 3.0, latencies
     health = health_pb2_grpc.HealthStub(grpc.aio.insecure_channel(addr(platform.ports.edge)))
     assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
 
@@ -215,13 +222,29 @@ async def test_metrics_endpoint_reports_open_connections(start_platform, clients
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return response.read().decode()
 
-    body = await asyncio.to_thread(scrape)
-    assert "pushplat_open_connections 3.0" in body
-    for name in (
-        "pushplat_connects_total",
-        "pushplat_send_to_push_seconds",
-        "pushplat_lane_lag_seconds",
-        "pushplat_registry_seconds",
-        "pushplat_messages_in_total",
-    ):
-        assert name in body
+    def samples(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+        }
+
+    before = samples(await asyncio.to_thread(scrape))
+    api = clients("api", addr(platform.ports.api))
+    device = clients("device", addr(platform.ports.edge))
+    await device.hello(device_id="m-traffic")
+    sent = [(await api.send(device_id="m-traffic", payload=b"x")).message_id for _ in range(5)]
+    assert [m.message_id for m in await device.read_messages(5)] == sent
+    after = samples(await asyncio.to_thread(scrape))
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    # Values the traffic above produced, not names that exist from import on.
+    assert after[("pushplat_open_connections", ())] == 4.0
+    assert grew("pushplat_connects_total", result="ok", transport="grpc") == 1
+    assert grew("pushplat_messages_in_total", priority="normal") == 5
+    assert grew("pushplat_messages_out_total", priority="normal") == 5
+    assert grew("pushplat_send_to_push_seconds_count") == 5
+    assert grew("pushplat_acks_total") == 5  # the test device acks every message

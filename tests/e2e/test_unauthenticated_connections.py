@@ -61,7 +61,7 @@ async def test_streams_waiting_for_a_hello_are_capped(start_platform, clients):
             await call.wait_for_connection()
 
         async def all_waiting() -> bool:
-            return platform.edge.servicer.awaiting_hello == 20
+            return platform.edge.lifecycle.awaiting_hello == 20
 
         await eventually(all_waiting, what="20 streams to wait for their Hello")
         before = REGISTRY.get_sample_value("pushplat_limits_hit_total", {"limit": "pending_hellos"}) or 0.0
@@ -87,7 +87,7 @@ async def test_streams_waiting_for_a_hello_are_capped(start_platform, clients):
         await channel.close()
 
     async def slots_free() -> bool:
-        return platform.edge.servicer.awaiting_hello == 0
+        return platform.edge.lifecycle.awaiting_hello == 0
 
     await eventually(slots_free, what="the silent streams to leave")
     assert await outcome(edge, edge_pb2.Hello(device_id="late")) == "welcome"

@@ -136,3 +136,11 @@ def test_every_readme_config_name_is_a_flag():
     named = set(re.findall(r"`([a-z]+(?:_[a-z]+)+)`", README.read_text())) & fields
     flags = set().union(*(help_options(command) for command in SERVER_COMMANDS))
     assert all("--" + name.replace("_", "-") in flags for name in named), named
+
+
+@pytest.mark.parametrize("command", SERVER_COMMANDS)
+def test_every_server_option_is_in_the_readme(command):
+    """The other way round: an option added to a server command is documented, not only in --help."""
+    text = README.read_text()
+    missing = sorted(o for o in help_options(command) - GENERIC if not re.search(re.escape(o) + r"(?![\w-])", text))
+    assert not missing, f"pushplat {command} options the README never names: {missing}"

@@ -26,7 +26,12 @@ const (
 	// Ack frame, not many.
 	AckLinger = 10 * time.Millisecond
 	// MaxAckIDs is the most message ids the edge takes in one Ack frame; more go in several.
+	// As many waiting acks go out at once, without the linger.
 	MaxAckIDs = 1000
+	// DefaultReceiveLimit is gRPC's default receive limit, used until an edge announces larger
+	// frames in its Welcome (max_frame_bytes); the client then reconnects at once with a
+	// limit to match.
+	DefaultReceiveLimit = 4 * 1024 * 1024
 	// DefaultConnectTimeout bounds the wait for the Welcome after Hello.
 	DefaultConnectTimeout = 10 * time.Second
 	// DefaultCloseGrace is how long Close lets the edge end the stream cleanly.
@@ -112,13 +117,18 @@ type Client struct {
 
 	msgsOnce sync.Once
 	msgs     chan *pb.Message
+
+	// The receive limit of the next connection: the largest frame an edge announced, at least
+	// DefaultReceiveLimit. Used by the connection goroutine only.
+	recvLimit int
 }
 
 // session is the write side of one live stream. Its fields are guarded by Client.mu; the
 // single writer goroutine (gRPC allows one sender at a time) sleeps on wake.
 type session struct {
 	wake        chan struct{}
-	flushQueued bool // one flush at a time; it collects every id added before it runs
+	acksFull    chan struct{} // cap 1: MaxAckIDs acks are waiting, end the linger
+	flushQueued bool          // one flush at a time; it collects every id added before it runs
 	pingDue     bool
 	halfClose   bool
 }
@@ -188,6 +198,7 @@ func Dial(edge string, opts Options) (*Client, error) {
 		avail:      make(chan struct{}, 1),
 		pendingSet: make(map[string]struct{}),
 		connCh:     make(chan struct{}),
+		recvLimit:  DefaultReceiveLimit,
 	}
 	go c.run()
 	return c, nil
@@ -479,7 +490,10 @@ type readResult struct {
 func (c *Client) session() (bool, time.Duration, *Error) {
 	// A fresh channel (TCP connection) per attempt: behind a layer-4 load balancer a reused
 	// channel would stick to the edge that just told us to go away.
-	dialOpts := append([]grpc.DialOption{transport(c.opts.TLS)}, c.opts.DialOptions...)
+	dialOpts := append([]grpc.DialOption{
+		transport(c.opts.TLS),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.recvLimit)),
+	}, c.opts.DialOptions...)
 	conn, err := grpc.NewClient(c.edge, dialOpts...)
 	if err != nil {
 		return false, 0, newError(codes.InvalidArgument, "cannot dial edge %q: %v", c.edge, err)
@@ -504,9 +518,16 @@ func (c *Client) session() (bool, time.Duration, *Error) {
 		return false, 0, newError(codes.Internal, "edge sent %s before Welcome", frameKind(first))
 	}
 
-	s := &session{wake: make(chan struct{}, 1)}
+	s := &session{wake: make(chan struct{}, 1), acksFull: make(chan struct{}, 1)}
 	interval := c.onWelcome(welcome, s)
 	defer c.endSession(s)
+	if limit := welcome.GetMaxFrameBytes(); limit > int64(c.recvLimit) {
+		// Frames this large would fail the stream on this connection, and the edge would resend
+		// the same frame after every reconnect: reconnect at once with a limit to match.
+		c.recvLimit = int(limit)
+		c.log.Info("edge frames may be larger than the receive limit; reconnecting with a limit to match", "max_frame_bytes", limit)
+		return true, 0, nil
+	}
 	var lastRx atomic.Int64
 	lastRx.Store(time.Now().UnixNano())
 
@@ -736,10 +757,16 @@ func (c *Client) writeLoop(ctx context.Context, stream pb.Edge_ConnectClient, s 
 
 // flushAcks sends every pending ack, in frames of at most MaxAckIDs ids; false if a write failed.
 func (c *Client) flushAcks(ctx context.Context, stream pb.Edge_ConnectClient, s *session) bool {
-	if !c.isClosing() {
+	c.mu.Lock()
+	full := len(c.pending) >= MaxAckIDs
+	c.mu.Unlock()
+	if !c.isClosing() && !full {
+		// Linger for company, but no longer than it takes MaxAckIDs acks to gather.
 		t := time.NewTimer(AckLinger)
 		select {
 		case <-t.C:
+		case <-s.acksFull:
+			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
 			return false
@@ -809,6 +836,12 @@ func (c *Client) queueAcks(ids []string) {
 		}
 	}
 	c.kickFlushLocked()
+	if c.sess != nil && len(c.pending) >= MaxAckIDs {
+		select {
+		case c.sess.acksFull <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (c *Client) kickFlushLocked() {

@@ -33,6 +33,9 @@ const (
 	GoAway_REPLACED GoAway_Reason = 3
 	// The client missed its heartbeats.
 	GoAway_HEARTBEAT_TIMEOUT GoAway_Reason = 4
+	// The client read too slowly: its queue on the edge stayed over its byte budget. Its
+	// at-least-once messages wait in the inbox and are replayed on reconnect.
+	GoAway_SLOW_CONSUMER GoAway_Reason = 5
 )
 
 // Enum value maps for GoAway_Reason.
@@ -43,6 +46,7 @@ var (
 		2: "DRAINING",
 		3: "REPLACED",
 		4: "HEARTBEAT_TIMEOUT",
+		5: "SLOW_CONSUMER",
 	}
 	GoAway_Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED": 0,
@@ -50,6 +54,7 @@ var (
 		"DRAINING":           2,
 		"REPLACED":           3,
 		"HEARTBEAT_TIMEOUT":  4,
+		"SLOW_CONSUMER":      5,
 	}
 )
 
@@ -449,8 +454,12 @@ type Welcome struct {
 	EdgeId    string                 `protobuf:"bytes,2,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
 	// The client sends a Ping at least this often; the edge closes silent sessions.
 	HeartbeatIntervalMs int64 `protobuf:"varint,3,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// No ServerFrame on this stream is larger than this many bytes (serialized). A client whose
+	// receive limit is lower should reconnect with a limit of at least this (the SDKs do).
+	// 0: not announced (an older edge); gRPC's default 4 MiB limit then applies.
+	MaxFrameBytes int64 `protobuf:"varint,4,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -500,6 +509,13 @@ func (x *Welcome) GetEdgeId() string {
 func (x *Welcome) GetHeartbeatIntervalMs() int64 {
 	if x != nil {
 		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *Welcome) GetMaxFrameBytes() int64 {
+	if x != nil {
+		return x.MaxFrameBytes
 	}
 	return 0
 }
@@ -669,24 +685,26 @@ const file_pushplat_v1_edge_proto_rawDesc = "" +
 	"\x06pushes\x18\x02 \x01(\v2\x16.pushplat.v1.PushBatchH\x00R\x06pushes\x12.\n" +
 	"\ago_away\x18\x03 \x01(\v2\x13.pushplat.v1.GoAwayH\x00R\x06goAway\x12'\n" +
 	"\x04pong\x18\x04 \x01(\v2\x11.pushplat.v1.PongH\x00R\x04pongB\a\n" +
-	"\x05frame\"u\n" +
+	"\x05frame\"\x9d\x01\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
 	"\aedge_id\x18\x02 \x01(\tR\x06edgeId\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\"=\n" +
+	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\x12&\n" +
+	"\x0fmax_frame_bytes\x18\x04 \x01(\x03R\rmaxFrameBytes\"=\n" +
 	"\tPushBatch\x120\n" +
-	"\bmessages\x18\x01 \x03(\v2\x14.pushplat.v1.MessageR\bmessages\"\xe4\x01\n" +
+	"\bmessages\x18\x01 \x03(\v2\x14.pushplat.v1.MessageR\bmessages\"\xf7\x01\n" +
 	"\x06GoAway\x122\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.pushplat.v1.GoAway.ReasonR\x06reason\x12,\n" +
 	"\x12reconnect_after_ms\x18\x02 \x01(\x03R\x10reconnectAfterMs\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"`\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"s\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aMAX_AGE\x10\x01\x12\f\n" +
 	"\bDRAINING\x10\x02\x12\f\n" +
 	"\bREPLACED\x10\x03\x12\x15\n" +
-	"\x11HEARTBEAT_TIMEOUT\x10\x04\"\x06\n" +
+	"\x11HEARTBEAT_TIMEOUT\x10\x04\x12\x11\n" +
+	"\rSLOW_CONSUMER\x10\x05\"\x06\n" +
 	"\x04Pong2I\n" +
 	"\x04Edge\x12A\n" +
 	"\aConnect\x12\x18.pushplat.v1.ClientFrame\x1a\x18.pushplat.v1.ServerFrame(\x010\x01B\x8d\x01\n" +

@@ -33,8 +33,13 @@ MISSED_HEARTBEATS: Final = 3
 # Acks wait this long for company, so a burst of messages costs one Ack frame, not many.
 ACK_LINGER: Final = 0.01
 DEFAULT_MAX_BUFFERED: Final = 1_000
-# The most message ids the edge takes in one Ack frame; more go in several frames.
+# The most message ids the edge takes in one Ack frame; more go in several frames. As many
+# waiting acks go out at once, without the linger.
 MAX_ACK_IDS: Final = 1000
+# gRPC's default receive limit, used until an edge announces larger frames in its Welcome
+# (max_frame_bytes); the client then reconnects at once with a limit to match.
+DEFAULT_RECEIVE_LIMIT: Final = 4 * 1024 * 1024
+_RECEIVE_LIMIT_OPTION: Final = "grpc.max_receive_message_length"
 
 
 class _Sentinel:
@@ -124,6 +129,9 @@ class PushClient:
         self._reconnect = reconnect
         # tls=True: TLS against the default roots; TLS(ca=...) for your own CA.
         self._channels = ChannelFactory(tls, list(channel_options))
+        # The receive limit follows the edge's frame cap, unless the caller set one.
+        self._receive_limit_pinned = any(name == _RECEIVE_LIMIT_OPTION for name, _ in channel_options)
+        self._receive_limit = DEFAULT_RECEIVE_LIMIT
         self._connect_timeout = connect_timeout
 
         # Ids handed to us before (dedup), and ids the application has acked: a redelivery
@@ -133,6 +141,7 @@ class PushClient:
         # Ordered set of ids still to send; survives reconnects (acks are by id, not session).
         self._pending_acks: dict[str, None] = {}
         self._flush_queued = False
+        self._acks_full: asyncio.Future[None] | None = None  # set while a flush lingers
 
         # Bounded by max_buffered messages (plus the one end marker): see _buffer().
         self._messages: asyncio.Queue[message_pb2.Message | _Sentinel] = asyncio.Queue()
@@ -376,7 +385,8 @@ class PushClient:
         # reused channel would stick to the edge that just told us to go away.
         self._edge = self._edges[self._edge_index % len(self._edges)]
         self._edge_index += 1
-        channel = self._channels.open(self._edge)
+        limit = [] if self._receive_limit_pinned else [(_RECEIVE_LIMIT_OPTION, self._receive_limit)]
+        channel = self._channels.open(self._edge, limit)
         call: Any = None
         tasks: list[asyncio.Task[Any]] = []
         try:
@@ -389,6 +399,8 @@ class PushClient:
                 # A draining edge may turn us away before welcoming us; that is still a plan.
                 return self._on_go_away(first.go_away)
             interval = self._on_welcome(first.welcome)
+            if self._needs_larger_limit(first.welcome.max_frame_bytes):
+                return 0.0  # reconnect at once: frames this large would be refused on this channel
 
             out: asyncio.Queue[_WriteItem] = asyncio.Queue()
             self._out = out
@@ -470,6 +482,27 @@ class PushClient:
         )
         return interval
 
+    def _needs_larger_limit(self, max_frame_bytes: int) -> bool:
+        """Whether the edge's frames can exceed this channel's receive limit; then the next
+        connection gets a limit that matches (a frame over it would fail the stream, and the
+        edge would resend the same frame after every reconnect)."""
+        if max_frame_bytes <= self._receive_limit:
+            return False
+        if self._receive_limit_pinned:
+            log.warning(
+                "edge frames may be up to %d bytes, over the grpc.max_receive_message_length you set %s",
+                max_frame_bytes,
+                self._fields(),
+            )
+            return False
+        log.info(
+            "edge frames may be up to %d bytes; reconnecting with a receive limit to match %s",
+            max_frame_bytes,
+            self._fields(),
+        )
+        self._receive_limit = max_frame_bytes
+        return True
+
     async def _read_loop(self, call: Any) -> float | None:
         loop = asyncio.get_running_loop()
         while True:
@@ -548,8 +581,16 @@ class PushClient:
             log.debug("write failed %r %s", err, self._fields())
 
     async def _flush_acks(self, call: Any) -> None:
-        if not self._closing:
-            await asyncio.sleep(ACK_LINGER)
+        if not self._closing and len(self._pending_acks) < MAX_ACK_IDS:
+            # Linger for company, but no longer than it takes MAX_ACK_IDS acks to gather.
+            self._acks_full = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(ACK_LINGER):
+                    await self._acks_full
+            except TimeoutError:
+                pass
+            finally:
+                self._acks_full = None
         self._flush_queued = False
         ids = list(self._pending_acks)
         self._pending_acks.clear()
@@ -604,6 +645,9 @@ class PushClient:
             added = True
         if added:
             self._kick_flush()
+            full = self._acks_full
+            if full is not None and not full.done() and len(self._pending_acks) >= MAX_ACK_IDS:
+                full.set_result(None)
 
     def _kick_flush(self) -> None:
         # One flush marker in the queue at a time; it collects every id added before it runs.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ class ChannelFactory:
         self._credentials = self.tls.credentials() if self.tls else None
         self._options = [*(self.tls.channel_options() if self.tls else []), *options]
 
-    def open(self, address: str) -> grpc.aio.Channel:
+    def open(self, address: str, extra: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        """A channel with the factory's options and ``extra`` ones (which must not repeat them)."""
+        options = [*self._options, *extra]
         if self._credentials is None:
-            return grpc.aio.insecure_channel(address, options=self._options)
-        return grpc.aio.secure_channel(address, self._credentials, options=self._options)
+            return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(address, self._credentials, options=options)

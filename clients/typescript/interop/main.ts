@@ -3,7 +3,7 @@
  * sends as a backend, and prints one JSON object per line (same CLI as clients/go/cmd/interop).
  *
  *   node dist/interop/main.js listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
- *        [--tls-ca FILE]
+ *        [--tls-ca FILE] [--digest]
  *   node dist/interop/main.js send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
  *        (--user U | --device D) [--priority high]
  *        [--ttl S] [--collapse-key K] [--idempotency-key K] [--at-least-once] [--content-type T] [--label K=V]... PAYLOAD
@@ -13,6 +13,7 @@
  * {"event":"error","code":"UNAUTHENTICATED","details":...} and exit 1 (2 for a timeout).
  */
 
+import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 
 import {
@@ -59,6 +60,7 @@ async function listen(args: string[]): Promise<number> {
       count: { type: "string", default: "1" },
       "timeout-ms": { type: "string", default: "30000" },
       "tls-ca": { type: "string", default: "" },
+      digest: { type: "boolean", default: false },
     },
   });
   const count = Number(values.count);
@@ -84,11 +86,15 @@ async function listen(args: string[]): Promise<number> {
       const payload = Buffer.from(m.payload);
       const text = payload.toString("utf8");
       const utf8 = Buffer.from(text, "utf8").equals(payload);
+      // With --digest, large payloads are shown by size and hash, not printed whole.
+      const shown = values.digest ? {} : { payload: utf8 ? text : payload.toString("base64") };
       emit({
         event: "message",
         message_id: m.messageId,
-        payload: utf8 ? text : payload.toString("base64"),
-        ...(utf8 ? {} : { payload_encoding: "base64" }),
+        ...shown,
+        ...(utf8 || values.digest ? {} : { payload_encoding: "base64" }),
+        payload_bytes: payload.length,
+        payload_sha256: createHash("sha256").update(payload).digest("hex"),
         priority: priorityName(m.priority),
         content_type: m.contentType,
         collapse_key: m.collapseKey,

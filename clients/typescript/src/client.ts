@@ -38,8 +38,13 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000;
 export const MISSED_HEARTBEATS = 3;
 /** Acks wait this long for company, so a burst of messages costs one Ack frame, not many. */
 export const ACK_LINGER_MS = 10;
-/** The most message ids the edge takes in one Ack frame; more go in several frames. */
+/** The most message ids the edge takes in one Ack frame; more go in several frames. As many
+ * waiting acks go out at once, without the linger. */
 export const MAX_ACK_IDS = 1000;
+/** gRPC's default receive limit, used until an edge announces larger frames in its Welcome
+ * (maxFrameBytes); the client then reconnects at once with a limit to match. */
+export const DEFAULT_RECEIVE_LIMIT = 4 * 1024 * 1024;
+const RECEIVE_LIMIT_OPTION = "grpc.max_receive_message_length";
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_CLOSE_GRACE_MS = 1_000;
 
@@ -148,6 +153,9 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
   private _edgeId = "";
   private _connects = 0;
   private _lastGoAway: GoAway | null = null;
+  /** The receive limit of the next connection (unless channelOptions set one). */
+  private receiveLimit = DEFAULT_RECEIVE_LIMIT;
+  private readonly receiveLimitPinned: boolean;
 
   constructor(edge: string, options: PushClientOptions = {}) {
     if (!edge) throw new TypeError("PushClient needs the edge address, e.g. '127.0.0.1:50051'");
@@ -175,6 +183,7 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
     const channel = tlsChannel(options.tls, options.credentials);
     this.credentials = channel.credentials;
     this.channelOptions = { ...channel.options, ...options.channelOptions };
+    this.receiveLimitPinned = options.channelOptions?.[RECEIVE_LIMIT_OPTION] !== undefined;
     this.log = options.logger ?? silentLogger;
     this.deviceLabel = options.deviceId || "-";
     const capacity = options.dedupCapacity ?? DEFAULT_DEDUP_CAPACITY;
@@ -394,6 +403,7 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
       // channel would stick to the edge that just told us to go away. grpc-js shares
       // subchannels between clients unless told otherwise.
       const stub = new EdgeClient(this.edge, this.credentials, {
+        ...(this.receiveLimitPinned ? {} : { [RECEIVE_LIMIT_OPTION]: this.receiveLimit }),
         ...this.channelOptions,
         "grpc.use_local_subchannel_pool": 1,
       });
@@ -467,6 +477,12 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
             welcomed = true;
             clearTimeout(connectTimer);
             const interval = this.onWelcome(frame.welcome, session);
+            if (this.needsLargerLimit(frame.welcome.maxFrameBytes)) {
+              // Frames this large would fail the stream on this channel, and the edge would resend
+              // the same frame after every reconnect: reconnect at once with a limit to match.
+              finish({ goAwayDelayMs: 0 });
+              return;
+            }
             beat(interval, performance.now() + interval);
           } else {
             finish({ error: new PushError(status.INTERNAL, `edge sent ${frameKind(frame)} before Welcome`) });
@@ -519,6 +535,19 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
     return interval;
   }
 
+  private needsLargerLimit(maxFrameBytes: number): boolean {
+    if (maxFrameBytes <= this.receiveLimit) return false;
+    if (this.receiveLimitPinned) {
+      this.log.warn?.(
+        `edge frames may be up to ${maxFrameBytes} bytes, over the ${RECEIVE_LIMIT_OPTION} you set ${this.fields()}`,
+      );
+      return false;
+    }
+    this.log.info?.(`edge frames may be up to ${maxFrameBytes} bytes; reconnecting with a receive limit to match ${this.fields()}`);
+    this.receiveLimit = maxFrameBytes;
+    return true;
+  }
+
   private onGoAway(goAway: GoAway): number {
     this._lastGoAway = goAway;
     this.log.info?.(
@@ -566,9 +595,15 @@ export class PushClient implements AsyncIterable<Message>, AsyncIterator<Message
   private kickFlush(): void {
     // One flush at a time per stream; it collects every id added before it runs.
     const session = this.current;
-    if (session === null || session.flushQueued) return;
+    if (session === null) return;
+    if (session.flushQueued) {
+      // Linger for company, but no longer than it takes MAX_ACK_IDS acks to gather.
+      if (this.pendingAcks.size >= MAX_ACK_IDS) this.flushAcks(session);
+      return;
+    }
     session.flushQueued = true;
-    session.flushTimer = setTimeout(() => this.flushAcks(session), this.closing ? 0 : ACK_LINGER_MS);
+    const now = this.closing || this.pendingAcks.size >= MAX_ACK_IDS;
+    session.flushTimer = setTimeout(() => this.flushAcks(session), now ? 0 : ACK_LINGER_MS);
   }
 
   private flushAcks(session: Session): void {

@@ -109,12 +109,13 @@ export class EdgeConn {
     this.call.write(frame as ServerFrame);
   }
 
-  welcome(options: { sessionId?: string; edgeId?: string; heartbeatMs?: number } = {}): void {
+  welcome(options: { sessionId?: string; edgeId?: string; heartbeatMs?: number; maxFrameBytes?: number } = {}): void {
     this.send({
       welcome: {
         sessionId: options.sessionId ?? `s${this.index}`,
         edgeId: options.edgeId ?? "edge-test",
         heartbeatIntervalMs: options.heartbeatMs ?? 0,
+        maxFrameBytes: options.maxFrameBytes ?? 0,
       },
     });
   }

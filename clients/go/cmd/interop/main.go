@@ -2,7 +2,7 @@
 // listens as a device or sends as a backend, and prints one JSON object per line.
 //
 //	interop listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
-//	               [--tls-ca FILE]
+//	               [--tls-ca FILE] [--digest]
 //	interop send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 //	             (--user U | --device D) [--priority high]
 //	             [--ttl S] [--collapse-key K] [--idempotency-key K] [--at-least-once]
@@ -15,7 +15,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -87,6 +89,7 @@ func listen(args []string) int {
 	count := fs.Int("count", 1, "exit after this many messages")
 	timeoutMs := fs.Int("timeout-ms", 30_000, "give up after this many milliseconds")
 	tlsCA := fs.String("tls-ca", "", "connect over TLS, checking the edge against this PEM CA")
+	digest := fs.Bool("digest", false, "print payload_bytes and payload_sha256 instead of the payload")
 	_ = fs.Parse(args)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeoutMs)*time.Millisecond)
@@ -121,7 +124,12 @@ func listen(args []string) int {
 			"session_id":    client.SessionID(),
 			"connects":      client.Connects(),
 		}
-		if utf8.Valid(m.GetPayload()) {
+		sum := sha256.Sum256(m.GetPayload())
+		out["payload_bytes"] = len(m.GetPayload())
+		out["payload_sha256"] = hex.EncodeToString(sum[:])
+		if *digest {
+			// Large payloads: the digest says they arrived whole without printing megabytes.
+		} else if utf8.Valid(m.GetPayload()) {
 			out["payload"] = string(m.GetPayload())
 		} else {
 			out["payload"] = m.GetPayload() // base64 in JSON

@@ -53,14 +53,16 @@ class ServerFrame(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., pushes: _Optional[_Union[PushBatch, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("session_id", "edge_id", "heartbeat_interval_ms")
+    __slots__ = ("session_id", "edge_id", "heartbeat_interval_ms", "max_frame_bytes")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EDGE_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     edge_id: str
     heartbeat_interval_ms: int
-    def __init__(self, session_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    max_frame_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...
 
 class PushBatch(_message.Message):
     __slots__ = ("messages",)
@@ -77,11 +79,13 @@ class GoAway(_message.Message):
         DRAINING: _ClassVar[GoAway.Reason]
         REPLACED: _ClassVar[GoAway.Reason]
         HEARTBEAT_TIMEOUT: _ClassVar[GoAway.Reason]
+        SLOW_CONSUMER: _ClassVar[GoAway.Reason]
     REASON_UNSPECIFIED: GoAway.Reason
     MAX_AGE: GoAway.Reason
     DRAINING: GoAway.Reason
     REPLACED: GoAway.Reason
     HEARTBEAT_TIMEOUT: GoAway.Reason
+    SLOW_CONSUMER: GoAway.Reason
     REASON_FIELD_NUMBER: _ClassVar[int]
     RECONNECT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]

@@ -58,6 +58,12 @@ export interface Welcome {
   edgeId: string;
   /** The client sends a Ping at least this often; the edge closes silent sessions. */
   heartbeatIntervalMs: number;
+  /**
+   * No ServerFrame on this stream is larger than this many bytes (serialized). A client whose
+   * receive limit is lower should reconnect with a limit of at least this (the SDKs do).
+   * 0: not announced (an older edge); gRPC's default 4 MiB limit then applies.
+   */
+  maxFrameBytes: number;
 }
 
 export interface PushBatch {
@@ -81,6 +87,11 @@ export enum GoAway_Reason {
   REPLACED = 3,
   /** HEARTBEAT_TIMEOUT - The client missed its heartbeats. */
   HEARTBEAT_TIMEOUT = 4,
+  /**
+   * SLOW_CONSUMER - The client read too slowly: its queue on the edge stayed over its byte budget. Its
+   * at-least-once messages wait in the inbox and are replayed on reconnect.
+   */
+  SLOW_CONSUMER = 5,
   UNRECOGNIZED = -1,
 }
 
@@ -101,6 +112,9 @@ export function goAway_ReasonFromJSON(object: any): GoAway_Reason {
     case 4:
     case "HEARTBEAT_TIMEOUT":
       return GoAway_Reason.HEARTBEAT_TIMEOUT;
+    case 5:
+    case "SLOW_CONSUMER":
+      return GoAway_Reason.SLOW_CONSUMER;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -120,6 +134,8 @@ export function goAway_ReasonToJSON(object: GoAway_Reason): string {
       return "REPLACED";
     case GoAway_Reason.HEARTBEAT_TIMEOUT:
       return "HEARTBEAT_TIMEOUT";
+    case GoAway_Reason.SLOW_CONSUMER:
+      return "SLOW_CONSUMER";
     case GoAway_Reason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -612,7 +628,7 @@ export const ServerFrame: MessageFns<ServerFrame> = {
 };
 
 function createBaseWelcome(): Welcome {
-  return { sessionId: "", edgeId: "", heartbeatIntervalMs: 0 };
+  return { sessionId: "", edgeId: "", heartbeatIntervalMs: 0, maxFrameBytes: 0 };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -625,6 +641,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.heartbeatIntervalMs !== 0) {
       writer.uint32(24).int64(message.heartbeatIntervalMs);
+    }
+    if (message.maxFrameBytes !== 0) {
+      writer.uint32(32).int64(message.maxFrameBytes);
     }
     return writer;
   },
@@ -666,6 +685,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.heartbeatIntervalMs = longToNumber(reader.int64());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxFrameBytes = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -695,6 +722,11 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.heartbeat_interval_ms)
         ? globalThis.Number(object.heartbeat_interval_ms)
         : 0,
+      maxFrameBytes: isSet(object.maxFrameBytes)
+        ? globalThis.Number(object.maxFrameBytes)
+        : isSet(object.max_frame_bytes)
+        ? globalThis.Number(object.max_frame_bytes)
+        : 0,
     };
   },
 
@@ -709,6 +741,9 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.heartbeatIntervalMs !== 0) {
       obj.heartbeatIntervalMs = Math.round(message.heartbeatIntervalMs);
     }
+    if (message.maxFrameBytes !== 0) {
+      obj.maxFrameBytes = Math.round(message.maxFrameBytes);
+    }
     return obj;
   },
 
@@ -720,6 +755,7 @@ export const Welcome: MessageFns<Welcome> = {
     message.sessionId = object.sessionId ?? "";
     message.edgeId = object.edgeId ?? "";
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
+    message.maxFrameBytes = object.maxFrameBytes ?? 0;
     return message;
   },
 };

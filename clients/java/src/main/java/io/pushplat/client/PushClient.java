@@ -60,8 +60,14 @@ public final class PushClient implements AutoCloseable {
   public static final int MISSED_HEARTBEATS = 3;
   /** Acks wait this long for company, so that a burst of messages costs one Ack frame. */
   public static final Duration ACK_LINGER = Duration.ofMillis(10);
-  /** The most message ids in one Ack frame; more go in several frames. */
+  /** The most message ids in one Ack frame; more go in several frames. As many waiting acks go out
+   * at once, without the linger. */
   public static final int MAX_ACK_IDS_PER_FRAME = 500;
+  /**
+   * grpc-java's default receive limit, used until an edge announces larger frames in its Welcome
+   * (max_frame_bytes); the client then reconnects at once with a limit to match.
+   */
+  public static final int DEFAULT_RECEIVE_LIMIT = 4 * 1024 * 1024;
   /** Bounds the wait for the Welcome after Hello. */
   public static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(10);
   /** How long {@link #close()} lets the edge end the stream cleanly. */
@@ -118,6 +124,7 @@ public final class PushClient implements AutoCloseable {
   private final AtomicBoolean wakePending = new AtomicBoolean();
   private final Thread thread;
   private int edgeIndex; // connection thread only
+  private int receiveLimit = DEFAULT_RECEIVE_LIMIT; // connection thread only
 
   private record Frame(Session session, ServerFrame frame) {}
 
@@ -508,7 +515,7 @@ public final class PushClient implements AutoCloseable {
   }
 
   private long converse(Session s) throws InterruptedException {
-    s.call = s.channel.newCall(Rpcs.EDGE_CONNECT, CallOptions.DEFAULT);
+    s.call = s.channel.newCall(Rpcs.EDGE_CONNECT, CallOptions.DEFAULT.withMaxInboundMessageSize(receiveLimit));
     s.call.start(
         new ClientCall.Listener<>() {
           @Override
@@ -556,6 +563,15 @@ public final class PushClient implements AutoCloseable {
         throw new PushError(Status.Code.INTERNAL, "edge sent " + kind(first) + " before Welcome");
     }
     long interval = onWelcome(first.getWelcome());
+    long maxFrame = first.getWelcome().getMaxFrameBytes();
+    if (maxFrame > receiveLimit) {
+      // Frames this large would fail the stream on this call, and the edge would resend the same
+      // frame after every reconnect: reconnect at once with a limit to match.
+      receiveLimit = (int) Math.min(maxFrame, Integer.MAX_VALUE);
+      LOG.log(Level.INFO,
+          () -> "edge frames may be up to " + maxFrame + " bytes; reconnecting with a receive limit to match " + fields());
+      return 0;
+    }
     s.call.request(1);
 
     long now = System.nanoTime();
@@ -573,7 +589,10 @@ public final class PushClient implements AutoCloseable {
         LOG.log(Level.DEBUG, () -> "half-closed " + fields());
       }
       if (!s.halfClosed) {
-        if (flushAt == NONE && hasPendingAcks()) {
+        int waiting = pendingAckCount();
+        if (waiting >= MAX_ACK_IDS_PER_FRAME) {
+          flushAt = now; // linger for company, but no longer than it takes a full frame to gather
+        } else if (flushAt == NONE && waiting > 0) {
           flushAt = now + ACK_LINGER.toNanos();
         }
         if (flushAt != NONE && now >= flushAt) {
@@ -769,8 +788,8 @@ public final class PushClient implements AutoCloseable {
     wake();
   }
 
-  private boolean hasPendingAcks() {
-    return locked(() -> !pendingAcks.isEmpty());
+  private int pendingAckCount() {
+    return locked(pendingAcks::size);
   }
 
   private void flushAcks(Session s) {

@@ -92,21 +92,22 @@ public final class EdgeProto extends com.google.protobuf.GeneratedFile {
       ".WelcomeH\000\022(\n\006pushes\030\002 \001(\0132\026.pushplat.v1" +
       ".PushBatchH\000\022&\n\007go_away\030\003 \001(\0132\023.pushplat" +
       ".v1.GoAwayH\000\022!\n\004pong\030\004 \001(\0132\021.pushplat.v1" +
-      ".PongH\000B\007\n\005frame\"M\n\007Welcome\022\022\n\nsession_i" +
+      ".PongH\000B\007\n\005frame\"f\n\007Welcome\022\022\n\nsession_i" +
       "d\030\001 \001(\t\022\017\n\007edge_id\030\002 \001(\t\022\035\n\025heartbeat_in" +
-      "terval_ms\030\003 \001(\003\"3\n\tPushBatch\022&\n\010messages" +
-      "\030\001 \003(\0132\024.pushplat.v1.Message\"\302\001\n\006GoAway\022" +
-      "*\n\006reason\030\001 \001(\0162\032.pushplat.v1.GoAway.Rea" +
-      "son\022\032\n\022reconnect_after_ms\030\002 \001(\003\022\016\n\006detai" +
-      "l\030\003 \001(\t\"`\n\006Reason\022\026\n\022REASON_UNSPECIFIED\020" +
-      "\000\022\013\n\007MAX_AGE\020\001\022\014\n\010DRAINING\020\002\022\014\n\010REPLACED" +
-      "\020\003\022\025\n\021HEARTBEAT_TIMEOUT\020\004\"\006\n\004Pong2I\n\004Edg" +
-      "e\022A\n\007Connect\022\030.pushplat.v1.ClientFrame\032\030" +
-      ".pushplat.v1.ServerFrame(\0010\001B\215\001\n\016io.push" +
-      "plat.v1B\tEdgeProtoP\001Z=github.com/pushpla" +
-      "t/pushplat/clients/go/pushplatv1;pushpla" +
-      "tv1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V1\352\002\014" +
-      "Pushplat::V1b\006proto3"
+      "terval_ms\030\003 \001(\003\022\027\n\017max_frame_bytes\030\004 \001(\003" +
+      "\"3\n\tPushBatch\022&\n\010messages\030\001 \003(\0132\024.pushpl" +
+      "at.v1.Message\"\325\001\n\006GoAway\022*\n\006reason\030\001 \001(\016" +
+      "2\032.pushplat.v1.GoAway.Reason\022\032\n\022reconnec" +
+      "t_after_ms\030\002 \001(\003\022\016\n\006detail\030\003 \001(\t\"s\n\006Reas" +
+      "on\022\026\n\022REASON_UNSPECIFIED\020\000\022\013\n\007MAX_AGE\020\001\022" +
+      "\014\n\010DRAINING\020\002\022\014\n\010REPLACED\020\003\022\025\n\021HEARTBEAT" +
+      "_TIMEOUT\020\004\022\021\n\rSLOW_CONSUMER\020\005\"\006\n\004Pong2I\n" +
+      "\004Edge\022A\n\007Connect\022\030.pushplat.v1.ClientFra" +
+      "me\032\030.pushplat.v1.ServerFrame(\0010\001B\215\001\n\016io." +
+      "pushplat.v1B\tEdgeProtoP\001Z=github.com/pus" +
+      "hplat/pushplat/clients/go/pushplatv1;pus" +
+      "hplatv1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V" +
+      "1\352\002\014Pushplat::V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -148,7 +149,7 @@ public final class EdgeProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_Welcome_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Welcome_descriptor,
-        new java.lang.String[] { "SessionId", "EdgeId", "HeartbeatIntervalMs", });
+        new java.lang.String[] { "SessionId", "EdgeId", "HeartbeatIntervalMs", "MaxFrameBytes", });
     internal_static_pushplat_v1_PushBatch_descriptor =
       getDescriptor().getMessageType(6);
     internal_static_pushplat_v1_PushBatch_fieldAccessorTable = new

@@ -91,6 +91,15 @@ private static final long serialVersionUID = 0L;
      * <code>HEARTBEAT_TIMEOUT = 4;</code>
      */
     HEARTBEAT_TIMEOUT(4),
+    /**
+     * <pre>
+     * The client read too slowly: its queue on the edge stayed over its byte budget. Its
+     * at-least-once messages wait in the inbox and are replayed on reconnect.
+     * </pre>
+     *
+     * <code>SLOW_CONSUMER = 5;</code>
+     */
+    SLOW_CONSUMER(5),
     UNRECOGNIZED(-1),
     ;
 
@@ -139,6 +148,15 @@ private static final long serialVersionUID = 0L;
      * <code>HEARTBEAT_TIMEOUT = 4;</code>
      */
     public static final int HEARTBEAT_TIMEOUT_VALUE = 4;
+    /**
+     * <pre>
+     * The client read too slowly: its queue on the edge stayed over its byte budget. Its
+     * at-least-once messages wait in the inbox and are replayed on reconnect.
+     * </pre>
+     *
+     * <code>SLOW_CONSUMER = 5;</code>
+     */
+    public static final int SLOW_CONSUMER_VALUE = 5;
 
 
     public final int getNumber() {
@@ -170,6 +188,7 @@ private static final long serialVersionUID = 0L;
         case 2: return DRAINING;
         case 3: return REPLACED;
         case 4: return HEARTBEAT_TIMEOUT;
+        case 5: return SLOW_CONSUMER;
         default: return null;
       }
     }

@@ -143,6 +143,23 @@ private static final long serialVersionUID = 0L;
     return heartbeatIntervalMs_;
   }
 
+  public static final int MAX_FRAME_BYTES_FIELD_NUMBER = 4;
+  private long maxFrameBytes_ = 0L;
+  /**
+   * <pre>
+   * No ServerFrame on this stream is larger than this many bytes (serialized). A client whose
+   * receive limit is lower should reconnect with a limit of at least this (the SDKs do).
+   * 0: not announced (an older edge); gRPC's default 4 MiB limit then applies.
+   * </pre>
+   *
+   * <code>int64 max_frame_bytes = 4;</code>
+   * @return The maxFrameBytes.
+   */
+  @java.lang.Override
+  public long getMaxFrameBytes() {
+    return maxFrameBytes_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -166,6 +183,9 @@ private static final long serialVersionUID = 0L;
     if (heartbeatIntervalMs_ != 0L) {
       output.writeInt64(3, heartbeatIntervalMs_);
     }
+    if (maxFrameBytes_ != 0L) {
+      output.writeInt64(4, maxFrameBytes_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -179,6 +199,10 @@ private static final long serialVersionUID = 0L;
     if (heartbeatIntervalMs_ != 0L) {
       size += com.google.protobuf.CodedOutputStream
         .computeInt64Size(3, heartbeatIntervalMs_);
+    }
+    if (maxFrameBytes_ != 0L) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeInt64Size(4, maxFrameBytes_);
     }
     return size;
   }
@@ -210,6 +234,8 @@ private static final long serialVersionUID = 0L;
         .equals(other.getEdgeId())) return false;
     if (getHeartbeatIntervalMs()
         != other.getHeartbeatIntervalMs()) return false;
+    if (getMaxFrameBytes()
+        != other.getMaxFrameBytes()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -228,6 +254,9 @@ private static final long serialVersionUID = 0L;
     hash = (37 * hash) + HEARTBEAT_INTERVAL_MS_FIELD_NUMBER;
     hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
         getHeartbeatIntervalMs());
+    hash = (37 * hash) + MAX_FRAME_BYTES_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
+        getMaxFrameBytes());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -362,6 +391,7 @@ private static final long serialVersionUID = 0L;
       sessionId_ = "";
       edgeId_ = "";
       heartbeatIntervalMs_ = 0L;
+      maxFrameBytes_ = 0L;
       return this;
     }
 
@@ -404,6 +434,9 @@ private static final long serialVersionUID = 0L;
       if (((from_bitField0_ & 0x00000004) != 0)) {
         result.heartbeatIntervalMs_ = heartbeatIntervalMs_;
       }
+      if (((from_bitField0_ & 0x00000008) != 0)) {
+        result.maxFrameBytes_ = maxFrameBytes_;
+      }
     }
 
     @java.lang.Override
@@ -430,6 +463,9 @@ private static final long serialVersionUID = 0L;
       }
       if (other.getHeartbeatIntervalMs() != 0L) {
         setHeartbeatIntervalMs(other.getHeartbeatIntervalMs());
+      }
+      if (other.getMaxFrameBytes() != 0L) {
+        setMaxFrameBytes(other.getMaxFrameBytes());
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -470,6 +506,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000004;
               break;
             } // case 24
+            case 32: {
+              maxFrameBytes_ = input.readInt64();
+              bitField0_ |= 0x00000008;
+              break;
+            } // case 32
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -671,6 +712,56 @@ private static final long serialVersionUID = 0L;
     public Builder clearHeartbeatIntervalMs() {
       bitField0_ = (bitField0_ & ~0x00000004);
       heartbeatIntervalMs_ = 0L;
+      onChanged();
+      return this;
+    }
+
+    private long maxFrameBytes_ ;
+    /**
+     * <pre>
+     * No ServerFrame on this stream is larger than this many bytes (serialized). A client whose
+     * receive limit is lower should reconnect with a limit of at least this (the SDKs do).
+     * 0: not announced (an older edge); gRPC's default 4 MiB limit then applies.
+     * </pre>
+     *
+     * <code>int64 max_frame_bytes = 4;</code>
+     * @return The maxFrameBytes.
+     */
+    @java.lang.Override
+    public long getMaxFrameBytes() {
+      return maxFrameBytes_;
+    }
+    /**
+     * <pre>
+     * No ServerFrame on this stream is larger than this many bytes (serialized). A client whose
+     * receive limit is lower should reconnect with a limit of at least this (the SDKs do).
+     * 0: not announced (an older edge); gRPC's default 4 MiB limit then applies.
+     * </pre>
+     *
+     * <code>int64 max_frame_bytes = 4;</code>
+     * @param value The maxFrameBytes to set.
+     * @return This builder for chaining.
+     */
+    public Builder setMaxFrameBytes(long value) {
+
+      maxFrameBytes_ = value;
+      bitField0_ |= 0x00000008;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * No ServerFrame on this stream is larger than this many bytes (serialized). A client whose
+     * receive limit is lower should reconnect with a limit of at least this (the SDKs do).
+     * 0: not announced (an older edge); gRPC's default 4 MiB limit then applies.
+     * </pre>
+     *
+     * <code>int64 max_frame_bytes = 4;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearMaxFrameBytes() {
+      bitField0_ = (bitField0_ & ~0x00000008);
+      maxFrameBytes_ = 0L;
       onChanged();
       return this;
     }

@@ -43,4 +43,16 @@ public interface WelcomeOrBuilder extends
    * @return The heartbeatIntervalMs.
    */
   long getHeartbeatIntervalMs();
+
+  /**
+   * <pre>
+   * No ServerFrame on this stream is larger than this many bytes (serialized). A client whose
+   * receive limit is lower should reconnect with a limit of at least this (the SDKs do).
+   * 0: not announced (an older edge); gRPC's default 4 MiB limit then applies.
+   * </pre>
+   *
+   * <code>int64 max_frame_bytes = 4;</code>
+   * @return The maxFrameBytes.
+   */
+  long getMaxFrameBytes();
 }

@@ -30,7 +30,7 @@ import java.util.concurrent.TimeoutException;
  * sends as a backend, and prints one JSON object per line (the same CLI as clients/go/cmd/interop).
  *
  * <pre>
- * interop listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
+ * interop listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS] [--digest]
  *                [--tls-ca FILE]
  * interop send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
  *              (--user U | --device D) [--priority high]
@@ -79,6 +79,10 @@ public final class InteropMain {
     String get(String name, String fallback) {
       List<String> v = options.get(name);
       return v == null ? fallback : v.get(v.size() - 1);
+    }
+
+    boolean has(String name) {
+      return Boolean.parseBoolean(get(name, "false"));
     }
 
     List<String> all(String name) {
@@ -155,8 +159,12 @@ public final class InteropMain {
           e.put("session_id", client.sessionId());
           e.put("connects", client.connects());
           byte[] payload = m.getPayload().toByteArray();
+          e.put("payload_bytes", payload.length);
+          e.put("payload_sha256", sha256(payload));
           String text = utf8(payload);
-          if (text != null) {
+          if (a.has("digest")) {
+            // Large payloads: the digest says they arrived whole without printing megabytes.
+          } else if (text != null) {
             e.put("payload", text);
           } else {
             e.put("payload", Base64.getEncoder().encodeToString(payload));
@@ -168,6 +176,14 @@ public final class InteropMain {
       } catch (PushError | TimeoutException e) {
         return fail(e);
       }
+    }
+  }
+
+  private static String sha256(byte[] bytes) {
+    try {
+      return java.util.HexFormat.of().formatHex(java.security.MessageDigest.getInstance("SHA-256").digest(bytes));
+    } catch (java.security.NoSuchAlgorithmException e) {
+      throw new IllegalStateException(e);
     }
   }
 
@@ -229,7 +245,7 @@ public final class InteropMain {
     int code;
     switch (argv[0]) {
       case "listen":
-        code = listen(new Args(argv, 1, List.of()));
+        code = listen(new Args(argv, 1, List.of("digest")));
         break;
       case "send":
         code = send(new Args(argv, 1, List.of("at-least-once")));
