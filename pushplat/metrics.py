@@ -61,6 +61,19 @@ LIMITS_HIT = Counter(
     "Client calls refused (or values folded) by a limit, per limit (see the README's Limits table)",
     ["limit"],
 )
+OPEN_BY_TRANSPORT = Gauge(
+    "pushplat_open_connections_by_transport",
+    "Device sessions open on this edge, per transport (grpc, websocket)",
+    ["transport"],
+)
+SESSIONS_BY_TRANSPORT = Counter(
+    "pushplat_sessions_opened_total", "Device sessions opened (after Hello and admission), per transport", ["transport"]
+)
+WS_HANDSHAKES = Counter(
+    "pushplat_ws_handshakes_total",
+    "WebSocket upgrade requests on the edge, per result (ok, origin, subprotocol, not_found)",
+    ["result"],
+)
 RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])
 
 

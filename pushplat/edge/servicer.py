@@ -29,8 +29,10 @@ from pushplat.metrics import (
     INBOX_SIZE,
     LIMITS_HIT,
     MESSAGES_OUT,
+    OPEN_BY_TRANSPORT,
     OPEN_CONNECTIONS,
     SEND_TO_PUSH,
+    SESSIONS_BY_TRANSPORT,
     by_priority,
 )
 from pushplat.receipts import Receipts, State, receipt
@@ -115,6 +117,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             queue_limit=self.config.session_queue_limit,
             max_age_seconds=self.lifetimes.draw_max_age(),
             peer=context.peer(),
+            # The WebSocket transport hands in a context of its own (pushplat.edge.websocket).
+            transport=getattr(context, "transport", "grpc"),
         )
         reader = writer = killed = None
         try:
@@ -247,6 +251,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             replaced.close("replaced")
         OPEN_CONNECTIONS.set(len(self.hub))
         CONNECTS.labels("ok").inc()
+        OPEN_BY_TRANSPORT.labels(session.transport).inc()
+        SESSIONS_BY_TRANSPORT.labels(session.transport).inc()
+        session.counted_open = True
         await self.registration.register(session)
         replay = await self._load_inbox(session)
         session.outbound.release(replay)
@@ -279,6 +286,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         if self.hub.detach(session):
             await asyncio.shield(self.registration.unregister(session))
         OPEN_CONNECTIONS.set(len(self.hub))
+        if session.counted_open:
+            OPEN_BY_TRANSPORT.labels(session.transport).dec()
         DISCONNECTS.labels(session.close_reason).inc()
         dropped = len(session.outbound.drain_messages())
         log.info(

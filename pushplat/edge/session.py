@@ -142,12 +142,15 @@ class Session:
         queue_limit: int,
         max_age_seconds: float,
         peer: str = "",
+        transport: str = "grpc",
     ) -> None:
         self.session_id = session_id
         self.user_id = user_id
         self.device_id = device_id
         self.edge_id = edge_id
         self.peer = peer
+        self.transport = transport  # "grpc" or "websocket": the metrics' transport label
+        self.counted_open = False  # in pushplat_open_connections_by_transport (after _open)
         self.opened_at = time.monotonic()
         self.expires_at = self.opened_at + max_age_seconds
         self.last_seen = self.opened_at
