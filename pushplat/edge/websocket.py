@@ -89,9 +89,8 @@ class WsContext:
 class WsStream:
     """The ClientFrames of one connection, as the request iterator of a gRPC stream."""
 
-    def __init__(self, connection: ServerConnection, max_bytes: int) -> None:
+    def __init__(self, connection: ServerConnection) -> None:
         self.connection = connection
-        self.max_bytes = max_bytes
 
     def __aiter__(self) -> WsStream:
         return self
@@ -210,7 +209,7 @@ class WebSocketEdge:
 
     async def _handle(self, connection: ServerConnection) -> None:
         context = WsContext(connection, self._scheme)
-        stream = WsStream(connection, self.config.ws_max_message_bytes)
+        stream = WsStream(connection)
         code, reason = CloseCode.NORMAL_CLOSURE, ""
         try:
             await self.servicer.Connect(stream, context)  # type: ignore[arg-type]
