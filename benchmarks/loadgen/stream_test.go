@@ -54,7 +54,8 @@ func fakeStreamServer(t *testing.T, withStream bool) string {
 			if err := proto.Unmarshal(b, &req); err != nil {
 				return err
 			}
-			id := requestIDOf(t, req.ProtoReflect().GetUnknown())
+			// Read from the raw bytes: the generated SendRequest now knows field 11 itself.
+			id := requestIDOf(t, b)
 			var resp []byte
 			if string(req.GetPayload()) != "refuse" {
 				resp = protowire.AppendTag(resp, streamMessageIDField, protowire.BytesType)
