@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--transport",
         choices=("grpc", "ws"),
         default="grpc",
-        help="device transport: grpc (Edge.Connect) or ws (the WebSocket edge of issue 13; reported as not "
-        "supported when the server has no --ws-port) (default grpc)",
+        help="device transport: grpc (Edge.Connect) or ws (the edge's --ws-port: one binary WebSocket message per "
+        "frame; reported as not supported when the server has no --ws-port) (default grpc)",
     )
     s.add_argument(
         "--pushplat-root",
@@ -700,8 +700,8 @@ class Server:
             "--delivery-port": str(delivery_port),
             "--api-port": str(api_port),
         }
-        if args.transport == "ws":
-            wanted["--ws-port"] = str(ws_port)
+        # The WebSocket port only when measuring it (pushplat dev would otherwise take 50054).
+        wanted["--ws-port"] = str(ws_port) if args.transport == "ws" else "0"
         if args.distributed:
             backends = {
                 "--registry": args.services.redis_url,
@@ -731,7 +731,7 @@ class Server:
             raise BenchError(f"the server in {args.pushplat_root} has no {' or '.join(missing)} option")
 
     def supports_ws(self) -> bool:
-        return any("--ws-port" in r.argv for r in self.roles)
+        return any("--ws-port" in r.argv for r in self.roles if r.holds_devices)
 
     def start(self) -> None:
         for role in self.roles:

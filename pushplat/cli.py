@@ -117,6 +117,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
                 default="",
                 help="host routers use to reach the delivery port (default: --delivery-host, else --host)",
             )
+        _ws_options(parser, d, dev)
         add_option(parser, "--edge-id", default="", help="this edge's id in the registry (default: host-pid-random)")
         add_option(
             parser,
@@ -432,6 +433,38 @@ def _memory_store_bounds(parser: argparse.ArgumentParser, d: Config) -> None:
     )  # fmt: skip
     for flag, default, text in bounds:
         add_option(parser, flag, type=int, default=default, help=text)
+
+
+DEV_WS_PORT = 50054
+
+
+def _ws_options(parser: argparse.ArgumentParser, d: Config, dev: bool) -> None:
+    add_option(
+        parser,
+        "--ws-port",
+        type=int,
+        default=DEV_WS_PORT if dev else d.ws_port,
+        help="port for WebSocket devices (browsers: ws://HOST:PORT/connect, wss:// with --tls-cert) and "
+        "the demo page (http://HOST:PORT/); 0 turns it off",
+    )
+    add_option(parser, "--ws-host", default="", help="interface for the WebSocket port alone (default: --host)")
+    add_option(
+        parser,
+        "--ws-allowed-origins",
+        repeat=True,
+        metavar="ORIGIN",
+        help="origins whose pages may open a WebSocket, e.g. https://app.example.com, https://*.example.com, "
+        "http://localhost:* ('*': any site; not for production); default: pages on localhost, 127.0.0.1 "
+        "and [::1] only. Clients that send no Origin (not browsers) are let through to the token check",
+    )
+    add_option(
+        parser,
+        "--ws-max-message-bytes",
+        type=int,
+        default=d.ws_max_message_bytes,
+        help="largest WebSocket message a device may send (one ClientFrame); a larger one closes the "
+        "connection with code 1009",
+    )
 
 
 def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
@@ -872,6 +905,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if hasattr(args, "internal_secret"):
         config.internal_secrets = _repeated(args, "--internal-secret")
     config.metric_label_keys = _repeated(args, "--metric-label-keys")
+    if hasattr(args, "ws_allowed_origins"):
+        config.ws_allowed_origins = _repeated(args, "--ws-allowed-origins")
     if not config.edge_id:
         config.__post_init__()  # an empty --edge-id means "make one up", as Config() does
     return config

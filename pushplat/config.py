@@ -31,6 +31,14 @@ class Config:
     metrics_host: str = ""
     # A plaintext port serving only grpc.health.v1, for probes that cannot speak TLS; 0 = off.
     health_port: int = 0
+    # WebSocket devices (browsers) on their own port, ws:// (wss:// with tls_cert); 0 = off.
+    # `pushplat dev` turns it on (the CLI's default there is 50054). "" binds it on `host`.
+    ws_port: int = 0
+    ws_host: str = ""
+    # Origins whose pages may connect (see pushplat.edge.origins); none = localhost pages only.
+    ws_allowed_origins: list[str] = field(default_factory=list)
+    # Largest WebSocket message a client may send (a ClientFrame); over it the connection closes (1009).
+    ws_max_message_bytes: int = 256 * 1024
 
     # TLS on the public ports (device and api); both files or neither.
     tls_cert: str = ""

@@ -10,7 +10,9 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 # The total, unlabelled: the autoscaling signal (an HPA adapter reads one series per pod).
 OPEN_CONNECTIONS = Gauge("pushplat_open_connections", "Device streams currently open on this edge")
 OPEN_CONNECTIONS_BY_TRANSPORT = Gauge(
-    "pushplat_open_connections_by_transport", "Device streams currently open on this edge, per transport", ["transport"]
+    "pushplat_open_connections_by_transport",
+    "Device streams currently open on this edge, per transport (grpc, websocket)",
+    ["transport"],
 )
 CONNECTS = Counter("pushplat_connects_total", "Device streams accepted or refused", ["result", "transport"])
 DISCONNECTS = Counter("pushplat_disconnects_total", "Device streams closed", ["reason", "transport"])
@@ -73,6 +75,11 @@ STORE_EVICTIONS = Counter(
     "pushplat_store_evictions_total",
     "Entries an in-memory store dropped, oldest first, to stay within its byte bound (see the README's memory bounds)",
     ["store"],
+)
+WS_HANDSHAKES = Counter(
+    "pushplat_ws_handshakes_total",
+    "WebSocket upgrade requests on the edge, per result (ok, origin, subprotocol, not_found)",
+    ["result"],
 )
 RECEIPT_ERRORS = Counter("pushplat_receipt_errors_total", "Receipts that could not be recorded or published", ["what"])
 

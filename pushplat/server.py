@@ -17,6 +17,8 @@ from pushplat.api import PushServicer
 from pushplat.api.wire import add_unary_servicer
 from pushplat.config import ROLES, Config
 from pushplat.edge import EdgeNode, check_edge_limits
+from pushplat.edge.origins import OriginCheck
+from pushplat.edge.websocket import MIN_MESSAGE_BYTES, WebSocketEdge, ws_tls_context
 from pushplat.edge_link import LOCAL_ADDRESS, EdgeLink, GrpcEdgeLink, LocalEdgeLink
 from pushplat.idempotency import IdempotencyStore, open_idempotency
 from pushplat.inbox import Inbox, open_inbox
@@ -60,6 +62,7 @@ class Ports:
     api: int = 0
     delivery: int = 0
     health: int = 0
+    ws: int = 0
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Server:
         self.router: RouterNode | None = None
         self.api_servicer: PushServicer | None = None
         self.link: EdgeLink | None = None
+        self.ws: WebSocketEdge | None = None
         self._servers: list[grpc.aio.Server] = []
         self._health: list[health.aio.HealthServicer] = []
         self._stopped = asyncio.Event()
@@ -101,6 +105,8 @@ class Server:
                 check_edge_limits(config)
         except (CertificateError, ValueError) as exc:
             raise StartupError(str(exc)) from exc
+        if "edge" in roles and config.ws_port:
+            _check_ws(config)
         # Before any port opens, so a refused start never looks up for a moment.
         if roles & {"edge", "router"} and not in_process and not internal.enabled and not config.insecure_internal:
             raise StartupError(
@@ -198,6 +204,8 @@ class Server:
                 raise StartupError(f"cannot start the router: {exc}") from exc
         for server in self._servers:
             await server.start()
+        if self.edge and config.ws_port:
+            await self._start_ws()
         self._started = True
         log.info(
             kv(
@@ -208,6 +216,7 @@ class Server:
                 api_port=self.ports.api or None,
                 delivery_port=self.ports.delivery or None,
                 health_port=self.ports.health or None,
+                ws_port=self.ports.ws or None,
                 tls="on" if public_tls[0] else "off",
                 api_mtls="on" if config.api_tls_client_ca and "api" in roles else None,
                 internal_auth="in-process" if in_process else internal.mechanisms,
@@ -250,6 +259,8 @@ class Server:
     async def stop(self) -> None:
         if self.edge:
             await self.edge.stop()
+        if self.ws:
+            await self.ws.stop()
         if self.router:
             await self.router.stop()
         if self.link:
@@ -282,6 +293,19 @@ class Server:
             return
         log.info(kv("server.signal", signal=signal.Signals(sig).name, drain_s=self.config.drain_seconds))
         self._tasks.add(asyncio.create_task(self.drain()))
+
+    async def _start_ws(self) -> None:
+        """WebSocket devices on their own port, served by the same session lifecycle as gRPC streams."""
+        config = self.config
+        assert self.edge is not None
+        host = config.ws_host or config.host
+        free_or_fail(host, config.ws_port, "ws")
+        tls = ws_tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+        self.ws = WebSocketEdge(config, self.edge.lifecycle)
+        try:
+            self.ports.ws = await self.ws.start(host, config.ws_port, tls)
+        except OSError as exc:
+            raise port_error(host, config.ws_port, "ws", exc) from exc
 
     def _new_server(
         self, interceptors: list[grpc.aio.ServerInterceptor] | None = None, public: bool = True
@@ -391,6 +415,18 @@ def _public_credentials(config: Config) -> tuple[grpc.ServerCredentials | None, 
     pair = load_key_pair(config.tls_cert, config.tls_key, "--tls-cert", "--tls-key")
     client_ca = load_ca(config.api_tls_client_ca, "--api-tls-client-ca") if config.api_tls_client_ca else None
     return server_credentials(pair), server_credentials(pair, client_ca)
+
+
+def _check_ws(config: Config) -> None:
+    if config.ws_max_message_bytes < MIN_MESSAGE_BYTES:
+        raise StartupError(
+            f"--ws-max-message-bytes {config.ws_max_message_bytes} is too small: a Hello with a token, or an "
+            f"Ack of the ids SDKs send in one frame, needs up to {MIN_MESSAGE_BYTES} bytes"
+        )
+    try:
+        OriginCheck(config.ws_allowed_origins)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def _open_lanes(config: Config, roles: set[str]) -> tuple[LaneProducer | None, LaneConsumer | None]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -9,6 +10,10 @@ import pytest
 from pushplat.config import Config
 from pushplat.server import Server
 from tests.helpers import REDIS_DEPLOYMENTS, REDIS_URL_ENV, Api, RawDevice, delete_prefix, require_env, with_prefix
+
+# `pushplat dev` serves WebSockets on 50054 unless told otherwise, and tests run many `pushplat dev`
+# processes at once: off in every process a test starts, unless it gives --ws-port.
+os.environ.setdefault("PUSHPLAT_WS_PORT", "0")
 
 
 @pytest.fixture

@@ -88,6 +88,7 @@ class Role:
     port: int = 0  # the gRPC port whose health says the role is up (0: none, e.g. a router)
     metrics_port: int = 0  # the /metrics port; without a gRPC port, it says the role is up
     delivery_port: int = 0  # an edge's internal Delivery port
+    ws_port: int = 0  # an edge's WebSocket port (--ws-port), if it has one
     env: dict[str, str] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
@@ -97,6 +98,15 @@ class Role:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """Where WebSocket devices connect; its HTTP side serves the demo page at /."""
+        return f"ws://127.0.0.1:{self.ws_port}/connect"
+
+    @property
+    def page_url(self) -> str:
+        return f"http://127.0.0.1:{self.ws_port}/"
 
     def health_ports(self) -> list[int]:
         return [self.port] if self.port else []
@@ -230,13 +240,26 @@ class ProcessGroup:
         *extra: str,
         env: dict[str, str] | None = None,
         ports: tuple[int, int, int] | None = None,
+        ws: bool = False,
     ) -> DevServer:
-        """`pushplat dev` on the given (edge, api, delivery) ports, or free ones; restart() keeps them."""
+        """`pushplat dev` on the given (edge, api, delivery) ports, or free ones; restart() keeps them.
+        With ws, also on a free --ws-port (tests turn the WebSocket port off otherwise)."""
 
         def make() -> DevServer:
             edge, api, delivery = ports or (free_port(), free_port(), free_port())
             args = ["dev", "--edge-port", str(edge), "--api-port", str(api), "--delivery-port", str(delivery), *extra]
-            return DevServer(f"dev{self._count('dev')}", args, port=edge, env=env or {}, edge_port=edge, api_port=api)
+            ws_port = free_port() if ws else 0
+            if ws:
+                args += ["--ws-port", str(ws_port)]
+            return DevServer(
+                f"dev{self._count('dev')}",
+                args,
+                port=edge,
+                env=env or {},
+                edge_port=edge,
+                api_port=api,
+                ws_port=ws_port,
+            )
 
         role = await (self.start(make()) if ports else self.start_on_free_ports(make))
         assert isinstance(role, DevServer)
@@ -312,14 +335,18 @@ class Deployment(ProcessGroup):
         env = self.internal_env
         return await self.start_on_free_ports(lambda: self._role(name, ["router"], extra, metrics=metrics, env=env))
 
-    async def edge(self, *extra: str, name: str = "", metrics: bool = False) -> Role:
+    async def edge(self, *extra: str, name: str = "", metrics: bool = False, ws: bool = False) -> Role:
         name = name or f"edge{self._count('edge')}"
 
         def make() -> Role:
             port, delivery = free_port(), free_port()
             args = ["edge", "--edge-port", str(port), "--delivery-port", str(delivery), "--edge-id", self.edge_id(name)]
+            ws_port = free_port() if ws else 0
+            if ws:
+                args += ["--ws-port", str(ws_port)]
             role = self._role(name, args, extra, port, metrics, env=self.internal_env)
             role.delivery_port = delivery
+            role.ws_port = ws_port
             return role
 
         return await self.start_on_free_ports(make)

@@ -21,8 +21,8 @@ import (
 // coalesces acks (10 ms linger) and dedups, while this harness, like the side-by-side one,
 // acks every pushed frame the moment it arrives and records duplicates instead of hiding them.
 
-// deviceConn is one device's transport. gRPC today; a WebSocket edge (issue 13) adds a
-// second implementation of this interface and a case in dialDevice.
+// deviceConn is one device's transport: a gRPC Edge.Connect stream, or a WebSocket to the
+// edge's --ws-port (ws.go), each binary message one ClientFrame or ServerFrame.
 type deviceConn interface {
 	Send(*pb.ClientFrame) error
 	Recv() (*pb.ServerFrame, error)
@@ -55,8 +55,10 @@ func dialDevice(transport, edge string) (deviceConn, error) {
 			return nil, err
 		}
 		return &grpcDevice{conn: conn, stream: stream, cancel: cancel}, nil
+	case "ws":
+		return dialWebSocket(edge)
 	default:
-		return nil, fmt.Errorf("the load generator has no %q device transport yet", transport)
+		return nil, fmt.Errorf("the load generator has no %q device transport (grpc or ws)", transport)
 	}
 }
 
@@ -211,7 +213,7 @@ func (d *device) heartbeat(interval time.Duration) {
 func runDevices(args []string) {
 	fs := flag.NewFlagSet("devices", flag.ExitOnError)
 	edge := fs.String("edge", "", "edge address host:port")
-	transport := fs.String("transport", "grpc", "device transport: grpc")
+	transport := fs.String("transport", "grpc", "device transport: grpc, or ws (then -edge is ws://HOST:PORT)")
 	first := fs.Int("first", 0, "index of the first device (device ids are <device-prefix><index>)")
 	count := fs.Int("count", 1, "devices to connect")
 	devicePrefix := fs.String("device-prefix", "d", "device id prefix")

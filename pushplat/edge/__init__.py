@@ -71,7 +71,7 @@ class EdgeNode:
         self.lifetimes = SessionLifetimes(config, self.hub)
         self.acks = AckProcessor(inbox, receipts)
         # Every transport serves its streams through this one lifecycle (see edge/stream.py):
-        # gRPC here; a WebSocket server would call self.lifecycle.serve() the same way.
+        # gRPC here, WebSocket in edge/websocket.py (pushplat.server starts it on --ws-port).
         self.lifecycle = SessionLifecycle(
             config,
             self.hub,

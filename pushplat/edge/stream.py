@@ -5,13 +5,14 @@ the session lifecycle (``SessionLifecycle.serve``: Hello and auth, admission, We
 heartbeats, max age, GoAway, drain, replacement, registry, inbox replay, metrics) asks of a
 transport, so every transport gets the whole lifecycle by implementing this one class.
 
-gRPC's ``Edge.Connect`` is one transport (``pushplat/edge/servicer.py``). A WebSocket transport
-(issue 13) plugs in the same way: per accepted socket (subprotocol ``pushplat.v1``), build a
+gRPC's ``Edge.Connect`` is one transport (``pushplat/edge/servicer.py``), WebSocket the other
+(``pushplat/edge/websocket.py``, issue 13): per accepted socket (subprotocol ``pushplat.v1``) a
 DeviceStream whose read() parses one binary message as a ClientFrame (raising DecodeError for
 bytes that are not one) and whose write() sends ServerFrame.SerializeToString() as one binary
-message, with ``transport = "ws"``; then ``await lifecycle.serve(stream)``. Returning is a clean
-end (gRPC's OK: close normally); a raised ``Refused`` carries the status to close with (its code
-and message as the close code and reason, its retry hint in the reason or a header).
+message, with ``transport = "websocket"``; then ``await lifecycle.serve(stream)``. Returning is a
+clean end (gRPC's OK; WebSocket closes 1000); a raised ``Refused`` carries the status to end with
+(gRPC: the status and a retry-after-ms trailer; WebSocket: close code 4000 + code, the retry hint
+and message in the reason); ``Dropped`` ends it at once.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class DeviceStream(ABC):
     """One device connection, as the session lifecycle sees it."""
 
     __slots__ = ()
-    #: The value of the ``transport`` label on the edge's connection metrics ("grpc", "ws", ...).
+    #: The value of the ``transport`` label on the edge's connection metrics ("grpc", "websocket").
     transport: str = ""
     #: What read() gives once the device has finished sending (half-close or a clean close).
     EOF: object = None

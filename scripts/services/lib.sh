@@ -4,7 +4,7 @@
 #
 # Helpers: log, die, abs_state_dir, append_env, free_port, free_ports N,
 # free_cluster_ports N, port_open, wait_for_port, wait_until, proc_matches,
-# stop_pidfile, apt_install, ensure_redis, ensure_java, ensure_maven, tail_log.
+# stop_pidfile, apt_install, ensure_redis, ensure_chromium, ensure_java, ensure_maven, tail_log.
 
 if [[ -n "${_PUSHPLAT_SERVICES_LIB:-}" ]]; then
   return 0
@@ -217,6 +217,16 @@ ensure_redis() {
   if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     die "redis-server/redis-cli still missing after apt-get install"
   fi
+}
+
+# ensure_chromium LOGFILE: Debian's chromium and chromium-driver (/usr/bin/chromium,
+# /usr/bin/chromedriver) for the browser tests. Never a browser downloaded by a test tool.
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
+    return 0
+  fi
+  apt_install "$1" chromium chromium-driver
+  [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || die "chromium/chromedriver still missing after apt-get install"
 }
 
 # ensure_java LOGFILE: make sure a Java runtime (17+) is on PATH.

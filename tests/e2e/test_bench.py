@@ -95,13 +95,13 @@ def test_distributed_reports_every_server_process(internal_auth: str) -> None:
     assert set(row["services_cpu_us_per_msg"]) == {"redis", "kafka"}
 
 
-def test_ws_transport_without_a_ws_edge_is_reported_not_run() -> None:
+def test_ws_transport_measures_websocket_devices_beside_grpc() -> None:
+    """Issue 13: the devices connect to --ws-port (Go load generator, benchmarks/loadgen/ws.go)."""
     _, report = run_bench("--transport", "ws", "--mode", "single")
     (row,) = report["rows"]
-    if "unsupported" in row:  # until the edge has --ws-port (issue 13)
-        assert "not supported by this server" in row["unsupported"] and "--ws-port" in row["unsupported"]
-    else:
-        check_row(row, processes={"dev"})
+    assert "unsupported" not in row, row
+    assert row["transport"] == "ws"
+    check_row(row, processes={"dev"})
 
 
 def test_load_generator_unit_tests() -> None:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 from pushplat_client import PushClient, PushError, PushSender
+from pushplat_client.v1 import edge_pb2
+from websockets.asyncio.client import connect
 
+from pushplat.edge.websocket import SUBPROTOCOL
 from tests.helpers import eventually, free_port
 from tests.processes import scrape
 
@@ -46,9 +49,13 @@ def test_every_readme_metric_is_on_the_dashboard():
 async def test_every_dashboard_metric_exists_in_a_live_metrics_endpoint(processes):
     metrics_port = free_port()
     # Per-label counters exist only for the label keys the operator lists.
-    server = await processes.dev("--metrics-port", str(metrics_port), "--metric-label-keys", "variant")
-    # Traffic that touches every metric: a connect, pushes of a labelled message, an ack, a drop
-    # for want of a route, a send refused by a limit, and a disconnect.
+    server = await processes.dev("--metrics-port", str(metrics_port), "--metric-label-keys", "variant", ws=True)
+    # Traffic that touches every metric: a connect (gRPC and WebSocket), pushes of a labelled
+    # message, an ack, a drop for want of a route, a send refused by a limit, and a disconnect.
+    async with connect(server.ws_url, subprotocols=[SUBPROTOCOL]) as tab:
+        hello = edge_pb2.Hello(user_id="g", device_id="g-tab", client_version="test")
+        await tab.send(edge_pb2.ClientFrame(hello=hello).SerializeToString())
+        assert edge_pb2.ServerFrame.FromString(await asyncio.wait_for(tab.recv(), 10)).HasField("welcome")
     async with PushSender(server.api) as sender:
         async with PushClient(server.edge, user_id="g", device_id="g-1") as client:
             await client.wait_connected(10)

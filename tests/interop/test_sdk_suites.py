@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.interop.conftest import GO_DIR, JAVA_DIR, MVN, Program, require_tools, run_step
+from tests.interop.conftest import GO_DIR, JAVA_DIR, MVN, TS_DIR, Program, require_tools, run_step
 
 SUITE_TIMEOUT = 600
 
@@ -21,11 +21,13 @@ def test_go_sdk_vet_and_tests() -> None:
 
 
 def test_typescript_sdk_tests(node_program: Program, build_dir: Path) -> None:
-    # node_program compiled the package (tests included) into build_dir/ts.
+    # node_program compiled the package (tests included) into build_dir/ts; the browser bundle
+    # (esbuild, into the package's dist/browser) is built here for test/browser.test.ts to check.
+    run_suite(["npm", "run", "--silent", "build:browser"], cwd=TS_DIR)
     run_suite(
         ["node", "--test", "--test-concurrency=1", str(build_dir / "ts" / "test")],
         cwd=build_dir,
-        env=node_program.env,
+        env={**node_program.env, "PUSHPLAT_BROWSER_BUNDLE_DIR": str(TS_DIR / "dist" / "browser")},
     )
 
 

@@ -1,6 +1,9 @@
-/** Errors raised to the application, and which gRPC statuses are worth retrying. */
+/** Errors raised to the application, and which gRPC statuses are worth retrying. No grpc-js
+ * here: the browser build shares this file (grpc-errors.ts converts grpc-js errors). */
 
-import { type Metadata, type ServiceError, status } from "@grpc/grpc-js";
+import { Status as status, statusName } from "./status";
+
+export { statusName };
 
 /** Trailing-metadata key in which a server asks for a minimum delay (ms) before a retry. */
 export const RETRY_AFTER_KEY = "retry-after-ms";
@@ -9,7 +12,7 @@ export const RETRY_AFTER_KEY = "retry-after-ms";
  * Retrying these cannot help: the request or the credentials are wrong, or the server does
  * not speak this API. Everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, ...) is transient.
  */
-export const NON_RETRIABLE: ReadonlySet<status> = new Set([
+export const NON_RETRIABLE: ReadonlySet<number> = new Set([
   status.UNAUTHENTICATED,
   status.INVALID_ARGUMENT,
   status.PERMISSION_DENIED,
@@ -18,22 +21,19 @@ export const NON_RETRIABLE: ReadonlySet<status> = new Set([
   status.ALREADY_EXISTS,
 ]);
 
-export function isRetriable(code: status): boolean {
+export function isRetriable(code: number): boolean {
   return !NON_RETRIABLE.has(code);
-}
-
-export function statusName(code: status): string {
-  return status[code] ?? `UNKNOWN(${code})`;
 }
 
 /** A failed call or stream, with its gRPC status code and the server's explanation. */
 export class PushError extends Error {
-  readonly code: status;
+  /** A gRPC status code (see {@link Status}; grpc-js's `status` has the same numbers). */
+  readonly code: number;
   readonly details: string;
   /** Milliseconds the server asked us to wait (trailer "retry-after-ms"), if any. */
   readonly retryAfterMs: number | undefined;
 
-  constructor(code: status, details = "", options: { retryAfterMs?: number; cause?: unknown } = {}) {
+  constructor(code: number, details = "", options: { retryAfterMs?: number; cause?: unknown } = {}) {
     super(details ? `${statusName(code)}: ${details}` : statusName(code), { cause: options.cause });
     this.name = "PushError";
     this.code = code;
@@ -60,23 +60,4 @@ export class TimeoutError extends Error {
     super(message);
     this.name = "TimeoutError";
   }
-}
-
-/** The "retry-after-ms" hint from trailing metadata, in ms; undefined if absent or bad. */
-export function retryAfterFromMetadata(metadata: Metadata | undefined): number | undefined {
-  const values = metadata?.get(RETRY_AFTER_KEY) ?? [];
-  if (values.length === 0) return undefined;
-  const ms = Number(values[0].toString().trim());
-  if (!Number.isFinite(ms)) return undefined;
-  return Math.max(ms, 0);
-}
-
-/** Convert a gRPC error into a PushError / AuthError. */
-export function errorFromGrpc(err: unknown): PushError {
-  if (err instanceof PushError) return err;
-  const e = err as Partial<ServiceError>;
-  const code = typeof e?.code === "number" ? (e.code as status) : status.UNKNOWN;
-  const details = typeof e?.details === "string" ? e.details : String((err as Error)?.message ?? err);
-  const options = { retryAfterMs: retryAfterFromMetadata(e?.metadata), cause: err };
-  return code === status.UNAUTHENTICATED ? new AuthError(details, options) : new PushError(code, details, options);
 }

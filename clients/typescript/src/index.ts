@@ -9,10 +9,21 @@ export {
   DEFAULT_CLOSE_GRACE_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_RECEIVE_LIMIT,
+  MAX_ACK_IDS,
   MISSED_HEARTBEATS,
   PushClient,
   type PushClientOptions,
 } from "./client";
+export {
+  ClientCore,
+  type ClientOptions,
+  type Connection,
+  type ConnectionEvents,
+  type FrameLimitNote,
+  type ServerFrameOf,
+  type Transport,
+} from "./core";
 export { DEFAULT_DEDUP_CAPACITY, RecentIds } from "./dedup";
 export {
   AuthError,
@@ -20,11 +31,11 @@ export {
   PushError,
   RETRY_AFTER_KEY,
   TimeoutError,
-  errorFromGrpc,
   isRetriable,
-  retryAfterFromMetadata,
   statusName,
 } from "./errors";
+export { errorFromGrpc, retryAfterFromMetadata } from "./grpc-errors";
+export { Status } from "./status";
 export { type Logger, silentLogger } from "./logger";
 export { Priority, type PriorityLike, parsePriority, priorityName } from "./priority";
 export { DEFAULT_SEND_TIMEOUT_MS, PushSender, type PushSenderOptions, type SendOptions, makeRequest } from "./sender";

@@ -7,7 +7,7 @@ import {
   type ServiceError,
 } from "@grpc/grpc-js";
 
-import { errorFromGrpc } from "./errors";
+import { errorFromGrpc } from "./grpc-errors";
 import { PushClient as PushStub, type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
 import { type SendOptions, makeRequest, toRequest } from "./request";
 import { SendStream, type SendStreamOptions } from "./stream";

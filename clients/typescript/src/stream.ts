@@ -2,7 +2,8 @@
 
 import { type ClientDuplexStream, type Metadata, status } from "@grpc/grpc-js";
 
-import { AuthError, PushError, errorFromGrpc } from "./errors";
+import { AuthError, PushError } from "./errors";
+import { errorFromGrpc } from "./grpc-errors";
 import { type PushClient as PushStub, type SendError, type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
 import { type SendOptions, toRequest } from "./request";
 

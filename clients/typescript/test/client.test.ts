@@ -151,6 +151,32 @@ describe("PushClient", () => {
     assert.deepEqual(acked, ids);
   });
 
+  test("a Welcome announcing frames over the receive limit reconnects once, with a limit to match", async () => {
+    const client = makeClient();
+    const first = await edge.nextConn();
+    first.welcome({ maxFrameBytes: 6 * 1024 * 1024 });
+    // The default 4 MiB limit would refuse the frames this edge may send, frame after frame.
+    const second = await edge.nextConn();
+    second.welcome({ maxFrameBytes: 6 * 1024 * 1024 });
+    second.push(msg("big", { payload: Buffer.alloc(5 * 1024 * 1024, 7) }));
+    const got = await nextMessage(client);
+    assert.equal(got.messageId, "big");
+    assert.equal(got.payload.length, 5 * 1024 * 1024);
+    await second.acksUntil(["big"]);
+    assert.equal(edge.all.length, 2, "reconnected more than once");
+    assert.equal(client.connects, 2);
+  });
+
+  test("a receive limit set in channelOptions is left as set", async () => {
+    const client = makeClient({ channelOptions: { "grpc.max_receive_message_length": 8 * 1024 * 1024 } });
+    const conn = await edge.nextConn();
+    conn.welcome({ maxFrameBytes: 6 * 1024 * 1024 });
+    conn.push(msg("big", { payload: Buffer.alloc(5 * 1024 * 1024, 7) }));
+    assert.equal((await nextMessage(client)).payload.length, 5 * 1024 * 1024);
+    await conn.acksUntil(["big"]);
+    assert.equal(edge.all.length, 1, "reconnected although the limit was pinned");
+  });
+
   test("acks made while disconnected go out after the reconnect", async () => {
     const client = makeClient({ autoAck: false });
     const first = await edge.nextConn();
