@@ -10,7 +10,9 @@ probability 1 - (2/3)^8 = 96%, for about 4 minutes of CI time.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +22,9 @@ import pytest
 from pushplat_client import PushSender
 from redis.asyncio.cluster import RedisCluster
 
+from pushplat.config import Config
 from pushplat.inbox.redis import RedisInbox
+from pushplat.queue.kafka import KafkaSettings
 from pushplat.registry.redis import RedisRegistry
 from tests.faults.conftest import shared_deployment, start_platform
 from tests.faults.harness import Fleet, Tally, assert_clean, explain_losses, settle, traffic, warm_up
@@ -31,6 +35,14 @@ pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 
 TRAFFIC_SECONDS = 10
 FAULT_AT = 3  # seconds into the traffic
+# The routers' consumer group, at the defaults the roles run with. After a router is killed the
+# coordinator drops it within the session timeout; a router killed while leading a rebalance
+# costs one more (its SyncGroup never comes; test_router_killed_during_a_rebalance); the others
+# notice within a heartbeat interval and read on from the committed offsets. So its records
+# arrive within 2 x 10 + 3 s of the kill, plus their delivery: well within the settle (45 s
+# after the traffic, 52 s after the kill); a loss there is a stall, not a slow takeover.
+SESSION_TIMEOUT_MS = Config().kafka_session_timeout_ms
+HEARTBEAT_INTERVAL_MS = KafkaSettings([], session_timeout_ms=SESSION_TIMEOUT_MS).heartbeat_interval_ms
 KILL_EDGE_RUNS = 8
 # Kafka stopped, then started: the api's publish timeout, the traffic once the broker is back,
 # and how soon after that every Send must be accepted again. The publish timeout is 5 s, not
@@ -73,12 +85,14 @@ async def run_fault(
         await fleet.connect()
         async with PushSender(api.address) as sender:
             await warm_up(fleet, sender)
+            await every_router_holds_partitions(routers)
             run = (lambda: fault(deployment, api, routers, edges, fleet, tally)) if fault else None
             await traffic(sender, fleet, seconds, tally=tally, to_users=to_users, fault=run, fault_at=FAULT_AT)
             if after_fault is not None:
                 await after_fault(sender, fleet, tally)
             counts = await settle(name, tally, fleet)
             if counts.lost:
+                print(router_states(routers), flush=True)
                 inbox = RedisInbox.from_url(deployment.registry)
                 try:
                     await explain_losses(counts, tally, inbox, sender)
@@ -101,10 +115,81 @@ async def test_no_fault(tmp_path: Path):
 async def test_router_killed(tmp_path: Path):
     async def kill_router(deployment, api, routers, edges, fleet, tally):
         await routers[0].kill()
+        assert routers[1].running, f"the other router is there to take over:\n{router_states(routers)}"
 
     deployment = shared_deployment(tmp_path)
     try:
         await run_fault("kill -9 router", deployment, kill_router)
+    finally:
+        await deployment.stop()
+
+
+def group_leader(routers: list[Role]) -> int:
+    """The index of the router that led the group's latest generation (kafka-python logs
+    "Elected group leader" on the leader only, after its "Successfully joined")."""
+    latest = {
+        i: max(re.findall(r"^(\S+ \S+) INFO kafka.coordinator Elected group leader", r.log(), re.M), default="")
+        for i, r in enumerate(routers)
+    }
+    return max(latest, key=lambda i: latest[i])
+
+
+def assignment(router: Role) -> str:
+    """The partitions the router was last assigned ("" for none), from its log."""
+    found = re.findall(r"event=kafka\.partitions_assigned group=\S+ partitions=(\S*)", router.log())
+    return found[-1].strip('"') if found else ""
+
+
+async def every_router_holds_partitions(routers: list[Role]) -> None:
+    """The premise of a router fault: each router serves a share of the lanes, so that killing
+    one leaves a live member to take its share. (A router still joining when the traffic starts
+    would take its share in a rebalance of its own.) Bounded by the session timeout, within
+    which a joining member's rebalance completes, plus a heartbeat interval to notice it."""
+    await eventually(
+        lambda: all(r.running and assignment(r) for r in routers),
+        (SESSION_TIMEOUT_MS + HEARTBEAT_INTERVAL_MS) / 1000 + 5,
+        what="every router to hold partitions",
+    )
+
+
+def router_states(routers: list[Role]) -> str:
+    """What each router was doing, for a failure message: alive or not, its last assignment,
+    and its last consumer-group events."""
+    lines = []
+    for r in routers:
+        state = "running" if r.running else f"exited {r.proc.returncode if r.proc else '-'}"
+        group = [line[:170] for line in r.log().splitlines() if "event=kafka." in line or "joined group" in line]
+        lines.append(f"  {r.name}: {state}; partitions={assignment(r) or 'none'}; last: {' | '.join(group[-3:])}")
+    return "\n".join(lines)
+
+
+async def test_router_killed_during_a_rebalance(tmp_path: Path):
+    """kill -9 of the group's leader while a rebalance waits on it. A member that has sent its
+    JoinGroup is never expired by its session timeout: the group waits for it until the
+    rebalance timeout, and in an eager rebalance no router consumes meanwhile. A third router
+    joining starts the rebalance; the other router is frozen (SIGSTOP) meanwhile, so the
+    rebalance is still waiting when the leader has rejoined and is killed."""
+
+    async def kill_leader_mid_rebalance(deployment, api, routers, edges, fleet, tally):
+        leader = group_leader(routers)
+        other = routers[1 - leader]
+        joins = routers[leader].log().count("(Re-)joining group")
+        other.send_signal(signal.SIGSTOP)
+        try:
+            newcomer = asyncio.create_task(deployment.router(metrics=True))
+            await eventually(
+                lambda: routers[leader].log().count("(Re-)joining group") > joins,
+                30,
+                what="the leader to rejoin for the rebalance",
+            )
+            await routers[leader].kill()
+        finally:
+            other.send_signal(signal.SIGCONT)
+        await newcomer
+
+    deployment = shared_deployment(tmp_path)
+    try:
+        await run_fault("kill -9 router mid-rebalance", deployment, kill_leader_mid_rebalance)
     finally:
         await deployment.stop()
 
