@@ -921,6 +921,9 @@ async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
 
         return await supervise(config, argv)
     from pushplat.server import Server, StartupError
+    from pushplat.workers import die_with_supervisor
+
+    die_with_supervisor()  # a no-op unless this process is a --workers worker
 
     server = Server(config)
     try:

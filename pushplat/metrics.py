@@ -154,3 +154,8 @@ INBOX_WAIT_SHORT = Counter(
     "pushplat_inbox_wait_short_total",
     "Inbox writes that fewer replicas than --inbox-wait-replicas acknowledged within --inbox-wait-timeout-ms",
 )
+KAFKA_PRODUCER_RESETS = Counter(
+    "pushplat_kafka_producer_resets_total",
+    "Kafka producers an api (or receipt publisher) replaced because they had stopped sending or lost their "
+    "idempotent sequence state (event=kafka.producer_reset says why)",
+)

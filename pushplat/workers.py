@@ -14,16 +14,23 @@ while the supervisor is not stopping is restarted with exponential backoff (1 s 
 30 s, reset after a minute of uptime), logged as `workers.restart`. A worker that exits with 2,
 a start-up error such as a taken port, stops the whole group with exit code 2: restarting it
 would fail the same way.
+
+Workers die with their supervisor, however it dies: each asks the kernel for SIGTERM when its
+parent goes (Linux PR_SET_PDEATHSIG; elsewhere a thread watches the parent pid), so a
+supervisor killed with -9 leaves no orphans serving on its ports. Each then stops (an edge
+drains) as it would on the supervisor's own SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +46,42 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 # A worker up this long counts as healthy: its next crash starts the backoff again.
 HEALTHY_AFTER_S = 60.0
+# Set by the supervisor in each worker's environment: the pid the worker must not outlive.
+# Internal (not an option): leading underscore, outside the PUSHPLAT_<OPTION> names.
+SUPERVISOR_PID_ENV = "_PUSHPLAT_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# How often a worker without PR_SET_PDEATHSIG checks that its supervisor is still its parent.
+PARENT_CHECK_S = 1.0
+
+
+def die_with_supervisor(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """In a worker: get SIGTERM when the supervisor that started it dies (kill -9 included)."""
+    raw = environ.get(SUPERVISOR_PID_ENV)
+    if not raw or not raw.isdigit():
+        return  # not started by a supervisor
+    supervisor = int(raw)
+    if not _ask_for_parent_death_signal(signal.SIGTERM):
+        threading.Thread(target=_watch_parent, args=(supervisor,), name="parent-watch", daemon=True).start()
+    # The supervisor may have died before the request took effect: then we are someone else's.
+    if os.getppid() != supervisor:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ask_for_parent_death_signal(sig: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(supervisor: int) -> None:
+    while os.getppid() == supervisor:
+        time.sleep(PARENT_CHECK_S)
+    log.warning(kv("workers.supervisor_gone", supervisor_pid=supervisor, detail="stopping this worker"))
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def pick_free_port(host: str) -> int:
@@ -90,6 +133,7 @@ class Supervisor:
         self.config = config
         shared = shared_ports(config)
         base = [sys.executable, "-m", "pushplat", *argv]
+        self.env = {**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())}
         self.workers = [Worker(i, [*base, *worker_args(config, i, shared)]) for i in range(config.workers)]
         self.shared = shared
         self.stopping = False
@@ -136,7 +180,9 @@ class Supervisor:
     async def _keep(self, worker: Worker) -> None:
         backoff = BACKOFF_FIRST_S
         while not self.stopping:
-            worker.proc = await asyncio.create_subprocess_exec(*worker.argv, stdin=asyncio.subprocess.DEVNULL)
+            worker.proc = await asyncio.create_subprocess_exec(
+                *worker.argv, stdin=asyncio.subprocess.DEVNULL, env=self.env
+            )
             worker.started = time.monotonic()
             if self.stopping:  # the signal came while this worker was starting
                 worker.proc.send_signal(signal.SIGTERM)

@@ -23,6 +23,7 @@ from tests.processes import PUSHPLAT, Role, scrape
 pytestmark = pytest.mark.timeout(240)
 
 CONNECTIONS = 1000
+WORKER_STOP_SECONDS = 60
 
 
 def two_free_ports() -> int:
@@ -45,11 +46,12 @@ def children(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
+    """Whether pid is a running process (a zombie has exited: it only waits to be reaped)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return True
+    return state != "Z"
 
 
 def gauge(text: str, name: str) -> float:
@@ -148,6 +150,31 @@ async def test_a_killed_worker_is_restarted_and_sigterm_drains_them_all(deployme
     assert log.count("event=workers.worker_exited") >= 2 and "event=workers.stopped role=edge exit_code=0" in log
     assert not [pid for pid in workers if alive(pid)], "no worker outlives the supervisor"
     assert log.count("event=edge.drain_start") >= 2, "each worker drained"
+
+
+async def test_workers_die_with_a_supervisor_killed_with_minus_9(deployment):
+    """kill -9 of the supervisor gives it no chance to stop its workers: the kernel tells them
+    (SIGTERM on parent death), and each stops as it would on the supervisor's SIGTERM."""
+    metrics = two_free_ports()
+    edge = await edge_with_workers(deployment, metrics)
+    assert edge.proc is not None
+    workers = children(edge.proc.pid)
+    assert len(workers) == 2
+    try:
+        started = asyncio.get_running_loop().time()
+        await edge.kill()
+        # Each worker drains for --drain-seconds (1 s here), then closes its stores: well within
+        # WORKER_STOP_SECONDS, the bound the SIGTERM test above gives the whole group.
+        await eventually(
+            lambda: not any(alive(pid) for pid in workers), WORKER_STOP_SECONDS, what="every worker to exit"
+        )
+        print(f"workers gone {asyncio.get_running_loop().time() - started:.1f}s after kill -9 of their supervisor")
+        log = edge.log()
+        assert log.count("event=edge.drain_start") >= 2, "each worker stopped as on SIGTERM: it drained"
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)  # never leave an orphan behind, pass or fail
 
 
 async def test_a_worker_that_cannot_start_stops_the_group(deployment):
