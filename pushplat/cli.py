@@ -242,6 +242,7 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         )
     if "edge" in roles or "api" in roles:
         _public_tls_options(parser, d)
+        _topic_options(parser, roles, d)
     if not dev and ("edge" in roles or "router" in roles):
         _internal_auth_options(parser)
     if not dev:
@@ -604,6 +605,34 @@ def _api_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
     )
 
 
+def _topic_options(parser: argparse.ArgumentParser, roles: Sequence[str], d: Config) -> None:
+    add_option(
+        parser,
+        "--max-topics-per-device",
+        type=int,
+        default=d.max_topics_per_device,
+        help="topics one device may hold; a subscribe past it is refused for that topic with RESOURCE_EXHAUSTED",
+    )
+    if "edge" not in roles:
+        return
+    add_option(
+        parser,
+        "--topic-changes-per-second",
+        type=float,
+        default=d.topic_changes_per_second,
+        help="Subscribe/Unsubscribe frames a device may send per second (twice that at once); over it, its "
+        "topics are refused with RESOURCE_EXHAUSTED (0: no limit)",
+    )
+    add_option(
+        parser,
+        "--metric-topics",
+        repeat=True,
+        metavar="TOPIC",
+        help="topics (names or fnmatch patterns such as news.*) whose subscribers on this edge are counted in "
+        "pushplat_topic_subscribers (default none: topic names can be high-cardinality)",
+    )
+
+
 def _router_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
     add_option(
         parser,
@@ -830,6 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = send.add_mutually_exclusive_group(required=True)
     target.add_argument("--user", help="send to every device of this user")
     target.add_argument("--device", help="send to this device only")
+    target.add_argument(
+        "--topic", help="send to every device subscribed to this topic (at-most-once: those connected now)"
+    )
     send.add_argument(
         "--priority", choices=("high", "normal", "low"), default="normal", help="lane to travel in (default normal)"
     )
@@ -874,6 +906,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(listen, "--token", default="", help="device token from `pushplat token` (auth on)")
     _client_tls_options(listen, client_cert=False)
     listen.add_argument("--count", type=int, default=0, help="exit after this many messages (0: run until Ctrl-C)")
+    listen.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        help="subscribe the device to this topic once connected (repeatable; subscriptions stay with the device)",
+    )
+
+    topics = sub.add_parser(
+        "topics",
+        help="list the topics a device is subscribed to",
+        description="Print Push.GetSubscriptions for DEVICE as JSON.",
+    )
+    add_option(topics, "--api", default="127.0.0.1:50052", help="api address HOST:PORT")
+    _client_api_key(topics)
+    _client_tls_options(topics, client_cert=True)
+    topics.add_argument("device", help="device id")
 
     token = sub.add_parser(
         "token",
@@ -907,6 +955,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     config.metric_label_keys = _repeated(args, "--metric-label-keys")
     if hasattr(args, "ws_allowed_origins"):
         config.ws_allowed_origins = _repeated(args, "--ws-allowed-origins")
+    if hasattr(args, "metric_topics_env"):
+        config.metric_topics = _repeated(args, "--metric-topics")
     if not config.edge_id:
         config.__post_init__()  # an empty --edge-id means "make one up", as Config() does
     return config
@@ -943,7 +993,7 @@ def args_command(config: Config) -> str:
 async def _send(args: argparse.Namespace) -> int:
     from pushplat_client import PushError, PushSender
 
-    for flag, value in (("--user", args.user), ("--device", args.device)):
+    for flag, value in (("--user", args.user), ("--device", args.device), ("--topic", args.topic)):
         if value is not None and not value.strip():
             print(f"pushplat send: {flag} needs an id, got {value!r}", file=sys.stderr)
             return 2
@@ -954,6 +1004,7 @@ async def _send(args: argparse.Namespace) -> int:
             response = await sender.send(
                 user_id=args.user,
                 device_id=args.device,
+                topic=args.topic,
                 payload=payload,
                 content_type=args.content_type,
                 priority=args.priority,
@@ -981,6 +1032,8 @@ async def _query(args: argparse.Namespace) -> int:
         try:
             if args.command == "status":
                 reply = await sender.get_status(args.message_id)
+            elif args.command == "topics":
+                reply = await sender.get_subscriptions(args.device)
             else:
                 reply = await sender.get_presence(args.user)
         except PushError as exc:
@@ -1008,7 +1061,7 @@ def message_json(message: Any) -> dict[str, Any]:
     }
     if encoding != "utf-8":
         out["payload_encoding"] = encoding
-    for field in ("content_type", "collapse_key", "expires_at_ms"):
+    for field in ("content_type", "collapse_key", "expires_at_ms", "topic"):
         if getattr(message, field):
             out[field] = getattr(message, field)
     if message.labels:
@@ -1027,6 +1080,12 @@ async def _listen(args: argparse.Namespace) -> int:
         async with PushClient(
             args.edge, token=args.token or None, user_id=args.user, device_id=args.device, tls=args.tls_settings
         ) as client:
+            if args.topic:
+                result = await client.subscribe(*args.topic)
+                for refused in result.refused:
+                    print(f"pushplat listen: topic {refused.topic!r} refused: {refused.message}", file=sys.stderr)
+                if result.refused:
+                    return 1
             async for message in client:
                 print(json.dumps(message_json(message)), flush=True)
                 received += 1
@@ -1071,7 +1130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return _run(_run_server(config, argv))
     setup_logging("warning")
-    if args.command in ("send", "listen", "status", "presence"):
+    if args.command in ("send", "listen", "status", "presence", "topics"):
         try:
             args.tls_settings = client_tls(args)
         except ValueError as exc:
@@ -1082,7 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_send(args))
         if args.command == "listen":
             return _run(_listen(args))
-        if args.command in ("status", "presence"):
+        if args.command in ("status", "presence", "topics"):
             return _run(_query(args))
         return _token(args)
     except KeyboardInterrupt:

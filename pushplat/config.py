@@ -176,6 +176,13 @@ class Config:
     keepalive_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
 
+    # Topics: how many one device may hold, how often a device may change its own (frames per
+    # second per session; twice that at once), and which topics get a per-topic metric series
+    # (names or fnmatch patterns; none by default: topic names can be high-cardinality).
+    max_topics_per_device: int = 2_000
+    topic_changes_per_second: float = 10.0
+    metric_topics: list[str] = field(default_factory=list)
+
     log_level: str = "info"
     # api, router and edge as this many processes under a supervisor (pushplat.workers); each
     # worker binds the shared public ports with SO_REUSEPORT (reuse_port).

@@ -96,7 +96,7 @@ class LabelMetrics:
         # Counter children, resolved once: bounded by states x keys x (max_values + 1).
         self._children: dict[tuple[str, str, str], Any] = {}
 
-    def count(self, state: str, labels: Mapping[str, str]) -> None:
+    def count(self, state: str, labels: Mapping[str, str], amount: int = 1) -> None:
         for key in self.keys:
             value = labels.get(key)
             if value is None:
@@ -111,7 +111,7 @@ class LabelMetrics:
             child = self._children.get((state, key, value))
             if child is None:
                 child = self._children[(state, key, value)] = LABELLED_EVENTS.labels(state, key, value)
-            child.inc()
+            child.inc(amount)
 
 
 def by_priority(counter: Counter) -> dict[int, Counter]:
@@ -158,4 +158,21 @@ KAFKA_PRODUCER_RESETS = Counter(
     "pushplat_kafka_producer_resets_total",
     "Kafka producers an api (or receipt publisher) replaced because they had stopped sending or lost their "
     "idempotent sequence state (event=kafka.producer_reset says why)",
+)
+
+# Topics (issue 14). Per-topic series only for topics the operator allows (--metric-topics).
+TOPIC_SUBSCRIBERS = Gauge(
+    "pushplat_topic_subscribers",
+    "Sessions on this edge subscribed to the topic (only topics named by --metric-topics)",
+    ["topic"],
+)
+EDGE_TOPICS = Gauge("pushplat_edge_topics", "Distinct topics with at least one subscribed session on this edge")
+EDGE_TOPIC_SUBSCRIPTIONS = Gauge(
+    "pushplat_edge_topic_subscriptions", "Subscriptions (session, topic) in this edge's local topic index"
+)
+TOPIC_FANOUT = Counter(
+    "pushplat_topic_fanout_total", "Topic messages fanned out on this edge, per session, by outcome", ["outcome"]
+)
+TOPIC_RESTORES = Counter(
+    "pushplat_topic_restores_total", "Subscriptions restored from the store when a session opened", ["result"]
 )

@@ -31,6 +31,7 @@ from pushplat.reflection import enable_reflection
 from pushplat.registry import Registry, open_registry
 from pushplat.router import RouterNode
 from pushplat.tls import CertificateError, load_ca, load_key_pair, server_credentials
+from pushplat.topics import Subscriptions, open_subscriptions
 from pushplat.v1 import delivery_pb2, delivery_pb2_grpc
 
 log = logging.getLogger("pushplat.server")
@@ -76,6 +77,7 @@ class Server:
         self.registry: Registry | None = None
         self.inbox: Inbox | None = None
         self.idempotency: IdempotencyStore | None = None
+        self.subscriptions: Subscriptions | None = None
         self.receipts: Receipts | None = None
         self.producer: LaneProducer | None = None
         self.consumer: LaneConsumer | None = None
@@ -140,6 +142,7 @@ class Server:
                 memory_bounds=(config.memory_inbox_bytes, config.memory_inbox_devices),
             )
             self.idempotency = open_idempotency(config.registry, config.memory_idempotency_bytes)
+            self.subscriptions = open_subscriptions(config.registry)
             self.receipts = open_receipts(config, self.producer)
             await self.receipts.start()
         except StartupError:
@@ -152,7 +155,9 @@ class Server:
         public: list[str] = []
         if "edge" in roles:
             try:
-                self.edge = EdgeNode(config, self.registry, self.inbox, self.receipts, self.link)
+                self.edge = EdgeNode(
+                    config, self.registry, self.inbox, self.receipts, self.link, subscriptions=self.subscriptions
+                )
             except ValueError as exc:  # byte limits that cannot carry a maximum-size message
                 raise StartupError(str(exc)) from exc
             if local is not None:
@@ -177,7 +182,13 @@ class Server:
             api_server = self._new_server()
             try:
                 push = PushServicer(
-                    config, self.producer, idempotency=self.idempotency, receipts=self.receipts, registry=self.registry
+                    config,
+                    self.producer,
+                    idempotency=self.idempotency,
+                    receipts=self.receipts,
+                    registry=self.registry,
+                    subscriptions=self.subscriptions,
+                    inbox=self.inbox,
                 )
             except ValueError as exc:  # e.g. a malformed --api-key NAME:KEY
                 raise StartupError(str(exc)) from exc
@@ -271,7 +282,7 @@ class Server:
             await self.receipts.close()
         if self.producer:
             await self.producer.close()
-        for store in (self.idempotency, self.inbox, self.registry):
+        for store in (self.subscriptions, self.idempotency, self.inbox, self.registry):
             if store is not None:
                 await store.close()
         if self._metrics is not None:

@@ -80,6 +80,7 @@ func (d *device) send(f *pb.ClientFrame) error {
 
 type fleet struct {
 	edge, transport string
+	topic           string // subscribe every device to it before it counts as connected
 	connected       atomic.Int64
 	measured        atomic.Int64
 	probes          atomic.Int64
@@ -139,6 +140,12 @@ func (f *fleet) connectOnce(d *device, hello *pb.Hello) error {
 		conn.Close()
 		return status.Errorf(codes.Unavailable, "edge answered Hello with %T, not Welcome", first.Frame)
 	}
+	if f.topic != "" {
+		if err := subscribe(conn, f.topic); err != nil {
+			conn.Close()
+			return err
+		}
+	}
 	d.conn = conn
 	f.connected.Add(1)
 	interval := time.Duration(welcome.GetHeartbeatIntervalMs()) * time.Millisecond
@@ -147,6 +154,29 @@ func (f *fleet) connectOnce(d *device, hello *pb.Hello) error {
 		go d.heartbeat(interval)
 	}
 	return nil
+}
+
+// subscribe sends one Subscribe frame and waits for its SubscriptionResult (before the reader
+// starts, so nothing else reads the stream meanwhile).
+func subscribe(conn deviceConn, topic string) error {
+	frame := &pb.ClientFrame{Frame: &pb.ClientFrame_Subscribe{Subscribe: &pb.Subscribe{Topics: []string{topic}, RequestId: "bench"}}}
+	if err := conn.Send(frame); err != nil {
+		return err
+	}
+	for {
+		reply, err := conn.Recv()
+		if err != nil {
+			return err
+		}
+		if result := reply.GetSubscription(); result != nil {
+			if len(result.GetRefused()) > 0 {
+				refused := result.GetRefused()[0]
+				// Retriable like a refused connect: the store was down, or the rate was hit.
+				return status.Errorf(codes.Code(refused.GetCode()), "subscribe %q refused: %s", refused.GetTopic(), refused.GetMessage())
+			}
+			return nil
+		}
+	}
 }
 
 // read records every pushed message and acks each frame as soon as it arrives.
@@ -221,12 +251,13 @@ func runDevices(args []string) {
 	user := fs.String("user", "", "one user id for every device (fan-out)")
 	slice := fs.Int("connect-slice", 100, "devices that handshake at once")
 	connectTimeout := fs.Duration("connect-timeout", 60*time.Second, "bound on connecting them all")
+	topic := fs.String("topic", "", "subscribe every device to this topic (over its stream) once connected")
 	fs.Parse(args)
 	if *edge == "" {
 		fail("devices: -edge is required")
 	}
 
-	f := &fleet{edge: *edge, transport: *transport}
+	f := &fleet{edge: *edge, transport: *transport, topic: *topic}
 	for i := 0; i < *count; i++ {
 		f.devices = append(f.devices, &device{index: *first + i})
 	}

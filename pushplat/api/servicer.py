@@ -18,9 +18,11 @@ from google.protobuf.message import DecodeError
 from pushplat_client.v1 import message_pb2, push_pb2, push_pb2_grpc
 
 from pushplat.api.ratelimit import SenderRateLimiter
+from pushplat.api.topics import TopicCallError, TopicCalls, check_topic_send
 from pushplat.auth import ApiKeyChecker
 from pushplat.config import Config
 from pushplat.idempotency import Claim, IdempotencyStore, IdempotencyUnavailable
+from pushplat.inbox import Inbox
 from pushplat.limits import (
     MAX_BATCH_REQUESTS,
     MAX_ID_BYTES,
@@ -35,6 +37,8 @@ from pushplat.metrics import LIMITS_HIT, MESSAGES_IN, SEND_STREAM_WINDOW_FULL, b
 from pushplat.queue import LaneProducer
 from pushplat.receipts import ReceiptEvent, Receipts, State
 from pushplat.registry import Registry, RegistryUnavailable
+from pushplat.topics import Subscriptions
+from pushplat.topics.memory import MemorySubscriptions
 from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.api")
@@ -89,8 +93,11 @@ class SendValidator:
         """Validate request and build the Envelope to publish, or raise InvalidSend / LimitExceeded."""
         target = request.WhichOneof("target")
         if target is None or not getattr(request, target):
-            raise InvalidSend("a target is required: set user_id or device_id")
-        check_id(target, getattr(request, target))
+            raise InvalidSend("a target is required: set user_id, device_id or topic")
+        if target == "topic":
+            check_topic_send(request)
+        else:
+            check_id(target, getattr(request, target))
         size = len(request.payload)
         if size > self.config.max_payload_bytes:
             raise InvalidSend(f"payload is {size} bytes; the limit is {self.config.max_payload_bytes} bytes")
@@ -117,6 +124,7 @@ class SendValidator:
             collapse_key=request.collapse_key,
             requires_ack=request.delivery == message_pb2.AT_LEAST_ONCE,
             labels=request.labels,
+            topic=request.topic,
         )
         envelope = delivery_pb2.Envelope(message=message, delivery=request.delivery)
         setattr(envelope, target, getattr(request, target))
@@ -132,8 +140,11 @@ class PushServicer(push_pb2_grpc.PushServicer):
         idempotency: IdempotencyStore,
         receipts: Receipts,
         registry: Registry,
+        subscriptions: Subscriptions | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.config = config
+        self.topics = TopicCalls(config, producer, inbox, subscriptions or MemorySubscriptions())
         self.validator = SendValidator(config)
         self.producer = producer
         self.api_keys = ApiKeyChecker(config.api_keys)
@@ -344,6 +355,42 @@ class PushServicer(push_pb2_grpc.PushServicer):
             ],
         )
 
+    async def Subscribe(
+        self, request: push_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.SubscribeResponse:
+        return await self._change_topics(request, context, subscribe=True)
+
+    async def Unsubscribe(
+        self, request: push_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.SubscribeResponse:
+        return await self._change_topics(request, context, subscribe=False)
+
+    async def GetSubscriptions(
+        self, request: push_pb2.GetSubscriptionsRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.GetSubscriptionsResponse:
+        await self.api_keys.require(context)
+        try:
+            return await self.topics.get(request)
+        except LimitExceeded as exc:
+            await self._invalid(exc, context)
+        except TopicCallError as exc:
+            await context.abort(exc.code, exc.message)
+        raise AssertionError("unreachable")
+
+    async def _change_topics(
+        self, request: push_pb2.SubscribeRequest, context: grpc.aio.ServicerContext, subscribe: bool
+    ) -> push_pb2.SubscribeResponse:
+        sender = await self.api_keys.require(context)
+        # One change per named device or user counts against the sender's send rate.
+        await self._throttle(sender, max(1, len(request.device_ids) + len(request.user_ids)), context)
+        try:
+            return await self.topics.change(request, subscribe)
+        except LimitExceeded as exc:
+            await self._invalid(exc, context)
+        except TopicCallError as exc:
+            await context.abort(exc.code, exc.message)
+        raise AssertionError("unreachable")
+
     @staticmethod
     async def _invalid(exc: Exception, context: grpc.aio.ServicerContext, where: str = "") -> None:
         if isinstance(exc, LimitExceeded):
@@ -457,6 +504,7 @@ class PushServicer(push_pb2_grpc.PushServicer):
                             "",
                             sender,
                             at,
+                            envelope.topic,
                         )
                     )
                 else:

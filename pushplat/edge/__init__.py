@@ -17,12 +17,15 @@ from pushplat.edge.lifetimes import SessionLifetimes
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.servicer import EdgeServicer
 from pushplat.edge.session import GoAwayReason
+from pushplat.edge.topics import EdgeTopics
 from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
 from pushplat.limits import largest_frame_message
 from pushplat.logs import kv
 from pushplat.receipts import Receipts
 from pushplat.registry import Registry
+from pushplat.topics import Subscriptions
+from pushplat.topics.memory import MemorySubscriptions
 from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.edge")
@@ -53,12 +56,21 @@ def check_edge_limits(config: Config) -> None:
 
 
 class EdgeNode:
-    def __init__(self, config: Config, registry: Registry, inbox: Inbox, receipts: Receipts, link: EdgeLink) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        inbox: Inbox,
+        receipts: Receipts,
+        link: EdgeLink,
+        subscriptions: Subscriptions | None = None,
+    ) -> None:
         """link reaches other edges (to evict sessions a connection here replaced). Raises
         ValueError for limits that do not fit together (see check_edge_limits)."""
         check_edge_limits(config)
         self.config = config
         self.hub = Hub()
+        self.topics = EdgeTopics(config, subscriptions or MemorySubscriptions(), self.hub.get, receipts.record)
         self.registration = PushRegistrationHandler(
             registry,
             self.hub,
@@ -69,7 +81,7 @@ class EdgeNode:
             on_healed=InboxRecheck(inbox, config.device_memory_seconds),
         )
         self.lifetimes = SessionLifetimes(config, self.hub)
-        self.acks = AckProcessor(inbox, receipts)
+        self.acks = AckProcessor(inbox, receipts, self.topics)
         # Every transport serves its streams through this one lifecycle (see edge/stream.py):
         # gRPC here, WebSocket in edge/websocket.py (pushplat.server starts it on --ws-port).
         self.lifecycle = SessionLifecycle(
@@ -80,9 +92,10 @@ class EdgeNode:
             self.lifetimes,
             inbox,
             self.acks,
+            self.topics,
         )
         self.servicer = EdgeServicer(self.lifecycle)
-        self.delivery = DeliveryServicer(self.hub, config.edge_id)
+        self.delivery = DeliveryServicer(self.hub, config.edge_id, self.topics)
 
     async def start(self, delivery_address: str) -> None:
         """Publish where routers reach this edge, then start the lifetime sweeper."""
@@ -116,6 +129,7 @@ class EdgeNode:
         log.info(kv("edge.drain_done", edge=self.config.edge_id, remaining=left))
 
     async def stop(self) -> None:
+        await self.topics.close()
         await self.lifetimes.stop()
         await self.registration.stop()
         for session in self.hub.streams():

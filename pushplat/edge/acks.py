@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from pushplat.edge.session import Session
+from pushplat.edge.topics import EdgeTopics
 from pushplat.inbox import Inbox
 from pushplat.limits import MAX_ACK_BACKLOG, MAX_ID_BYTES
 from pushplat.logs import kv
@@ -28,7 +29,8 @@ ACK_CHUNK = 256
 
 
 class AckProcessor:
-    def __init__(self, inbox: Inbox, receipts: Receipts) -> None:
+    def __init__(self, inbox: Inbox, receipts: Receipts, topics: EdgeTopics | None = None) -> None:
+        self.topics = topics
         self.inbox = inbox
         self.receipts = receipts
         # Sessions with unprocessed acks, oldest first (a dict as an ordered set).
@@ -155,6 +157,9 @@ class AckProcessor:
         if not acked:
             return
         ACKS.inc(len(acked))
+        if self.topics is not None:
+            # A topic message's acks are counted, not kept per device (edge/topics.py).
+            acked = self.topics.count_acks(acked)
         # Buffered, never awaited: the receipts' backend is off the ack path.
         self.receipts.record(
             receipt(

@@ -28,6 +28,7 @@ from pushplat.edge.lifetimes import SessionLifetimes
 from pushplat.edge.registration import PushRegistrationHandler
 from pushplat.edge.session import GoAwayReason, Session
 from pushplat.edge.stream import DeviceStream, Dropped, Refused
+from pushplat.edge.topics import EdgeTopics
 from pushplat.inbox import Inbox
 from pushplat.limits import MAX_ACK_IDS, LimitExceeded
 from pushplat.logs import LogLimiter, clip, kv
@@ -44,6 +45,7 @@ from pushplat.metrics import (
     by_priority,
 )
 from pushplat.registry import DeviceOwned, RegistryUnavailable
+from pushplat.topics.memory import MemorySubscriptions
 
 log = logging.getLogger("pushplat.edge")
 _MESSAGES_OUT = by_priority(MESSAGES_OUT)
@@ -69,8 +71,10 @@ class SessionLifecycle:
         lifetimes: SessionLifetimes,
         inbox: Inbox,
         acks: AckProcessor,
+        topics: EdgeTopics | None = None,
     ) -> None:
         self.config = config
+        self.topics = topics or EdgeTopics(config, MemorySubscriptions(), hub.get)
         self.inbox = inbox
         self.hub = hub
         self.registration = registration
@@ -272,7 +276,8 @@ class SessionLifecycle:
         self._open_gauge(session.transport).inc()
         self._connect_counter("ok", session.transport).inc()
         await self.registration.register(session)
-        replay, more = await self._load_inbox(session)
+        # After registering (see edge/topics.py): the inbox replay and the device's topics.
+        (replay, more), _ = await asyncio.gather(self._load_inbox(session), self.topics.restore(session))
         left = session.outbound.release(replay)
         session.behind = session.behind or more or left > 0
         log.info(
@@ -387,6 +392,14 @@ class SessionLifecycle:
                         await acks.drained(session)  # this device acks faster than the edge processes
                 elif kind == "ping":
                     outbound.control(_PONG)
+                elif kind == "subscribe" or kind == "unsubscribe":
+                    change = getattr(frame, kind)
+                    error = self.topics.frame_error(change.topics, change.request_id)
+                    if error:
+                        session.protocol_error = error
+                        session.kill("protocol_error")
+                        return
+                    await self.topics.on_frame(session, kind == "subscribe", change.topics, change.request_id)
                 elif kind == "hello":
                     log.debug(kv("session.extra_hello", device=session.device_id, session=session.session_id))
                 if session.ending:
@@ -402,6 +415,7 @@ class SessionLifecycle:
             log.debug(kv("session.read_error", session=session.session_id, error=repr(exc)))
 
     async def _close(self, session: Session) -> None:
+        self.topics.forget(session)
         if self.hub.detach(session):
             await asyncio.shield(self.registration.unregister(session))
         OPEN_CONNECTIONS.set(len(self.hub))

@@ -29,6 +29,12 @@ class RoutedItem(Protocol):
     @property
     def message(self) -> message_pb2.Message: ...
 
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def topic_change(self) -> delivery_pb2.TopicChange: ...
+
 
 class DeliveryHandler(Protocol):
     """What an edge offers to links: the Delivery service without the transport."""

@@ -42,7 +42,11 @@ class GrpcEdgeLink(EdgeLink):
         request = delivery_pb2.DeliverRequest(edge_id=edge_id)
         add = request.items.add
         for item in items:  # the one copy of each message: into the request that is sent
-            add(device_id=item.device_id, session_id=item.session_id, message=item.message)
+            routed = add(device_id=item.device_id, session_id=item.session_id, message=item.message)
+            if item.topic:
+                routed.topic = item.topic
+            elif item.topic_change.version:
+                routed.topic_change.CopyFrom(item.topic_change)
         response = await self._stub(address).Deliver(request, timeout=self.timeout_seconds, metadata=self._metadata)
         return list(response.outcomes)
 

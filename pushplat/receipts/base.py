@@ -55,9 +55,15 @@ class ReceiptEvent(NamedTuple):
     detail: str = ""
     sender_id: str = ""
     at_ms: int = 0
+    # A topic message's events are aggregates (see merge_topic): its topic, and how many
+    # devices this event counts.
+    topic: str = ""
+    count: int = 0
 
     def to_proto(self) -> push_pb2.Receipt:
         return push_pb2.Receipt(
+            topic=self.topic,
+            count=self.count,
             message_id=self.message_id,
             state=self.state,  # type: ignore[arg-type]
             device_id=self.device_id,
@@ -81,6 +87,8 @@ def receipt(
     detail: str = "",
     sender_id: str = "",
     at_ms: int = 0,
+    topic: str = "",
+    count: int = 0,
 ) -> ReceiptEvent:
     # Labels are copied (only when there are any): a protobuf map would keep its whole message,
     # payload included, alive while the receipt waits in the buffer.
@@ -94,7 +102,25 @@ def receipt(
         detail,
         sender_id,
         at_ms or now_ms(),
+        topic,
+        count,
     )
+
+
+def merge_topic(counts: push_pb2.TopicStatus, r: ReceiptEvent) -> None:
+    """A topic message's status is counts, never a list of devices: the router's receipt per edge
+    reached, each edge's fan-out receipt (devices written, and dropped by reason), and each ack.
+    status_redis's script mirrors this rule."""
+    counts.topic = r.topic
+    if r.state == State.DELIVERY_STATE_DELIVERED_TO_EDGE:
+        if r.detail == FANOUT:
+            counts.devices_written += r.count
+        else:
+            counts.edges_reached += 1
+    elif r.state == State.DELIVERY_STATE_ACKED:
+        counts.devices_acked += max(r.count, 1)  # an edge counts its acks of one message
+    elif r.state != State.DELIVERY_STATE_ACCEPTED:
+        counts.dropped[r.detail or f"state_{r.state}"] += max(r.count, 1)
 
 
 class Receipts(ABC):
@@ -181,7 +207,8 @@ class Receipts(ABC):
             for event in batch:
                 counted_as = COUNTED_FOR_LABELS.get(event.state)
                 if counted_as and event.labels:
-                    self.label_metrics.count(counted_as, event.labels)
+                    # A topic's fan-out receipt stands for event.count devices.
+                    self.label_metrics.count(counted_as, event.labels, event.count or 1)
         return batch
 
     async def flush(self) -> None:
@@ -223,3 +250,7 @@ class Receipts(ABC):
 
     async def _close(self) -> None:
         return None
+
+
+# A topic receipt from an edge's fan-out: event.count devices written there.
+FANOUT = "fanout"

@@ -13,7 +13,7 @@ from typing import Any
 from pushplat_client.v1 import push_pb2
 
 from pushplat.bounded import ByteBoundedMap
-from pushplat.receipts.base import ACKED, ReceiptEvent, Receipts
+from pushplat.receipts.base import ACKED, ReceiptEvent, Receipts, merge_topic
 
 # What a status entry costs, measured (RSS of 20,000 entries): 525 bytes for a message and its
 # first device, 121 per further device, plus the ids' strings once the table alone holds them;
@@ -25,16 +25,20 @@ DEFAULT_STATUS_BYTES = 32 * 1024 * 1024
 
 def _size(status: _Status) -> int:
     labels = 2 * (sum(map(len, status.labels)) + sum(map(len, status.labels.values()))) if status.labels else 0
-    return STATUS_BYTES + DEVICE_BYTES * max(len(status.devices) - 1, 0) + labels
+    # A topic message's counts: about one device's worth, and one per reason it was dropped for.
+    topic = DEVICE_BYTES * (1 + len(status.topic.dropped)) if status.topic is not None else 0
+    return STATUS_BYTES + DEVICE_BYTES * max(len(status.devices) - 1, 0) + labels + topic
 
 
 class _Status:
-    __slots__ = ("devices", "labels", "sender", "state")
+    __slots__ = ("devices", "labels", "sender", "state", "topic")
 
     def __init__(self, sender: str) -> None:
         self.state = 0
         self.sender = sender
         self.labels: dict[str, str] | None = None
+        # A topic message's counts (merge_topic); it never has devices.
+        self.topic: push_pb2.TopicStatus | None = None
         # device -> [state, updated_at_ms, edge_id, detail], in the order devices were first seen
         self.devices: dict[str, list[Any]] = {}
 
@@ -89,6 +93,15 @@ class MemoryReceipts(Receipts):
                 status.labels = e.labels
                 grew = True
             status.state = e.state
+            if e.topic:
+                if status.topic is None:
+                    status.topic = push_pb2.TopicStatus()
+                    grew = True
+                reasons = len(status.topic.dropped)
+                merge_topic(status.topic, e)
+                if grew or len(status.topic.dropped) != reasons:
+                    table.update(e.message_id, status, _size(status))
+                continue
             device = status.devices.get(e.device_id) if e.device_id else None
             if e.device_id and device is None:
                 status.devices[e.device_id] = [e.state, e.at_ms, e.edge_id, e.detail]
@@ -108,6 +121,8 @@ class MemoryReceipts(Receipts):
         if status is None or status.sender != sender_id:
             return None
         response = push_pb2.GetStatusResponse(message_id=message_id, state=status.state, labels=status.labels or {})  # type: ignore[arg-type]
+        if status.topic is not None:
+            response.topic.CopyFrom(status.topic)
         for device_id, (state, at, edge, detail) in status.devices.items():
             response.devices.add(device_id=device_id, state=state, updated_at_ms=at, edge_id=edge, detail=detail)
         return response

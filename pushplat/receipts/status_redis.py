@@ -30,6 +30,8 @@ from pushplat.receipts.base import ReceiptEvent, State
 from pushplat.redis_support import DEFAULT_PREFIX, RedisStore, Script, hash_tag, ttl_ms
 
 DEFAULT_STATUS_TTL_S = 7 * 24 * 3600.0
+_DELIVERED = int(State.DELIVERY_STATE_DELIVERED_TO_EDGE)
+_ACCEPTED = int(State.DELIVERY_STATE_ACCEPTED)
 
 
 class StatusUnavailable(Exception):
@@ -37,23 +39,36 @@ class StatusUnavailable(Exception):
 
 
 # One call per message and flush: ARGV = key ttl ms, the ACKED state, labels JSON ('' for none),
-# sender ('' for none), then five values per receipt in order: state, device ('' for the message
-# as a whole), at_ms, edge, detail. Mirrors MemoryReceipts._fold field by field.
+# sender ('' for none), topic ('' for none), the DELIVERED_TO_EDGE and ACCEPTED states, then six
+# values per receipt in order: state, device ('' for the message as a whole), at_ms, edge,
+# detail, count. Mirrors MemoryReceipts._fold field by field; a topic message keeps counts
+# (_edges, _written, _acked, d:<reason>, as receipts.merge_topic), never per-device fields.
 _RECORD = Script(
     """
-local key, acked = KEYS[1], ARGV[2]
+local key, acked, topic, delivered, accepted = KEYS[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
 if ARGV[3] ~= '' then redis.call('HSETNX', key, '_labels', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSETNX', key, '_sender', ARGV[4]) end
-for i = 5, #ARGV, 5 do
-  local state, device = ARGV[i], ARGV[i + 1]
+if topic ~= '' then redis.call('HSETNX', key, '_topic', topic) end
+for i = 8, #ARGV, 6 do
+  local state, device, detail = ARGV[i], ARGV[i + 1], ARGV[i + 4]
   redis.call('HSET', key, '_state', state)
-  if device ~= '' then
+  if topic ~= '' then
+    if state == delivered then
+      if detail == 'fanout' then redis.call('HINCRBY', key, '_written', ARGV[i + 5])
+      else redis.call('HINCRBY', key, '_edges', 1) end
+    elseif state == acked then
+      redis.call('HINCRBY', key, '_acked', math.max(tonumber(ARGV[i + 5]), 1))
+    elseif state ~= accepted then
+      if detail == '' then detail = 'state_' .. state end
+      redis.call('HINCRBY', key, 'd:' .. detail, math.max(tonumber(ARGV[i + 5]), 1))
+    end
+  elseif device ~= '' then
     local current = redis.call('HGET', key, 's:' .. device)
     if not current then
       redis.call('HSET', key, 'o:' .. device, redis.call('HINCRBY', key, '_n', 1))
     end
     if current ~= acked or state == acked then
-      redis.call('HSET', key, 's:' .. device, state, 't:' .. device, ARGV[i + 2], 'x:' .. device, ARGV[i + 4])
+      redis.call('HSET', key, 's:' .. device, state, 't:' .. device, ARGV[i + 2], 'x:' .. device, detail)
       if ARGV[i + 3] ~= '' then redis.call('HSET', key, 'e:' .. device, ARGV[i + 3]) end
     end
   end
@@ -107,14 +122,18 @@ class RedisStatusStore(RedisStore):
         for message_id, events in per_message.items():
             labels = next((r.labels for r in events if r.labels), None)
             sender = next((r.sender_id for r in events if r.sender_id), "")
+            topic = next((r.topic for r in events if r.topic), "")
             args: list[Any] = [
                 ttl,
                 acked,
                 json.dumps(labels, sort_keys=True, separators=(",", ":")) if labels else "",
                 sender,
+                topic,
+                _DELIVERED,
+                _ACCEPTED,
             ]
             for r in events:
-                args += (int(r.state), r.device_id, r.at_ms, r.edge_id, r.detail)
+                args += (int(r.state), r.device_id, r.at_ms, r.edge_id, r.detail, r.count)
             calls.append((self.key(message_id), args))
 
         def build(pipe: Any, cached: bool) -> None:
@@ -132,6 +151,16 @@ class RedisStatusStore(RedisStore):
         response = push_pb2.GetStatusResponse(message_id=message_id, state=int(fields["_state"]))
         if "_labels" in fields:
             response.labels.update(json.loads(fields["_labels"]))
+        if "_topic" in fields:
+            counts = response.topic
+            counts.topic = fields["_topic"]
+            counts.edges_reached = int(fields.get("_edges", 0))
+            counts.devices_written = int(fields.get("_written", 0))
+            counts.devices_acked = int(fields.get("_acked", 0))
+            for name, value in fields.items():
+                if name.startswith("d:"):
+                    counts.dropped[name[2:]] = int(value)
+            return response
         devices = sorted(
             (name[2:] for name in fields if name.startswith("s:")),
             key=lambda device: int(fields.get(f"o:{device}", 0)),

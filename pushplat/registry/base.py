@@ -67,6 +67,10 @@ class Registry(ABC):
     @abstractmethod
     async def edge_addresses(self, edge_ids: Sequence[str]) -> dict[str, str]: ...
 
+    @abstractmethod
+    async def live_edges(self) -> dict[str, str]:
+        """Every edge whose entry is live, with its address (a topic message goes to each)."""
+
     async def ping(self) -> None:
         """Raise RegistryUnavailable if the backend is unreachable."""
 

@@ -78,6 +78,10 @@ class MemoryRegistry(Registry):
         now = time.monotonic()
         return {e: self._edges[e][0] for e in edge_ids if e in self._edges and self._edges[e][1] > now}
 
+    async def live_edges(self) -> dict[str, str]:
+        now = time.monotonic()
+        return {e: address for e, (address, expires) in self._edges.items() if expires > now}
+
     def _live_device(self, device_id: str) -> Route | None:
         entry = self._devices.get(device_id)
         if entry is None:

@@ -116,6 +116,10 @@ class RedisRegistry(RedisStore, Registry):
     def edge_key(self, edge_id: str) -> str:
         return f"{self.prefix}:edge:{{{edge_id}}}"
 
+    def edges_key(self) -> str:
+        # The index of edges (member: edge id, score: expiry ms), read by routers for topics.
+        return f"{self.prefix}:edges"
+
     # -- Registry -------------------------------------------------------------------------------
 
     async def register(self, route: Route, ttl_seconds: float) -> Route | None:
@@ -215,11 +219,31 @@ class RedisRegistry(RedisStore, Registry):
         return await self._guarded("lookup_users", lambda: self._lookup_users(list(dict.fromkeys(user_ids))))
 
     async def set_edge(self, edge_id: str, address: str, ttl_seconds: float) -> None:
-        key = self.edge_key(edge_id)
-        await self._guarded("set_edge", lambda: self._client.set(key, address, px=ttl_ms(ttl_seconds)))
+        key, ttl = self.edge_key(edge_id), ttl_ms(ttl_seconds)
+
+        def build(pipe: Any, cached: bool) -> None:
+            pipe.set(key, address, px=ttl)
+            INDEX_ADD.queue(pipe, self.edges_key(), edge_id, self._now_ms() + ttl, ttl + INDEX_SLACK_MS, cached=cached)
+
+        await self._guarded("set_edge", lambda: self._scripts(build))
 
     async def remove_edge(self, edge_id: str) -> None:
-        await self._guarded("remove_edge", lambda: self._client.delete(self.edge_key(edge_id)))
+        def build(pipe: Any) -> None:
+            pipe.delete(self.edge_key(edge_id))
+            pipe.zrem(self.edges_key(), edge_id)
+
+        await self._guarded("remove_edge", lambda: self._pipeline(build))
+
+    async def live_edges(self) -> dict[str, str]:
+        cutoff = self._now_ms() - INDEX_SLACK_MS
+
+        def build(pipe: Any) -> None:
+            pipe.zremrangebyscore(self.edges_key(), "-inf", f"({cutoff}")
+            pipe.zrange(self.edges_key(), 0, -1)
+
+        _, ids = await self._guarded("live_edges", lambda: self._pipeline(build))
+        # The edge key is the truth (the index is a hint scored by the writer's clock).
+        return await self.edge_addresses(ids) if ids else {}
 
     async def edge_addresses(self, edge_ids: Sequence[str]) -> dict[str, str]:
         if not edge_ids:

@@ -37,6 +37,7 @@ from pushplat.registry import Registry, Route
 from pushplat.router.commits import CommitTracker, Entry
 from pushplat.router.edges import Delivery, EdgeLimits, EdgeQueues
 from pushplat.router.scheduler import LaneScheduler
+from pushplat.router.topics import TopicRouting
 from pushplat.waits import wait_event
 
 log = logging.getLogger("pushplat.router")
@@ -74,6 +75,7 @@ class RouterNode:
         self.scheduler: LaneScheduler[Entry] = LaneScheduler(buffer_limit=max(2 * config.router_batch_size, 64))
         self.tracker = CommitTracker()
         self.link = link
+        self.topics = TopicRouting(registry)
         self.queues = EdgeQueues(
             link,
             EdgeLimits(
@@ -191,6 +193,7 @@ class RouterNode:
         collapses: list[ReceiptEvent] = []
         finished: list[Entry] = []
         live: list[tuple[Entry, str, str, message_pb2.Message]] = []  # entry, kind, target id, message
+        topical: list[Entry] = []  # topic messages and control records (router/topics.py)
         newest: dict[str, int] = {}
         for entry in batch:
             envelope = entry.record.envelope  # type: ignore[union-attr]
@@ -208,6 +211,9 @@ class RouterNode:
                 finished.append(entry)
                 continue
             kind = envelope.WhichOneof("target") or ""
+            if kind == "topic" or envelope.HasField("topic_change"):
+                topical.append(entry)
+                continue
             live.append((entry, kind, getattr(envelope, kind) if kind else "", message))
             newest[entry.lane] = message.created_at_ms
         for lane, created in newest.items():
@@ -228,10 +234,11 @@ class RouterNode:
                     to_store.append((devices, message))
         if to_store:
             collapses += _collapse_receipts(await self.inbox.put_many(to_store))
-        # 3. The lookups.
-        device_routes, user_routes = await asyncio.gather(
+        # 3. The lookups (and the live edges, for topics).
+        device_routes, user_routes, topic_plan = await asyncio.gather(
             self.registry.lookup_devices(sorted(device_ids)) if device_ids else _empty(),
             self.registry.lookup_users(sorted(user_ids)) if user_ids else _empty(),
+            self.topics.plan(topical) if topical else _none(),
         )
         # 4. Connected devices of an at-least-once user message that step 2 did not store for
         # (enrolled since step 1): store for them too, and act only on a route read after that.
@@ -291,6 +298,12 @@ class RouterNode:
                         **({kind: target} if kind else {}),
                     )
                 )
+        if topic_plan is not None:
+            for edge_id, items in topic_plan.per_edge.items():
+                per_edge[edge_id].extend(items)
+            plans += topic_plan.plans
+            finished += topic_plan.finished
+            events += topic_plan.events
         addresses = await self._edge_addresses(per_edge) if per_edge else {}
 
         # -- no await below this line: each entry settles, or goes to its edges, exactly once.
@@ -378,3 +391,7 @@ def _collapse_receipts(collapsed: Iterable) -> list[ReceiptEvent]:
 
 async def _empty() -> dict:
     return {}
+
+
+async def _none() -> None:
+    return None

@@ -56,6 +56,7 @@ Outcome = delivery_pb2.DeliverResponse.Outcome
 NO_SESSION = Outcome.NO_SESSION
 UNSPECIFIED = Outcome.OUTCOME_UNSPECIFIED
 NO_ROUTE = State.DELIVERY_STATE_NO_ROUTE
+DELIVERED = State.DELIVERY_STATE_DELIVERED_TO_EDGE
 _STATE_OF_OUTCOME = {
     Outcome.QUEUED: (State.DELIVERY_STATE_DELIVERED_TO_EDGE, ""),
     Outcome.NO_SESSION: (NO_ROUTE, "device left the edge"),
@@ -79,19 +80,36 @@ _LIMIT_MESSAGES = LIMITS_HIT.labels("edge_queue_messages")
 _LIMIT_BYTES = LIMITS_HIT.labels("edge_queue_bytes")
 
 
+# The topic_change of every delivery that is not a control record (version 0: no change).
+NO_CHANGE = delivery_pb2.TopicChange()
+
+
 class Delivery:
     """One message for one device session on one edge; it settles one delivery of its entry.
-    Has the fields of delivery_pb2.Routed, so the in-process link hands it over as it is."""
+    Has the fields of delivery_pb2.Routed, so the in-process link hands it over as it is. A
+    topic message has a topic and no device; a control record has a topic_change (see
+    router/topics.py)."""
 
-    __slots__ = ("device_id", "entry", "lane", "message", "session_id", "size")
+    __slots__ = ("device_id", "entry", "lane", "message", "session_id", "size", "topic", "topic_change")
 
-    def __init__(self, lane: str, device_id: str, session_id: str, message: message_pb2.Message, entry: Entry) -> None:
+    def __init__(
+        self,
+        lane: str,
+        device_id: str,
+        session_id: str,
+        message: message_pb2.Message,
+        entry: Entry,
+        topic_change: delivery_pb2.TopicChange = NO_CHANGE,
+        topic: str = "",
+    ) -> None:
         self.lane = lane
         self.device_id = device_id
         self.session_id = session_id
         self.message = message
         self.entry = entry
-        self.size = message.ByteSize()
+        self.topic = topic
+        self.topic_change = topic_change
+        self.size = message.ByteSize() + (topic_change.ByteSize() if topic_change.version else 0)
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,9 @@ class EdgeQueues:
         events = []
         settle = self.tracker.settle
         for i, item in enumerate(items):
+            if item.topic_change.version:  # a control record: no receipt
+                settle(item.entry)
+                continue
             if outcomes is None:
                 outcome = NO_SESSION
             else:
@@ -352,9 +373,18 @@ def _describe(exc: BaseException) -> str:
     return repr(exc)
 
 
+# A topic message's per-edge receipt names why the edge was not reached (counted per edge).
+_TOPIC_REASONS = {UNREACHABLE: "edge_unreachable", UNAVAILABLE: "edge_unavailable", QUEUE_FULL: "edge_queue_full"}
+
+
 def _outcome_receipt(item: Delivery, edge_id: str, outcome: int, detail: str = "") -> ReceiptEvent:
     state, default_detail = _STATE_OF_OUTCOME.get(outcome, _UNKNOWN_OUTCOME)
     message = item.message
+    if item.topic:
+        # Counts only (see receipts.merge_topic): no device, and no labels (the edge's fan-out
+        # receipt counts them, once per device written).
+        reason = "" if state == DELIVERED else _TOPIC_REASONS.get(detail, "edge_" + Outcome.Name(outcome).lower())
+        return receipt(message.message_id, state, edge_id=edge_id, detail=reason, topic=item.topic)
     if state == NO_ROUTE and message.requires_ack:
         detail = (detail or default_detail) + "; kept in inbox"
     return receipt(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pushplat_client.v1 import message_pb2 as pushplat_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apushplat/v1/delivery.proto\x12\x0bpushplat.v1\x1a\x19pushplat/v1/message.proto\"\x90\x01\n\x08\x45nvelope\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x13\n\tdevice_id\x18\x02 \x01(\tH\x00\x12%\n\x07message\x18\x03 \x01(\x0b\x32\x14.pushplat.v1.Message\x12+\n\x08\x64\x65livery\x18\x04 \x01(\x0e\x32\x19.pushplat.v1.DeliveryModeB\x08\n\x06target\"V\n\x06Routed\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12%\n\x07message\x18\x03 \x01(\x0b\x32\x14.pushplat.v1.Message\"E\n\x0e\x44\x65liverRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\"\n\x05items\x18\x02 \x03(\x0b\x32\x13.pushplat.v1.Routed\"\xc3\x01\n\x0f\x44\x65liverResponse\x12\x36\n\x08outcomes\x18\x01 \x03(\x0e\x32$.pushplat.v1.DeliverResponse.Outcome\"x\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0e\n\nNO_SESSION\x10\x02\x12\x0e\n\nQUEUE_FULL\x10\x03\x12\x0b\n\x07\x45XPIRED\x10\x04\x12\x0c\n\x08IN_INBOX\x10\x05\x12\r\n\tTOO_LARGE\x10\x06\"R\n\x0c\x45victRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1b\n\x13replaced_by_edge_id\x18\x03 \x01(\t\" \n\rEvictResponse\x12\x0f\n\x07\x65victed\x18\x01 \x01(\x08\x32\x90\x01\n\x08\x44\x65livery\x12\x44\n\x07\x44\x65liver\x12\x1b.pushplat.v1.DeliverRequest\x1a\x1c.pushplat.v1.DeliverResponse\x12>\n\x05\x45vict\x12\x19.pushplat.v1.EvictRequest\x1a\x1a.pushplat.v1.EvictResponseB?Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apushplat/v1/delivery.proto\x12\x0bpushplat.v1\x1a\x19pushplat/v1/message.proto\"\xd1\x01\n\x08\x45nvelope\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x13\n\tdevice_id\x18\x02 \x01(\tH\x00\x12\x0f\n\x05topic\x18\x05 \x01(\tH\x00\x12%\n\x07message\x18\x03 \x01(\x0b\x32\x14.pushplat.v1.Message\x12+\n\x08\x64\x65livery\x18\x04 \x01(\x0e\x32\x19.pushplat.v1.DeliveryMode\x12.\n\x0ctopic_change\x18\x06 \x01(\x0b\x32\x18.pushplat.v1.TopicChangeB\x08\n\x06target\"H\n\x0bTopicChange\x12\x12\n\nsubscribed\x18\x01 \x03(\t\x12\x14\n\x0cunsubscribed\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x95\x01\n\x06Routed\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12%\n\x07message\x18\x03 \x01(\x0b\x32\x14.pushplat.v1.Message\x12\r\n\x05topic\x18\x04 \x01(\t\x12.\n\x0ctopic_change\x18\x05 \x01(\x0b\x32\x18.pushplat.v1.TopicChange\"E\n\x0e\x44\x65liverRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\"\n\x05items\x18\x02 \x03(\x0b\x32\x13.pushplat.v1.Routed\"\xc3\x01\n\x0f\x44\x65liverResponse\x12\x36\n\x08outcomes\x18\x01 \x03(\x0e\x32$.pushplat.v1.DeliverResponse.Outcome\"x\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0e\n\nNO_SESSION\x10\x02\x12\x0e\n\nQUEUE_FULL\x10\x03\x12\x0b\n\x07\x45XPIRED\x10\x04\x12\x0c\n\x08IN_INBOX\x10\x05\x12\r\n\tTOO_LARGE\x10\x06\"R\n\x0c\x45victRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1b\n\x13replaced_by_edge_id\x18\x03 \x01(\t\" \n\rEvictResponse\x12\x0f\n\x07\x65victed\x18\x01 \x01(\x08\x32\x90\x01\n\x08\x44\x65livery\x12\x44\n\x07\x44\x65liver\x12\x1b.pushplat.v1.DeliverRequest\x1a\x1c.pushplat.v1.DeliverResponse\x12>\n\x05\x45vict\x12\x19.pushplat.v1.EvictRequest\x1a\x1a.pushplat.v1.EvictResponseB?Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1'
   _globals['_ENVELOPE']._serialized_start=71
-  _globals['_ENVELOPE']._serialized_end=215
-  _globals['_ROUTED']._serialized_start=217
-  _globals['_ROUTED']._serialized_end=303
-  _globals['_DELIVERREQUEST']._serialized_start=305
-  _globals['_DELIVERREQUEST']._serialized_end=374
-  _globals['_DELIVERRESPONSE']._serialized_start=377
-  _globals['_DELIVERRESPONSE']._serialized_end=572
-  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_start=452
-  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_end=572
-  _globals['_EVICTREQUEST']._serialized_start=574
-  _globals['_EVICTREQUEST']._serialized_end=656
-  _globals['_EVICTRESPONSE']._serialized_start=658
-  _globals['_EVICTRESPONSE']._serialized_end=690
-  _globals['_DELIVERY']._serialized_start=693
-  _globals['_DELIVERY']._serialized_end=837
+  _globals['_ENVELOPE']._serialized_end=280
+  _globals['_TOPICCHANGE']._serialized_start=282
+  _globals['_TOPICCHANGE']._serialized_end=354
+  _globals['_ROUTED']._serialized_start=357
+  _globals['_ROUTED']._serialized_end=506
+  _globals['_DELIVERREQUEST']._serialized_start=508
+  _globals['_DELIVERREQUEST']._serialized_end=577
+  _globals['_DELIVERRESPONSE']._serialized_start=580
+  _globals['_DELIVERRESPONSE']._serialized_end=775
+  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_start=655
+  _globals['_DELIVERRESPONSE_OUTCOME']._serialized_end=775
+  _globals['_EVICTREQUEST']._serialized_start=777
+  _globals['_EVICTREQUEST']._serialized_end=859
+  _globals['_EVICTRESPONSE']._serialized_start=861
+  _globals['_EVICTRESPONSE']._serialized_end=893
+  _globals['_DELIVERY']._serialized_start=896
+  _globals['_DELIVERY']._serialized_end=1040
 # @@protoc_insertion_point(module_scope)

@@ -9,26 +9,44 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("user_id", "device_id", "message", "delivery")
+    __slots__ = ("user_id", "device_id", "topic", "message", "delivery", "topic_change")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_CHANGE_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     device_id: str
+    topic: str
     message: _message_pb2.Message
     delivery: _message_pb2.DeliveryMode
-    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., delivery: _Optional[_Union[_message_pb2.DeliveryMode, str]] = ...) -> None: ...
+    topic_change: TopicChange
+    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., topic: _Optional[str] = ..., message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., delivery: _Optional[_Union[_message_pb2.DeliveryMode, str]] = ..., topic_change: _Optional[_Union[TopicChange, _Mapping]] = ...) -> None: ...
+
+class TopicChange(_message.Message):
+    __slots__ = ("subscribed", "unsubscribed", "version")
+    SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    subscribed: _containers.RepeatedScalarFieldContainer[str]
+    unsubscribed: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    def __init__(self, subscribed: _Optional[_Iterable[str]] = ..., unsubscribed: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Routed(_message.Message):
-    __slots__ = ("device_id", "session_id", "message")
+    __slots__ = ("device_id", "session_id", "message", "topic", "topic_change")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_CHANGE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     session_id: str
     message: _message_pb2.Message
-    def __init__(self, device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ...) -> None: ...
+    topic: str
+    topic_change: TopicChange
+    def __init__(self, device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., topic: _Optional[str] = ..., topic_change: _Optional[_Union[TopicChange, _Mapping]] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
     __slots__ = ("edge_id", "items")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from pushplat_client.v1 import edge_pb2, push_pb2
+from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2
 
 from pushplat.auth import mint_token
 from pushplat.config import Config
@@ -338,6 +338,129 @@ async def failed_tls_handshake(start, clients) -> Observed:
         return observed
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+async def frame_refusals(edge: str, what: str, *frames: edge_pb2.ClientFrame) -> Observed:
+    """Hello, then each Subscribe/Unsubscribe frame: the code of every topic its answer refused."""
+    channel = grpc.aio.insecure_channel(edge)
+    call = edge_pb2_grpc.EdgeStub(channel).Connect()
+    observed: Observed = []
+    try:
+        await call.write(hello(user_id="u", device_id=f"frames-{what}"))
+        assert (await asyncio.wait_for(call.read(), 10)).HasField("welcome")
+        for frame in frames:
+            await call.write(frame)
+            answer = await asyncio.wait_for(call.read(), 10)
+            refused = answer.subscription.refused
+            assert refused, f"{what}: nothing refused in {answer}"
+            observed += [(f"{what}: {r.topic[:20]!r}", _CODES[r.code], ()) for r in refused]
+    finally:
+        call.cancel()
+        await channel.close()
+    return observed
+
+
+async def call_status(what: str, call: Awaitable[object]) -> tuple[str, grpc.StatusCode, tuple]:
+    err = await rpc_error(call)
+    return what, err.code(), ()
+
+
+def subscribe_frame(*topics: str) -> edge_pb2.ClientFrame:
+    return edge_pb2.ClientFrame(subscribe=edge_pb2.Subscribe(topics=list(topics)))
+
+
+async def bad_topic_names(start, clients) -> Observed:
+    server = await start()
+    api = clients("api", f"127.0.0.1:{server.ports.api}")
+    stub = api.stub
+    observed = [
+        await send_status(api, "Send to 'a b'", topic="a b", payload=b"x"),
+        await send_status(api, "Send to a 257-char topic", topic="t" * 257, payload=b"x"),
+        await send_status(api, "at-least-once Send to a topic", topic="t", payload=b"x", delivery=1),
+        await call_status(
+            "Subscribe to 'é'", stub.Subscribe(push_pb2.SubscribeRequest(topics=["é"], device_ids=["d"]), timeout=5)
+        ),
+        await call_status(
+            "Unsubscribe from ''", stub.Unsubscribe(push_pb2.SubscribeRequest(topics=[""], device_ids=["d"]), timeout=5)
+        ),
+    ]
+    edge = f"127.0.0.1:{server.ports.edge}"
+    return observed + await frame_refusals(edge, "bad names", subscribe_frame("a/b", "", "x" * 300))
+
+
+async def topic_request_sizes(start, clients) -> Observed:
+    server = await start()
+    stub = clients("api", f"127.0.0.1:{server.ports.api}").stub
+
+    def request(topics: int, devices: int, users: int = 0) -> push_pb2.SubscribeRequest:
+        return push_pb2.SubscribeRequest(
+            topics=[f"t{i}" for i in range(topics)],
+            device_ids=[f"d{i}" for i in range(devices)],
+            user_ids=[f"u{i}" for i in range(users)],
+        )
+
+    observed = [
+        await call_status("no topic", stub.Subscribe(request(0, 1), timeout=5)),
+        await call_status("101 topics", stub.Subscribe(request(101, 1), timeout=5)),
+        await call_status("no device or user", stub.Unsubscribe(request(1, 0), timeout=5)),
+        await call_status("1,001 devices and users", stub.Subscribe(request(1, 600, 401), timeout=5)),
+    ]
+    frame = await connect_status(
+        f"127.0.0.1:{server.ports.edge}",
+        "a frame of 101 topics",
+        hello(device_id="many"),
+        subscribe_frame(*(f"t{i}" for i in range(101))),
+    )
+    return [*observed, frame]
+
+
+async def topics_over_limits(start, clients) -> Observed:
+    server = await start(max_topics_per_device=2, topic_changes_per_second=1.0)
+    stub = clients("api", f"127.0.0.1:{server.ports.api}").stub
+    reply = await stub.Subscribe(push_pb2.SubscribeRequest(topics=["a", "b", "c"], device_ids=["full"]), timeout=5)
+    observed: Observed = [(f"call: {r.topic}", _CODES[r.code], ()) for r in reply.results[0].refused]
+    assert [r.topic for r in reply.results[0].refused] == ["c"]
+    edge = f"127.0.0.1:{server.ports.edge}"
+    observed += await frame_refusals(edge, "device full", subscribe_frame("x", "y", "z"))
+    # Twice the rate at once (2 frames), then refused: frames 1-2 pass, frame 3 is refused.
+    observed += await frame_refusals(
+        edge, "rate", subscribe_frame("x", "y", "z"), subscribe_frame("x", "y", "z"), subscribe_frame("q")
+    )
+    return observed
+
+
+async def subscription_store_down(start, clients) -> Observed:
+    with tempfile.TemporaryDirectory() as state:
+        async with service("redis", Path(state) / "redis") as redis:
+            server = await start(registry=redis.env["PUSHPLAT_TEST_REDIS_URL"])
+            stub = clients("api", f"127.0.0.1:{server.ports.api}").stub
+            edge = f"127.0.0.1:{server.ports.edge}"
+            channel = grpc.aio.insecure_channel(edge)
+            call = edge_pb2_grpc.EdgeStub(channel).Connect()
+            try:
+                await call.write(hello(user_id="u", device_id="connected"))
+                assert (await asyncio.wait_for(call.read(), 10)).HasField("welcome")
+                assert await redis.stop() == 0
+                request = push_pb2.SubscribeRequest(topics=["t"], device_ids=["d"])
+                observed = [
+                    await call_status("Subscribe", stub.Subscribe(request, timeout=10)),
+                    await call_status("Unsubscribe", stub.Unsubscribe(request, timeout=10)),
+                    await call_status(
+                        "GetSubscriptions",
+                        stub.GetSubscriptions(push_pb2.GetSubscriptionsRequest(device_id="d"), timeout=10),
+                    ),
+                ]
+                await call.write(subscribe_frame("t"))
+                answer = await asyncio.wait_for(call.read(), 15)
+                observed += [(f"frame: {r.topic}", _CODES[r.code], ()) for r in answer.subscription.refused]
+                assert answer.subscription.refused
+            finally:
+                call.cancel()
+                await channel.close()
+            return observed
+
+
 Check = Callable[..., Awaitable[Observed]]
 CHECKS: dict[str, Check] = {
     "Missing target, or `ttl_seconds` out of range": bad_target_or_ttl,
@@ -367,6 +490,15 @@ CHECKS: dict[str, Check] = {
     "The queue (or the idempotency store) is unavailable": queue_unavailable,
     "The registry or the device-ownership check is unavailable when a device connects": store_down_on_connect,
     "`GetStatus` for an unknown message, or for another sender's": unknown_status,
+    "A topic name (in `Send`, `Subscribe`, `Unsubscribe` or a device's `Subscribe` frame) that does not match "
+    "`[A-Za-z0-9_.~%-]{1,256}`; an at-least-once `Send` to a topic": bad_topic_names,
+    "A `Subscribe`/`Unsubscribe` call with no topic or more than 100, with no device or user, or with more than "
+    "1,000 devices (users expanded to their devices); a `Subscribe`/`Unsubscribe` frame with more than 100 topics "
+    "(ends that stream)": topic_request_sizes,
+    "A subscribe that would take a device past `--max-topics-per-device` (2,000); a device sending more than "
+    "`--topic-changes-per-second` subscription frames": topics_over_limits,
+    "The subscription store is unavailable (`Subscribe`, `Unsubscribe`, `GetSubscriptions`, a device's "
+    "`Subscribe` frame)": subscription_store_down,
 }
 
 

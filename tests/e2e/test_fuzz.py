@@ -37,7 +37,7 @@ SECRET = "fuzz-secret-0123456789abcdef0123456789"
 API_KEY = "fuzz-key"
 CALL_TIMEOUT = 10.0  # a client-side deadline: hitting it means the server hung, which fails the test
 # Examples per kind; the whole module stays well under a minute on the 2-core CI machine.
-EXAMPLES = {"frames": 900, "tokens": 500, "sends": 900, "raw_stream": 300, "raw_send": 200}
+EXAMPLES = {"frames": 900, "tokens": 500, "sends": 900, "raw_stream": 300, "raw_send": 200, "topics": 300}
 
 
 def error_table_statuses() -> set[str]:
@@ -242,9 +242,22 @@ ack = st.one_of(
     st.lists(ids, max_size=20),
     st.integers(0, 1_200).map(lambda n: [f"id-{i}" for i in range(n)]),
 ).map(lambda message_ids: edge_pb2.ClientFrame(ack=edge_pb2.Ack(message_ids=message_ids)))
+# Topic names: valid ones (so that subscriptions happen), and anything at all.
+topic = st.one_of(st.from_regex(r"[A-Za-z0-9_.~%-]{1,20}", fullmatch=True), text)
+topic_lists = st.one_of(
+    st.lists(topic, max_size=6),
+    st.integers(95, 130).map(lambda n: [f"t{i}" for i in range(n)]),  # around the 100-per-frame limit
+)
+topic_frame = st.one_of(
+    st.builds(edge_pb2.Subscribe, topics=topic_lists, request_id=text).map(lambda m: edge_pb2.ClientFrame(subscribe=m)),
+    st.builds(edge_pb2.Unsubscribe, topics=topic_lists, request_id=text).map(
+        lambda m: edge_pb2.ClientFrame(unsubscribe=m)
+    ),
+)
 frame = st.one_of(
     hello.map(lambda h: edge_pb2.ClientFrame(hello=h)),
     ack,
+    topic_frame,
     st.just(edge_pb2.ClientFrame(ping=edge_pb2.Ping())),
     st.just(edge_pb2.ClientFrame()),
 )
@@ -299,10 +312,18 @@ def send_requests(draw) -> push_pb2.SendRequest:
         delivery=draw(enum_value),
         labels=draw(labels),
     )
-    target = draw(st.sampled_from(["user_id", "device_id", None]))
+    target = draw(st.sampled_from(["user_id", "device_id", "topic", None]))
     if target:
-        setattr(request, target, draw(ids))
+        setattr(request, target, draw(topic if target == "topic" else ids))
     return request
+
+
+subscribe_requests = st.builds(
+    push_pb2.SubscribeRequest,
+    device_ids=st.one_of(st.lists(ids, max_size=4), st.integers(995, 1010).map(lambda n: [f"d{i}" for i in range(n)])),
+    user_ids=st.lists(ids, max_size=3),
+    topics=topic_lists,
+)
 
 
 batches = st.one_of(
@@ -404,6 +425,27 @@ def test_fuzz_send_requests(devs, name):
     bystander.check()
 
 
+@pytest.mark.parametrize("name", ["open", "secured"])
+def test_fuzz_topic_calls(devs, name):
+    dev, bystander = devs[name]
+
+    @settings(FUZZ, max_examples=EXAMPLES["topics"] // 2)
+    @given(
+        st.one_of(
+            subscribe_requests.map(lambda r: ("Subscribe", r)),
+            subscribe_requests.map(lambda r: ("Unsubscribe", r)),
+            ids.map(lambda d: ("GetSubscriptions", push_pb2.GetSubscriptionsRequest(device_id=d))),
+        )
+    )
+    def case(call):
+        method, request = call
+        run_unary(dev.api, method, request, bystander.api_metadata)
+
+    case()
+    assert dev.alive()
+    bystander.check()
+
+
 def test_fuzz_raw_bytes(devs):
     dev, bystander = devs["open"]
 
@@ -413,7 +455,12 @@ def test_fuzz_raw_bytes(devs):
         run_stream(dev.edge, chunks, raw=True)
 
     @settings(FUZZ, max_examples=EXAMPLES["raw_send"])
-    @given(st.sampled_from(["Send", "SendBatch", "GetStatus", "GetPresence"]), st.binary(max_size=200))
+    @given(
+        st.sampled_from(
+            ["Send", "SendBatch", "GetStatus", "GetPresence", "Subscribe", "Unsubscribe", "GetSubscriptions"]
+        ),
+        st.binary(max_size=200),
+    )
     def unary_case(method, body):
         run_unary(dev.api, method, body, raw=True)
 

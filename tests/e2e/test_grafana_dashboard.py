@@ -49,7 +49,9 @@ def test_every_readme_metric_is_on_the_dashboard():
 async def test_every_dashboard_metric_exists_in_a_live_metrics_endpoint(processes):
     metrics_port = free_port()
     # Per-label counters exist only for the label keys the operator lists.
-    server = await processes.dev("--metrics-port", str(metrics_port), "--metric-label-keys", "variant", ws=True)
+    server = await processes.dev(
+        "--metrics-port", str(metrics_port), "--metric-label-keys", "variant", "--metric-topics", "g-*", ws=True
+    )
     # Traffic that touches every metric: a connect (gRPC and WebSocket), pushes of a labelled
     # message, an ack, a drop for want of a route, a send refused by a limit, and a disconnect.
     async with connect(server.ws_url, subprotocols=[SUBPROTOCOL]) as tab:
@@ -62,6 +64,10 @@ async def test_every_dashboard_metric_exists_in_a_live_metrics_endpoint(processe
             sent = await sender.send(device_id="g-1", payload=b"x", labels={"variant": "a"}, at_least_once=True)
             message = await asyncio.wait_for(anext(client), 10)
             assert message.message_id == sent.message_id
+            # Topics: a subscription (counted for an allowed topic) and one fan-out.
+            assert list((await client.subscribe("g-topic")).applied) == ["g-topic"]
+            topical = await sender.send(topic="g-topic", payload=b"t")
+            assert (await asyncio.wait_for(anext(client), 10)).message_id == topical.message_id
         await sender.send(device_id="nobody-here", payload=b"dropped")
         with pytest.raises(PushError):
             await sender.send(device_id="d" * 129, payload=b"an id over the limit")

@@ -131,6 +131,7 @@ type session struct {
 	flushQueued bool          // one flush at a time; it collects every id added before it runs
 	pingDue     bool
 	halfClose   bool
+	topics      topicWaiters
 }
 
 func (s *session) signal() {
@@ -662,6 +663,7 @@ func (c *Client) endSession(s *session) {
 	if c.sess == s {
 		c.sess = nil
 	}
+	s.failTopicWaiters()
 	if c.connected {
 		c.connected = false
 		c.connCh = make(chan struct{})
@@ -691,6 +693,8 @@ func (c *Client) readLoop(stream pb.Edge_ConnectClient, lastRx *atomic.Int64) re
 			c.onPushes(f.Pushes.GetMessages())
 		case *pb.ServerFrame_Pong:
 			c.log.Debug("pong")
+		case *pb.ServerFrame_Subscription:
+			c.onSubscription(f.Subscription)
 		case *pb.ServerFrame_GoAway:
 			return readResult{goAway: true, delay: c.onGoAway(f.GoAway)}
 		default:
@@ -741,6 +745,12 @@ func (c *Client) writeLoop(ctx context.Context, stream pb.Edge_ConnectClient, s 
 		}
 		if ping {
 			if err := stream.Send(&pb.ClientFrame{Frame: &pb.ClientFrame_Ping{Ping: &pb.Ping{}}}); err != nil {
+				c.log.Debug("write failed", "err", err)
+				return
+			}
+		}
+		for _, frame := range c.takeTopicFrames(s) {
+			if err := stream.Send(frame); err != nil {
 				c.log.Debug("write failed", "err", err)
 				return
 			}

@@ -30,6 +30,7 @@ type fakeConn struct {
 
 	acks       chan *pb.Ack
 	pings      chan struct{}
+	topics     chan *pb.ClientFrame // Subscribe and Unsubscribe frames
 	halfClosed chan struct{}
 	gone       chan struct{}
 	goneOnce   sync.Once
@@ -180,6 +181,8 @@ func (c *fakeConn) readLoop() {
 			c.acked = append(c.acked, fr.Ack.GetMessageIds()...)
 			c.mu.Unlock()
 			c.acks <- fr.Ack
+		case *pb.ClientFrame_Subscribe, *pb.ClientFrame_Unsubscribe:
+			c.topics <- f
 		case *pb.ClientFrame_Ping:
 			if c.autoPong.Load() {
 				c.writeMu.Lock()
@@ -247,7 +250,7 @@ func (e *fakeEdge) Connect(stream pb.Edge_ConnectServer) error {
 	e.mu.Lock()
 	c := &fakeConn{
 		stream: stream, hello: first.GetHello(), index: len(e.all), helloAt: time.Now(),
-		acks: make(chan *pb.Ack, 1000), pings: make(chan struct{}, 1000),
+		acks: make(chan *pb.Ack, 1000), pings: make(chan struct{}, 1000), topics: make(chan *pb.ClientFrame, 100),
 		halfClosed: make(chan struct{}), gone: make(chan struct{}), finish: make(chan outcome, 1),
 	}
 	c.autoPong.Store(true)

@@ -28,11 +28,13 @@ type SenderOptions struct {
 	DialOptions []grpc.DialOption
 }
 
-// SendOptions describe one message. Give exactly one of UserID (every device of the user)
-// or DeviceID.
+// SendOptions describe one message. Give exactly one of UserID (every device of the user),
+// DeviceID, or Topic (every device subscribed to it that is connected when the message
+// reaches its edge: at-most-once).
 type SendOptions struct {
 	UserID   string
 	DeviceID string
+	Topic    string
 	Payload  []byte
 	// ContentType describes Payload, e.g. "application/json".
 	ContentType string
@@ -88,8 +90,14 @@ func (s *Sender) Close() error { return s.conn.Close() }
 // locally (the target).
 func MakeRequest(o SendOptions) (*pb.SendRequest, error) {
 	// The target is a oneof: setting both would silently keep only one of them.
-	if (o.UserID == "") == (o.DeviceID == "") {
-		return nil, errors.New("pushplat: give exactly one of UserID or DeviceID")
+	targets := 0
+	for _, t := range []string{o.UserID, o.DeviceID, o.Topic} {
+		if t != "" {
+			targets++
+		}
+	}
+	if targets != 1 {
+		return nil, errors.New("pushplat: give exactly one of UserID, DeviceID or Topic")
 	}
 	priority := o.Priority
 	if priority == PriorityUnspecified {
@@ -115,6 +123,8 @@ func MakeRequest(o SendOptions) (*pb.SendRequest, error) {
 	}
 	if o.UserID != "" {
 		req.Target = &pb.SendRequest_UserId{UserId: o.UserID}
+	} else if o.Topic != "" {
+		req.Target = &pb.SendRequest_Topic{Topic: o.Topic}
 	} else {
 		req.Target = &pb.SendRequest_DeviceId{DeviceId: o.DeviceID}
 	}

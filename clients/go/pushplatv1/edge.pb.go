@@ -82,7 +82,7 @@ func (x GoAway_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GoAway_Reason.Descriptor instead.
 func (GoAway_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{7, 0}
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type ClientFrame struct {
@@ -92,6 +92,8 @@ type ClientFrame struct {
 	//	*ClientFrame_Hello
 	//	*ClientFrame_Ack
 	//	*ClientFrame_Ping
+	//	*ClientFrame_Subscribe
+	//	*ClientFrame_Unsubscribe
 	Frame         isClientFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -161,6 +163,24 @@ func (x *ClientFrame) GetPing() *Ping {
 	return nil
 }
 
+func (x *ClientFrame) GetSubscribe() *Subscribe {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_Subscribe); ok {
+			return x.Subscribe
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetUnsubscribe() *Unsubscribe {
+	if x != nil {
+		if x, ok := x.Frame.(*ClientFrame_Unsubscribe); ok {
+			return x.Unsubscribe
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Frame interface {
 	isClientFrame_Frame()
 }
@@ -177,11 +197,24 @@ type ClientFrame_Ping struct {
 	Ping *Ping `protobuf:"bytes,3,opt,name=ping,proto3,oneof"`
 }
 
+type ClientFrame_Subscribe struct {
+	// Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+	Subscribe *Subscribe `protobuf:"bytes,4,opt,name=subscribe,proto3,oneof"`
+}
+
+type ClientFrame_Unsubscribe struct {
+	Unsubscribe *Unsubscribe `protobuf:"bytes,5,opt,name=unsubscribe,proto3,oneof"`
+}
+
 func (*ClientFrame_Hello) isClientFrame_Frame() {}
 
 func (*ClientFrame_Ack) isClientFrame_Frame() {}
 
 func (*ClientFrame_Ping) isClientFrame_Frame() {}
+
+func (*ClientFrame_Subscribe) isClientFrame_Frame() {}
+
+func (*ClientFrame_Unsubscribe) isClientFrame_Frame() {}
 
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -334,6 +367,113 @@ func (*Ping) Descriptor() ([]byte, []int) {
 	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{3}
 }
 
+// At most 100 topics per frame (more is a protocol error that ends the stream). Subscriptions
+// belong to the device: they outlive the stream and are restored on every edge it connects to.
+type Subscribe struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Topics []string               `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	// The client's id for this request (up to 128 bytes), echoed in its SubscriptionResult.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Subscribe) Reset() {
+	*x = Subscribe{}
+	mi := &file_pushplat_v1_edge_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subscribe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subscribe) ProtoMessage() {}
+
+func (x *Subscribe) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_edge_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
+func (*Subscribe) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Subscribe) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *Subscribe) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type Unsubscribe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topics        []string               `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Unsubscribe) Reset() {
+	*x = Unsubscribe{}
+	mi := &file_pushplat_v1_edge_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Unsubscribe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Unsubscribe) ProtoMessage() {}
+
+func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_edge_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
+func (*Unsubscribe) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Unsubscribe) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *Unsubscribe) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Frame:
@@ -342,6 +482,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Pushes
 	//	*ServerFrame_GoAway
 	//	*ServerFrame_Pong
+	//	*ServerFrame_Subscription
 	Frame         isServerFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -349,7 +490,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_pushplat_v1_edge_proto_msgTypes[4]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +502,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_edge_proto_msgTypes[4]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +515,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{4}
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServerFrame) GetFrame() isServerFrame_Frame {
@@ -420,6 +561,15 @@ func (x *ServerFrame) GetPong() *Pong {
 	return nil
 }
 
+func (x *ServerFrame) GetSubscription() *SubscriptionResult {
+	if x != nil {
+		if x, ok := x.Frame.(*ServerFrame_Subscription); ok {
+			return x.Subscription
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Frame interface {
 	isServerFrame_Frame()
 }
@@ -440,6 +590,11 @@ type ServerFrame_Pong struct {
 	Pong *Pong `protobuf:"bytes,4,opt,name=pong,proto3,oneof"`
 }
 
+type ServerFrame_Subscription struct {
+	// The answer to one Subscribe or Unsubscribe frame.
+	Subscription *SubscriptionResult `protobuf:"bytes,5,opt,name=subscription,proto3,oneof"`
+}
+
 func (*ServerFrame_Welcome) isServerFrame_Frame() {}
 
 func (*ServerFrame_Pushes) isServerFrame_Frame() {}
@@ -447,6 +602,8 @@ func (*ServerFrame_Pushes) isServerFrame_Frame() {}
 func (*ServerFrame_GoAway) isServerFrame_Frame() {}
 
 func (*ServerFrame_Pong) isServerFrame_Frame() {}
+
+func (*ServerFrame_Subscription) isServerFrame_Frame() {}
 
 type Welcome struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -464,7 +621,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_pushplat_v1_edge_proto_msgTypes[5]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +633,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_edge_proto_msgTypes[5]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +646,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{5}
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Welcome) GetSessionId() string {
@@ -529,7 +686,7 @@ type PushBatch struct {
 
 func (x *PushBatch) Reset() {
 	*x = PushBatch{}
-	mi := &file_pushplat_v1_edge_proto_msgTypes[6]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +698,7 @@ func (x *PushBatch) String() string {
 func (*PushBatch) ProtoMessage() {}
 
 func (x *PushBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_edge_proto_msgTypes[6]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +711,7 @@ func (x *PushBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushBatch.ProtoReflect.Descriptor instead.
 func (*PushBatch) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{6}
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PushBatch) GetMessages() []*Message {
@@ -576,7 +733,7 @@ type GoAway struct {
 
 func (x *GoAway) Reset() {
 	*x = GoAway{}
-	mi := &file_pushplat_v1_edge_proto_msgTypes[7]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +745,7 @@ func (x *GoAway) String() string {
 func (*GoAway) ProtoMessage() {}
 
 func (x *GoAway) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_edge_proto_msgTypes[7]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +758,7 @@ func (x *GoAway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoAway.ProtoReflect.Descriptor instead.
 func (*GoAway) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{7}
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GoAway) GetReason() GoAway_Reason {
@@ -633,7 +790,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_pushplat_v1_edge_proto_msgTypes[8]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +802,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_edge_proto_msgTypes[8]
+	mi := &file_pushplat_v1_edge_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,18 +815,92 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{8}
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{10}
+}
+
+type SubscriptionResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The topics that took effect (for Subscribe: the device is now subscribed to them; for
+	// Unsubscribe: it is no longer), in request order.
+	Applied []string `protobuf:"bytes,2,rep,name=applied,proto3" json:"applied,omitempty"`
+	// The topics that did not, each with a status code and a message.
+	Refused []*TopicRefusal `protobuf:"bytes,3,rep,name=refused,proto3" json:"refused,omitempty"`
+	// How many topics the device holds after this request.
+	TopicCount    int32 `protobuf:"varint,4,opt,name=topic_count,json=topicCount,proto3" json:"topic_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscriptionResult) Reset() {
+	*x = SubscriptionResult{}
+	mi := &file_pushplat_v1_edge_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscriptionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscriptionResult) ProtoMessage() {}
+
+func (x *SubscriptionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_edge_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscriptionResult.ProtoReflect.Descriptor instead.
+func (*SubscriptionResult) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_edge_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SubscriptionResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SubscriptionResult) GetApplied() []string {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *SubscriptionResult) GetRefused() []*TopicRefusal {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+func (x *SubscriptionResult) GetTopicCount() int32 {
+	if x != nil {
+		return x.TopicCount
+	}
+	return 0
 }
 
 var File_pushplat_v1_edge_proto protoreflect.FileDescriptor
 
 const file_pushplat_v1_edge_proto_rawDesc = "" +
 	"\n" +
-	"\x16pushplat/v1/edge.proto\x12\vpushplat.v1\x1a\x19pushplat/v1/message.proto\"\x91\x01\n" +
+	"\x16pushplat/v1/edge.proto\x12\vpushplat.v1\x1a\x19pushplat/v1/message.proto\"\x87\x02\n" +
 	"\vClientFrame\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.pushplat.v1.HelloH\x00R\x05hello\x12$\n" +
 	"\x03ack\x18\x02 \x01(\v2\x10.pushplat.v1.AckH\x00R\x03ack\x12'\n" +
-	"\x04ping\x18\x03 \x01(\v2\x11.pushplat.v1.PingH\x00R\x04pingB\a\n" +
+	"\x04ping\x18\x03 \x01(\v2\x11.pushplat.v1.PingH\x00R\x04ping\x126\n" +
+	"\tsubscribe\x18\x04 \x01(\v2\x16.pushplat.v1.SubscribeH\x00R\tsubscribe\x12<\n" +
+	"\vunsubscribe\x18\x05 \x01(\v2\x18.pushplat.v1.UnsubscribeH\x00R\vunsubscribeB\a\n" +
 	"\x05frame\"z\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
@@ -679,12 +910,21 @@ const file_pushplat_v1_edge_proto_rawDesc = "" +
 	"\x03Ack\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
 	"messageIds\"\x06\n" +
-	"\x04Ping\"\xd3\x01\n" +
+	"\x04Ping\"B\n" +
+	"\tSubscribe\x12\x16\n" +
+	"\x06topics\x18\x01 \x03(\tR\x06topics\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"D\n" +
+	"\vUnsubscribe\x12\x16\n" +
+	"\x06topics\x18\x01 \x03(\tR\x06topics\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x9a\x02\n" +
 	"\vServerFrame\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.pushplat.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\x06pushes\x18\x02 \x01(\v2\x16.pushplat.v1.PushBatchH\x00R\x06pushes\x12.\n" +
 	"\ago_away\x18\x03 \x01(\v2\x13.pushplat.v1.GoAwayH\x00R\x06goAway\x12'\n" +
-	"\x04pong\x18\x04 \x01(\v2\x11.pushplat.v1.PongH\x00R\x04pongB\a\n" +
+	"\x04pong\x18\x04 \x01(\v2\x11.pushplat.v1.PongH\x00R\x04pong\x12E\n" +
+	"\fsubscription\x18\x05 \x01(\v2\x1f.pushplat.v1.SubscriptionResultH\x00R\fsubscriptionB\a\n" +
 	"\x05frame\"\x9d\x01\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
@@ -705,7 +945,14 @@ const file_pushplat_v1_edge_proto_rawDesc = "" +
 	"\bREPLACED\x10\x03\x12\x15\n" +
 	"\x11HEARTBEAT_TIMEOUT\x10\x04\x12\x11\n" +
 	"\rSLOW_CONSUMER\x10\x05\"\x06\n" +
-	"\x04Pong2I\n" +
+	"\x04Pong\"\xa3\x01\n" +
+	"\x12SubscriptionResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x18\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied\x123\n" +
+	"\arefused\x18\x03 \x03(\v2\x19.pushplat.v1.TopicRefusalR\arefused\x12\x1f\n" +
+	"\vtopic_count\x18\x04 \x01(\x05R\n" +
+	"topicCount2I\n" +
 	"\x04Edge\x12A\n" +
 	"\aConnect\x12\x18.pushplat.v1.ClientFrame\x1a\x18.pushplat.v1.ServerFrame(\x010\x01B\x8d\x01\n" +
 	"\x0eio.pushplat.v1B\tEdgeProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\vPushplat.V1\xca\x02\vPushplat\\V1\xea\x02\fPushplat::V1b\x06proto3"
@@ -723,37 +970,45 @@ func file_pushplat_v1_edge_proto_rawDescGZIP() []byte {
 }
 
 var file_pushplat_v1_edge_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pushplat_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_pushplat_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_pushplat_v1_edge_proto_goTypes = []any{
-	(GoAway_Reason)(0),  // 0: pushplat.v1.GoAway.Reason
-	(*ClientFrame)(nil), // 1: pushplat.v1.ClientFrame
-	(*Hello)(nil),       // 2: pushplat.v1.Hello
-	(*Ack)(nil),         // 3: pushplat.v1.Ack
-	(*Ping)(nil),        // 4: pushplat.v1.Ping
-	(*ServerFrame)(nil), // 5: pushplat.v1.ServerFrame
-	(*Welcome)(nil),     // 6: pushplat.v1.Welcome
-	(*PushBatch)(nil),   // 7: pushplat.v1.PushBatch
-	(*GoAway)(nil),      // 8: pushplat.v1.GoAway
-	(*Pong)(nil),        // 9: pushplat.v1.Pong
-	(*Message)(nil),     // 10: pushplat.v1.Message
+	(GoAway_Reason)(0),         // 0: pushplat.v1.GoAway.Reason
+	(*ClientFrame)(nil),        // 1: pushplat.v1.ClientFrame
+	(*Hello)(nil),              // 2: pushplat.v1.Hello
+	(*Ack)(nil),                // 3: pushplat.v1.Ack
+	(*Ping)(nil),               // 4: pushplat.v1.Ping
+	(*Subscribe)(nil),          // 5: pushplat.v1.Subscribe
+	(*Unsubscribe)(nil),        // 6: pushplat.v1.Unsubscribe
+	(*ServerFrame)(nil),        // 7: pushplat.v1.ServerFrame
+	(*Welcome)(nil),            // 8: pushplat.v1.Welcome
+	(*PushBatch)(nil),          // 9: pushplat.v1.PushBatch
+	(*GoAway)(nil),             // 10: pushplat.v1.GoAway
+	(*Pong)(nil),               // 11: pushplat.v1.Pong
+	(*SubscriptionResult)(nil), // 12: pushplat.v1.SubscriptionResult
+	(*Message)(nil),            // 13: pushplat.v1.Message
+	(*TopicRefusal)(nil),       // 14: pushplat.v1.TopicRefusal
 }
 var file_pushplat_v1_edge_proto_depIdxs = []int32{
 	2,  // 0: pushplat.v1.ClientFrame.hello:type_name -> pushplat.v1.Hello
 	3,  // 1: pushplat.v1.ClientFrame.ack:type_name -> pushplat.v1.Ack
 	4,  // 2: pushplat.v1.ClientFrame.ping:type_name -> pushplat.v1.Ping
-	6,  // 3: pushplat.v1.ServerFrame.welcome:type_name -> pushplat.v1.Welcome
-	7,  // 4: pushplat.v1.ServerFrame.pushes:type_name -> pushplat.v1.PushBatch
-	8,  // 5: pushplat.v1.ServerFrame.go_away:type_name -> pushplat.v1.GoAway
-	9,  // 6: pushplat.v1.ServerFrame.pong:type_name -> pushplat.v1.Pong
-	10, // 7: pushplat.v1.PushBatch.messages:type_name -> pushplat.v1.Message
-	0,  // 8: pushplat.v1.GoAway.reason:type_name -> pushplat.v1.GoAway.Reason
-	1,  // 9: pushplat.v1.Edge.Connect:input_type -> pushplat.v1.ClientFrame
-	5,  // 10: pushplat.v1.Edge.Connect:output_type -> pushplat.v1.ServerFrame
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 3: pushplat.v1.ClientFrame.subscribe:type_name -> pushplat.v1.Subscribe
+	6,  // 4: pushplat.v1.ClientFrame.unsubscribe:type_name -> pushplat.v1.Unsubscribe
+	8,  // 5: pushplat.v1.ServerFrame.welcome:type_name -> pushplat.v1.Welcome
+	9,  // 6: pushplat.v1.ServerFrame.pushes:type_name -> pushplat.v1.PushBatch
+	10, // 7: pushplat.v1.ServerFrame.go_away:type_name -> pushplat.v1.GoAway
+	11, // 8: pushplat.v1.ServerFrame.pong:type_name -> pushplat.v1.Pong
+	12, // 9: pushplat.v1.ServerFrame.subscription:type_name -> pushplat.v1.SubscriptionResult
+	13, // 10: pushplat.v1.PushBatch.messages:type_name -> pushplat.v1.Message
+	0,  // 11: pushplat.v1.GoAway.reason:type_name -> pushplat.v1.GoAway.Reason
+	14, // 12: pushplat.v1.SubscriptionResult.refused:type_name -> pushplat.v1.TopicRefusal
+	1,  // 13: pushplat.v1.Edge.Connect:input_type -> pushplat.v1.ClientFrame
+	7,  // 14: pushplat.v1.Edge.Connect:output_type -> pushplat.v1.ServerFrame
+	14, // [14:15] is the sub-list for method output_type
+	13, // [13:14] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_pushplat_v1_edge_proto_init() }
@@ -766,12 +1021,15 @@ func file_pushplat_v1_edge_proto_init() {
 		(*ClientFrame_Hello)(nil),
 		(*ClientFrame_Ack)(nil),
 		(*ClientFrame_Ping)(nil),
+		(*ClientFrame_Subscribe)(nil),
+		(*ClientFrame_Unsubscribe)(nil),
 	}
-	file_pushplat_v1_edge_proto_msgTypes[4].OneofWrappers = []any{
+	file_pushplat_v1_edge_proto_msgTypes[6].OneofWrappers = []any{
 		(*ServerFrame_Welcome)(nil),
 		(*ServerFrame_Pushes)(nil),
 		(*ServerFrame_GoAway)(nil),
 		(*ServerFrame_Pong)(nil),
+		(*ServerFrame_Subscription)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -779,7 +1037,7 @@ func file_pushplat_v1_edge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushplat_v1_edge_proto_rawDesc), len(file_pushplat_v1_edge_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -135,8 +135,10 @@ type Message struct {
 	ExpiresAtMs int64  `protobuf:"varint,6,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	CollapseKey string `protobuf:"bytes,7,opt,name=collapse_key,json=collapseKey,proto3" json:"collapse_key,omitempty"`
 	// True when the platform keeps the message until the device acks it.
-	RequiresAck   bool              `protobuf:"varint,8,opt,name=requires_ack,json=requiresAck,proto3" json:"requires_ack,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RequiresAck bool              `protobuf:"varint,8,opt,name=requires_ack,json=requiresAck,proto3" json:"requires_ack,omitempty"`
+	Labels      map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Set when the message was sent to a topic (Send with target topic): the topic's name.
+	Topic         string `protobuf:"bytes,10,opt,name=topic,proto3" json:"topic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,11 +236,81 @@ func (x *Message) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Message) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+// Why one topic of a subscribe or unsubscribe was not applied. Fields 2 and 3 are a gRPC
+// status: the code (e.g. 3 INVALID_ARGUMENT for a bad name, 8 RESOURCE_EXHAUSTED when the
+// device holds --max-topics-per-device topics) and a message that says what to fix.
+type TopicRefusal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Code          int32                  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicRefusal) Reset() {
+	*x = TopicRefusal{}
+	mi := &file_pushplat_v1_message_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicRefusal) ProtoMessage() {}
+
+func (x *TopicRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_message_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicRefusal.ProtoReflect.Descriptor instead.
+func (*TopicRefusal) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_message_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TopicRefusal) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicRefusal) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *TopicRefusal) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_pushplat_v1_message_proto protoreflect.FileDescriptor
 
 const file_pushplat_v1_message_proto_rawDesc = "" +
 	"\n" +
-	"\x19pushplat/v1/message.proto\x12\vpushplat.v1\"\x9b\x03\n" +
+	"\x19pushplat/v1/message.proto\x12\vpushplat.v1\"\xb1\x03\n" +
 	"\aMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x18\n" +
@@ -249,10 +321,16 @@ const file_pushplat_v1_message_proto_rawDesc = "" +
 	"\rexpires_at_ms\x18\x06 \x01(\x03R\vexpiresAtMs\x12!\n" +
 	"\fcollapse_key\x18\a \x01(\tR\vcollapseKey\x12!\n" +
 	"\frequires_ack\x18\b \x01(\bR\vrequiresAck\x128\n" +
-	"\x06labels\x18\t \x03(\v2 .pushplat.v1.Message.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\t \x03(\v2 .pushplat.v1.Message.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05topic\x18\n" +
+	" \x01(\tR\x05topic\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*^\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
+	"\fTopicRefusal\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage*^\n" +
 	"\bPriority\x12\x18\n" +
 	"\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPRIORITY_LOW\x10\x01\x12\x13\n" +
@@ -276,16 +354,17 @@ func file_pushplat_v1_message_proto_rawDescGZIP() []byte {
 }
 
 var file_pushplat_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pushplat_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_pushplat_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_pushplat_v1_message_proto_goTypes = []any{
-	(Priority)(0),     // 0: pushplat.v1.Priority
-	(DeliveryMode)(0), // 1: pushplat.v1.DeliveryMode
-	(*Message)(nil),   // 2: pushplat.v1.Message
-	nil,               // 3: pushplat.v1.Message.LabelsEntry
+	(Priority)(0),        // 0: pushplat.v1.Priority
+	(DeliveryMode)(0),    // 1: pushplat.v1.DeliveryMode
+	(*Message)(nil),      // 2: pushplat.v1.Message
+	(*TopicRefusal)(nil), // 3: pushplat.v1.TopicRefusal
+	nil,                  // 4: pushplat.v1.Message.LabelsEntry
 }
 var file_pushplat_v1_message_proto_depIdxs = []int32{
 	0, // 0: pushplat.v1.Message.priority:type_name -> pushplat.v1.Priority
-	3, // 1: pushplat.v1.Message.labels:type_name -> pushplat.v1.Message.LabelsEntry
+	4, // 1: pushplat.v1.Message.labels:type_name -> pushplat.v1.Message.LabelsEntry
 	2, // [2:2] is the sub-list for method output_type
 	2, // [2:2] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
@@ -304,7 +383,7 @@ func file_pushplat_v1_message_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushplat_v1_message_proto_rawDesc), len(file_pushplat_v1_message_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -95,6 +95,7 @@ type SendRequest struct {
 	//
 	//	*SendRequest_UserId
 	//	*SendRequest_DeviceId
+	//	*SendRequest_Topic
 	Target      isSendRequest_Target `protobuf_oneof:"target"`
 	Payload     []byte               `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	ContentType string               `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
@@ -165,6 +166,15 @@ func (x *SendRequest) GetDeviceId() string {
 	if x != nil {
 		if x, ok := x.Target.(*SendRequest_DeviceId); ok {
 			return x.DeviceId
+		}
+	}
+	return ""
+}
+
+func (x *SendRequest) GetTopic() string {
+	if x != nil {
+		if x, ok := x.Target.(*SendRequest_Topic); ok {
+			return x.Topic
 		}
 	}
 	return ""
@@ -245,9 +255,17 @@ type SendRequest_DeviceId struct {
 	DeviceId string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3,oneof"`
 }
 
+type SendRequest_Topic struct {
+	// Every device subscribed to this topic (at-most-once: those connected when the message
+	// reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+	Topic string `protobuf:"bytes,12,opt,name=topic,proto3,oneof"`
+}
+
 func (*SendRequest_UserId) isSendRequest_Target() {}
 
 func (*SendRequest_DeviceId) isSendRequest_Target() {}
+
+func (*SendRequest_Topic) isSendRequest_Target() {}
 
 type SendResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -487,7 +505,11 @@ type Receipt struct {
 	Detail   string            `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
 	// The sender (API-key identity, see the README's Security section) on ACCEPTED; empty on
 	// later events and when the api has no keys. GetStatus answers only this sender.
-	SenderId      string `protobuf:"bytes,9,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	SenderId string `protobuf:"bytes,9,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// A topic message's events are aggregates: the topic, and how many devices this event counts
+	// (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+	Topic         string `protobuf:"bytes,10,opt,name=topic,proto3" json:"topic,omitempty"`
+	Count         int64  `protobuf:"varint,11,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -583,6 +605,20 @@ func (x *Receipt) GetSenderId() string {
 		return x.SenderId
 	}
 	return ""
+}
+
+func (x *Receipt) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *Receipt) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
 }
 
 type GetStatusRequest struct {
@@ -709,9 +745,11 @@ type GetStatusResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// The latest state of the message as a whole.
-	State         DeliveryState     `protobuf:"varint,2,opt,name=state,proto3,enum=pushplat.v1.DeliveryState" json:"state,omitempty"`
-	Devices       []*DeviceStatus   `protobuf:"bytes,3,rep,name=devices,proto3" json:"devices,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	State   DeliveryState     `protobuf:"varint,2,opt,name=state,proto3,enum=pushplat.v1.DeliveryState" json:"state,omitempty"`
+	Devices []*DeviceStatus   `protobuf:"bytes,3,rep,name=devices,proto3" json:"devices,omitempty"`
+	Labels  map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A topic message: counts, never a per-device list (devices stays empty).
+	Topic         *TopicStatus `protobuf:"bytes,5,opt,name=topic,proto3" json:"topic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -774,6 +812,382 @@ func (x *GetStatusResponse) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *GetStatusResponse) GetTopic() *TopicStatus {
+	if x != nil {
+		return x.Topic
+	}
+	return nil
+}
+
+type TopicStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Edges the router handed the message to.
+	EdgesReached int64 `protobuf:"varint,2,opt,name=edges_reached,json=edgesReached,proto3" json:"edges_reached,omitempty"`
+	// Sessions the edges queued it on (subscribers connected when it reached their edge).
+	DevicesWritten int64 `protobuf:"varint,3,opt,name=devices_written,json=devicesWritten,proto3" json:"devices_written,omitempty"`
+	DevicesAcked   int64 `protobuf:"varint,4,opt,name=devices_acked,json=devicesAcked,proto3" json:"devices_acked,omitempty"`
+	// Subscribers it did not reach, by reason (e.g. queue_full, expired, edge_unreachable).
+	Dropped       map[string]int64 `protobuf:"bytes,5,rep,name=dropped,proto3" json:"dropped,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicStatus) Reset() {
+	*x = TopicStatus{}
+	mi := &file_pushplat_v1_push_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicStatus) ProtoMessage() {}
+
+func (x *TopicStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_push_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicStatus.ProtoReflect.Descriptor instead.
+func (*TopicStatus) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TopicStatus) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicStatus) GetEdgesReached() int64 {
+	if x != nil {
+		return x.EdgesReached
+	}
+	return 0
+}
+
+func (x *TopicStatus) GetDevicesWritten() int64 {
+	if x != nil {
+		return x.DevicesWritten
+	}
+	return 0
+}
+
+func (x *TopicStatus) GetDevicesAcked() int64 {
+	if x != nil {
+		return x.DevicesAcked
+	}
+	return 0
+}
+
+func (x *TopicStatus) GetDropped() map[string]int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return nil
+}
+
+type SubscribeRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	DeviceIds []string               `protobuf:"bytes,1,rep,name=device_ids,json=deviceIds,proto3" json:"device_ids,omitempty"`
+	// Each user's devices: every device enrolled for the user (connected or not).
+	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	Topics        []string `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_pushplat_v1_push_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_push_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SubscribeRequest) GetDeviceIds() []string {
+	if x != nil {
+		return x.DeviceIds
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+type DeviceSubscriptionResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Set when the device was reached through one of the request's user_ids.
+	UserId  string          `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Applied []string        `protobuf:"bytes,3,rep,name=applied,proto3" json:"applied,omitempty"`
+	Refused []*TopicRefusal `protobuf:"bytes,4,rep,name=refused,proto3" json:"refused,omitempty"`
+	// How many topics the device holds after this request.
+	TopicCount    int32 `protobuf:"varint,5,opt,name=topic_count,json=topicCount,proto3" json:"topic_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceSubscriptionResult) Reset() {
+	*x = DeviceSubscriptionResult{}
+	mi := &file_pushplat_v1_push_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceSubscriptionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceSubscriptionResult) ProtoMessage() {}
+
+func (x *DeviceSubscriptionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_push_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceSubscriptionResult.ProtoReflect.Descriptor instead.
+func (*DeviceSubscriptionResult) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeviceSubscriptionResult) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DeviceSubscriptionResult) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *DeviceSubscriptionResult) GetApplied() []string {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *DeviceSubscriptionResult) GetRefused() []*TopicRefusal {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+func (x *DeviceSubscriptionResult) GetTopicCount() int32 {
+	if x != nil {
+		return x.TopicCount
+	}
+	return 0
+}
+
+type SubscribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per device, in request order (devices of a user follow that user's place).
+	Results []*DeviceSubscriptionResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Users of the request with no known device (nothing was changed for them).
+	UsersWithoutDevices []string `protobuf:"bytes,2,rep,name=users_without_devices,json=usersWithoutDevices,proto3" json:"users_without_devices,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *SubscribeResponse) Reset() {
+	*x = SubscribeResponse{}
+	mi := &file_pushplat_v1_push_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeResponse) ProtoMessage() {}
+
+func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_push_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SubscribeResponse) GetResults() []*DeviceSubscriptionResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetUsersWithoutDevices() []string {
+	if x != nil {
+		return x.UsersWithoutDevices
+	}
+	return nil
+}
+
+type GetSubscriptionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSubscriptionsRequest) Reset() {
+	*x = GetSubscriptionsRequest{}
+	mi := &file_pushplat_v1_push_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubscriptionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubscriptionsRequest) ProtoMessage() {}
+
+func (x *GetSubscriptionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_push_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubscriptionsRequest.ProtoReflect.Descriptor instead.
+func (*GetSubscriptionsRequest) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetSubscriptionsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+type GetSubscriptionsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Sorted by name.
+	Topics        []string `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSubscriptionsResponse) Reset() {
+	*x = GetSubscriptionsResponse{}
+	mi := &file_pushplat_v1_push_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubscriptionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubscriptionsResponse) ProtoMessage() {}
+
+func (x *GetSubscriptionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushplat_v1_push_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubscriptionsResponse.ProtoReflect.Descriptor instead.
+func (*GetSubscriptionsResponse) Descriptor() ([]byte, []int) {
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetSubscriptionsResponse) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *GetSubscriptionsResponse) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
 type GetPresenceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -783,7 +1197,7 @@ type GetPresenceRequest struct {
 
 func (x *GetPresenceRequest) Reset() {
 	*x = GetPresenceRequest{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[9]
+	mi := &file_pushplat_v1_push_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +1209,7 @@ func (x *GetPresenceRequest) String() string {
 func (*GetPresenceRequest) ProtoMessage() {}
 
 func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[9]
+	mi := &file_pushplat_v1_push_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +1222,7 @@ func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
 func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetPresenceRequest) GetUserId() string {
@@ -829,7 +1243,7 @@ type PresenceDevice struct {
 
 func (x *PresenceDevice) Reset() {
 	*x = PresenceDevice{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[10]
+	mi := &file_pushplat_v1_push_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1255,7 @@ func (x *PresenceDevice) String() string {
 func (*PresenceDevice) ProtoMessage() {}
 
 func (x *PresenceDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[10]
+	mi := &file_pushplat_v1_push_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1268,7 @@ func (x *PresenceDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceDevice.ProtoReflect.Descriptor instead.
 func (*PresenceDevice) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{10}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PresenceDevice) GetDeviceId() string {
@@ -888,7 +1302,7 @@ type GetPresenceResponse struct {
 
 func (x *GetPresenceResponse) Reset() {
 	*x = GetPresenceResponse{}
-	mi := &file_pushplat_v1_push_proto_msgTypes[11]
+	mi := &file_pushplat_v1_push_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1314,7 @@ func (x *GetPresenceResponse) String() string {
 func (*GetPresenceResponse) ProtoMessage() {}
 
 func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushplat_v1_push_proto_msgTypes[11]
+	mi := &file_pushplat_v1_push_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1327,7 @@ func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
 func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{11}
+	return file_pushplat_v1_push_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetPresenceResponse) GetUserId() string {
@@ -934,10 +1348,11 @@ var File_pushplat_v1_push_proto protoreflect.FileDescriptor
 
 const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x16pushplat/v1/push.proto\x12\vpushplat.v1\x1a\x19pushplat/v1/message.proto\"\xfd\x03\n" +
+	"\x16pushplat/v1/push.proto\x12\vpushplat.v1\x1a\x19pushplat/v1/message.proto\"\x95\x04\n" +
 	"\vSendRequest\x12\x19\n" +
 	"\auser_id\x18\x01 \x01(\tH\x00R\x06userId\x12\x1d\n" +
-	"\tdevice_id\x18\x02 \x01(\tH\x00R\bdeviceId\x12\x18\n" +
+	"\tdevice_id\x18\x02 \x01(\tH\x00R\bdeviceId\x12\x16\n" +
+	"\x05topic\x18\f \x01(\tH\x00R\x05topic\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12!\n" +
 	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x121\n" +
 	"\bpriority\x18\x05 \x01(\x0e2\x15.pushplat.v1.PriorityR\bpriority\x12\x1f\n" +
@@ -968,7 +1383,7 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x10SendBatchRequest\x124\n" +
 	"\brequests\x18\x01 \x03(\v2\x18.pushplat.v1.SendRequestR\brequests\"L\n" +
 	"\x11SendBatchResponse\x127\n" +
-	"\tresponses\x18\x01 \x03(\v2\x19.pushplat.v1.SendResponseR\tresponses\"\xe8\x02\n" +
+	"\tresponses\x18\x01 \x03(\v2\x19.pushplat.v1.SendResponseR\tresponses\"\x94\x03\n" +
 	"\aReceipt\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x120\n" +
@@ -979,7 +1394,10 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x05at_ms\x18\x06 \x01(\x03R\x04atMs\x128\n" +
 	"\x06labels\x18\a \x03(\v2 .pushplat.v1.Receipt.LabelsEntryR\x06labels\x12\x16\n" +
 	"\x06detail\x18\b \x01(\tR\x06detail\x12\x1b\n" +
-	"\tsender_id\x18\t \x01(\tR\bsenderId\x1a9\n" +
+	"\tsender_id\x18\t \x01(\tR\bsenderId\x12\x14\n" +
+	"\x05topic\x18\n" +
+	" \x01(\tR\x05topic\x12\x14\n" +
+	"\x05count\x18\v \x01(\x03R\x05count\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
@@ -991,16 +1409,46 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.pushplat.v1.DeliveryStateR\x05state\x12\"\n" +
 	"\rupdated_at_ms\x18\x03 \x01(\x03R\vupdatedAtMs\x12\x17\n" +
 	"\aedge_id\x18\x04 \x01(\tR\x06edgeId\x12\x16\n" +
-	"\x06detail\x18\x05 \x01(\tR\x06detail\"\x98\x02\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\"\xc8\x02\n" +
 	"\x11GetStatusResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.pushplat.v1.DeliveryStateR\x05state\x123\n" +
 	"\adevices\x18\x03 \x03(\v2\x19.pushplat.v1.DeviceStatusR\adevices\x12B\n" +
-	"\x06labels\x18\x04 \x03(\v2*.pushplat.v1.GetStatusResponse.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x04 \x03(\v2*.pushplat.v1.GetStatusResponse.LabelsEntryR\x06labels\x12.\n" +
+	"\x05topic\x18\x05 \x01(\v2\x18.pushplat.v1.TopicStatusR\x05topic\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"-\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x02\n" +
+	"\vTopicStatus\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12#\n" +
+	"\redges_reached\x18\x02 \x01(\x03R\fedgesReached\x12'\n" +
+	"\x0fdevices_written\x18\x03 \x01(\x03R\x0edevicesWritten\x12#\n" +
+	"\rdevices_acked\x18\x04 \x01(\x03R\fdevicesAcked\x12?\n" +
+	"\adropped\x18\x05 \x03(\v2%.pushplat.v1.TopicStatus.DroppedEntryR\adropped\x1a:\n" +
+	"\fDroppedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"d\n" +
+	"\x10SubscribeRequest\x12\x1d\n" +
+	"\n" +
+	"device_ids\x18\x01 \x03(\tR\tdeviceIds\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x12\x16\n" +
+	"\x06topics\x18\x03 \x03(\tR\x06topics\"\xc0\x01\n" +
+	"\x18DeviceSubscriptionResult\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x18\n" +
+	"\aapplied\x18\x03 \x03(\tR\aapplied\x123\n" +
+	"\arefused\x18\x04 \x03(\v2\x19.pushplat.v1.TopicRefusalR\arefused\x12\x1f\n" +
+	"\vtopic_count\x18\x05 \x01(\x05R\n" +
+	"topicCount\"\x88\x01\n" +
+	"\x11SubscribeResponse\x12?\n" +
+	"\aresults\x18\x01 \x03(\v2%.pushplat.v1.DeviceSubscriptionResultR\aresults\x122\n" +
+	"\x15users_without_devices\x18\x02 \x03(\tR\x13usersWithoutDevices\"6\n" +
+	"\x17GetSubscriptionsRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\"O\n" +
+	"\x18GetSubscriptionsResponse\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x16\n" +
+	"\x06topics\x18\x02 \x03(\tR\x06topics\"-\n" +
 	"\x12GetPresenceRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"e\n" +
 	"\x0ePresenceDevice\x12\x1b\n" +
@@ -1018,14 +1466,17 @@ const file_pushplat_v1_push_proto_rawDesc = "" +
 	"\x14DELIVERY_STATE_ACKED\x10\x03\x12\x1a\n" +
 	"\x16DELIVERY_STATE_EXPIRED\x10\x04\x12\x1b\n" +
 	"\x17DELIVERY_STATE_NO_ROUTE\x10\x05\x12\x1a\n" +
-	"\x16DELIVERY_STATE_DROPPED\x10\x062\xf4\x02\n" +
+	"\x16DELIVERY_STATE_DROPPED\x10\x062\xef\x04\n" +
 	"\x04Push\x12;\n" +
 	"\x04Send\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse\x12J\n" +
 	"\tSendBatch\x12\x1d.pushplat.v1.SendBatchRequest\x1a\x1e.pushplat.v1.SendBatchResponse\x12J\n" +
 	"\tGetStatus\x12\x1d.pushplat.v1.GetStatusRequest\x1a\x1e.pushplat.v1.GetStatusResponse\x12P\n" +
 	"\vGetPresence\x12\x1f.pushplat.v1.GetPresenceRequest\x1a .pushplat.v1.GetPresenceResponse\x12E\n" +
 	"\n" +
-	"SendStream\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse(\x010\x01B\x8d\x01\n" +
+	"SendStream\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse(\x010\x01\x12J\n" +
+	"\tSubscribe\x12\x1d.pushplat.v1.SubscribeRequest\x1a\x1e.pushplat.v1.SubscribeResponse\x12L\n" +
+	"\vUnsubscribe\x12\x1d.pushplat.v1.SubscribeRequest\x1a\x1e.pushplat.v1.SubscribeResponse\x12_\n" +
+	"\x10GetSubscriptions\x12$.pushplat.v1.GetSubscriptionsRequest\x1a%.pushplat.v1.GetSubscriptionsResponseB\x8d\x01\n" +
 	"\x0eio.pushplat.v1B\tPushProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\vPushplat.V1\xca\x02\vPushplat\\V1\xea\x02\fPushplat::V1b\x06proto3"
 
 var (
@@ -1041,56 +1492,74 @@ func file_pushplat_v1_push_proto_rawDescGZIP() []byte {
 }
 
 var file_pushplat_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pushplat_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_pushplat_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_pushplat_v1_push_proto_goTypes = []any{
-	(DeliveryState)(0),          // 0: pushplat.v1.DeliveryState
-	(*SendRequest)(nil),         // 1: pushplat.v1.SendRequest
-	(*SendResponse)(nil),        // 2: pushplat.v1.SendResponse
-	(*SendError)(nil),           // 3: pushplat.v1.SendError
-	(*SendBatchRequest)(nil),    // 4: pushplat.v1.SendBatchRequest
-	(*SendBatchResponse)(nil),   // 5: pushplat.v1.SendBatchResponse
-	(*Receipt)(nil),             // 6: pushplat.v1.Receipt
-	(*GetStatusRequest)(nil),    // 7: pushplat.v1.GetStatusRequest
-	(*DeviceStatus)(nil),        // 8: pushplat.v1.DeviceStatus
-	(*GetStatusResponse)(nil),   // 9: pushplat.v1.GetStatusResponse
-	(*GetPresenceRequest)(nil),  // 10: pushplat.v1.GetPresenceRequest
-	(*PresenceDevice)(nil),      // 11: pushplat.v1.PresenceDevice
-	(*GetPresenceResponse)(nil), // 12: pushplat.v1.GetPresenceResponse
-	nil,                         // 13: pushplat.v1.SendRequest.LabelsEntry
-	nil,                         // 14: pushplat.v1.Receipt.LabelsEntry
-	nil,                         // 15: pushplat.v1.GetStatusResponse.LabelsEntry
-	(Priority)(0),               // 16: pushplat.v1.Priority
-	(DeliveryMode)(0),           // 17: pushplat.v1.DeliveryMode
+	(DeliveryState)(0),               // 0: pushplat.v1.DeliveryState
+	(*SendRequest)(nil),              // 1: pushplat.v1.SendRequest
+	(*SendResponse)(nil),             // 2: pushplat.v1.SendResponse
+	(*SendError)(nil),                // 3: pushplat.v1.SendError
+	(*SendBatchRequest)(nil),         // 4: pushplat.v1.SendBatchRequest
+	(*SendBatchResponse)(nil),        // 5: pushplat.v1.SendBatchResponse
+	(*Receipt)(nil),                  // 6: pushplat.v1.Receipt
+	(*GetStatusRequest)(nil),         // 7: pushplat.v1.GetStatusRequest
+	(*DeviceStatus)(nil),             // 8: pushplat.v1.DeviceStatus
+	(*GetStatusResponse)(nil),        // 9: pushplat.v1.GetStatusResponse
+	(*TopicStatus)(nil),              // 10: pushplat.v1.TopicStatus
+	(*SubscribeRequest)(nil),         // 11: pushplat.v1.SubscribeRequest
+	(*DeviceSubscriptionResult)(nil), // 12: pushplat.v1.DeviceSubscriptionResult
+	(*SubscribeResponse)(nil),        // 13: pushplat.v1.SubscribeResponse
+	(*GetSubscriptionsRequest)(nil),  // 14: pushplat.v1.GetSubscriptionsRequest
+	(*GetSubscriptionsResponse)(nil), // 15: pushplat.v1.GetSubscriptionsResponse
+	(*GetPresenceRequest)(nil),       // 16: pushplat.v1.GetPresenceRequest
+	(*PresenceDevice)(nil),           // 17: pushplat.v1.PresenceDevice
+	(*GetPresenceResponse)(nil),      // 18: pushplat.v1.GetPresenceResponse
+	nil,                              // 19: pushplat.v1.SendRequest.LabelsEntry
+	nil,                              // 20: pushplat.v1.Receipt.LabelsEntry
+	nil,                              // 21: pushplat.v1.GetStatusResponse.LabelsEntry
+	nil,                              // 22: pushplat.v1.TopicStatus.DroppedEntry
+	(Priority)(0),                    // 23: pushplat.v1.Priority
+	(DeliveryMode)(0),                // 24: pushplat.v1.DeliveryMode
+	(*TopicRefusal)(nil),             // 25: pushplat.v1.TopicRefusal
 }
 var file_pushplat_v1_push_proto_depIdxs = []int32{
-	16, // 0: pushplat.v1.SendRequest.priority:type_name -> pushplat.v1.Priority
-	17, // 1: pushplat.v1.SendRequest.delivery:type_name -> pushplat.v1.DeliveryMode
-	13, // 2: pushplat.v1.SendRequest.labels:type_name -> pushplat.v1.SendRequest.LabelsEntry
+	23, // 0: pushplat.v1.SendRequest.priority:type_name -> pushplat.v1.Priority
+	24, // 1: pushplat.v1.SendRequest.delivery:type_name -> pushplat.v1.DeliveryMode
+	19, // 2: pushplat.v1.SendRequest.labels:type_name -> pushplat.v1.SendRequest.LabelsEntry
 	3,  // 3: pushplat.v1.SendResponse.error:type_name -> pushplat.v1.SendError
 	1,  // 4: pushplat.v1.SendBatchRequest.requests:type_name -> pushplat.v1.SendRequest
 	2,  // 5: pushplat.v1.SendBatchResponse.responses:type_name -> pushplat.v1.SendResponse
 	0,  // 6: pushplat.v1.Receipt.state:type_name -> pushplat.v1.DeliveryState
-	14, // 7: pushplat.v1.Receipt.labels:type_name -> pushplat.v1.Receipt.LabelsEntry
+	20, // 7: pushplat.v1.Receipt.labels:type_name -> pushplat.v1.Receipt.LabelsEntry
 	0,  // 8: pushplat.v1.DeviceStatus.state:type_name -> pushplat.v1.DeliveryState
 	0,  // 9: pushplat.v1.GetStatusResponse.state:type_name -> pushplat.v1.DeliveryState
 	8,  // 10: pushplat.v1.GetStatusResponse.devices:type_name -> pushplat.v1.DeviceStatus
-	15, // 11: pushplat.v1.GetStatusResponse.labels:type_name -> pushplat.v1.GetStatusResponse.LabelsEntry
-	11, // 12: pushplat.v1.GetPresenceResponse.devices:type_name -> pushplat.v1.PresenceDevice
-	1,  // 13: pushplat.v1.Push.Send:input_type -> pushplat.v1.SendRequest
-	4,  // 14: pushplat.v1.Push.SendBatch:input_type -> pushplat.v1.SendBatchRequest
-	7,  // 15: pushplat.v1.Push.GetStatus:input_type -> pushplat.v1.GetStatusRequest
-	10, // 16: pushplat.v1.Push.GetPresence:input_type -> pushplat.v1.GetPresenceRequest
-	1,  // 17: pushplat.v1.Push.SendStream:input_type -> pushplat.v1.SendRequest
-	2,  // 18: pushplat.v1.Push.Send:output_type -> pushplat.v1.SendResponse
-	5,  // 19: pushplat.v1.Push.SendBatch:output_type -> pushplat.v1.SendBatchResponse
-	9,  // 20: pushplat.v1.Push.GetStatus:output_type -> pushplat.v1.GetStatusResponse
-	12, // 21: pushplat.v1.Push.GetPresence:output_type -> pushplat.v1.GetPresenceResponse
-	2,  // 22: pushplat.v1.Push.SendStream:output_type -> pushplat.v1.SendResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	21, // 11: pushplat.v1.GetStatusResponse.labels:type_name -> pushplat.v1.GetStatusResponse.LabelsEntry
+	10, // 12: pushplat.v1.GetStatusResponse.topic:type_name -> pushplat.v1.TopicStatus
+	22, // 13: pushplat.v1.TopicStatus.dropped:type_name -> pushplat.v1.TopicStatus.DroppedEntry
+	25, // 14: pushplat.v1.DeviceSubscriptionResult.refused:type_name -> pushplat.v1.TopicRefusal
+	12, // 15: pushplat.v1.SubscribeResponse.results:type_name -> pushplat.v1.DeviceSubscriptionResult
+	17, // 16: pushplat.v1.GetPresenceResponse.devices:type_name -> pushplat.v1.PresenceDevice
+	1,  // 17: pushplat.v1.Push.Send:input_type -> pushplat.v1.SendRequest
+	4,  // 18: pushplat.v1.Push.SendBatch:input_type -> pushplat.v1.SendBatchRequest
+	7,  // 19: pushplat.v1.Push.GetStatus:input_type -> pushplat.v1.GetStatusRequest
+	16, // 20: pushplat.v1.Push.GetPresence:input_type -> pushplat.v1.GetPresenceRequest
+	1,  // 21: pushplat.v1.Push.SendStream:input_type -> pushplat.v1.SendRequest
+	11, // 22: pushplat.v1.Push.Subscribe:input_type -> pushplat.v1.SubscribeRequest
+	11, // 23: pushplat.v1.Push.Unsubscribe:input_type -> pushplat.v1.SubscribeRequest
+	14, // 24: pushplat.v1.Push.GetSubscriptions:input_type -> pushplat.v1.GetSubscriptionsRequest
+	2,  // 25: pushplat.v1.Push.Send:output_type -> pushplat.v1.SendResponse
+	5,  // 26: pushplat.v1.Push.SendBatch:output_type -> pushplat.v1.SendBatchResponse
+	9,  // 27: pushplat.v1.Push.GetStatus:output_type -> pushplat.v1.GetStatusResponse
+	18, // 28: pushplat.v1.Push.GetPresence:output_type -> pushplat.v1.GetPresenceResponse
+	2,  // 29: pushplat.v1.Push.SendStream:output_type -> pushplat.v1.SendResponse
+	13, // 30: pushplat.v1.Push.Subscribe:output_type -> pushplat.v1.SubscribeResponse
+	13, // 31: pushplat.v1.Push.Unsubscribe:output_type -> pushplat.v1.SubscribeResponse
+	15, // 32: pushplat.v1.Push.GetSubscriptions:output_type -> pushplat.v1.GetSubscriptionsResponse
+	25, // [25:33] is the sub-list for method output_type
+	17, // [17:25] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_pushplat_v1_push_proto_init() }
@@ -1102,6 +1571,7 @@ func file_pushplat_v1_push_proto_init() {
 	file_pushplat_v1_push_proto_msgTypes[0].OneofWrappers = []any{
 		(*SendRequest_UserId)(nil),
 		(*SendRequest_DeviceId)(nil),
+		(*SendRequest_Topic)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1109,7 +1579,7 @@ func file_pushplat_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushplat_v1_push_proto_rawDesc), len(file_pushplat_v1_push_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

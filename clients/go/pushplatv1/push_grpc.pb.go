@@ -19,11 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Push_Send_FullMethodName        = "/pushplat.v1.Push/Send"
-	Push_SendBatch_FullMethodName   = "/pushplat.v1.Push/SendBatch"
-	Push_GetStatus_FullMethodName   = "/pushplat.v1.Push/GetStatus"
-	Push_GetPresence_FullMethodName = "/pushplat.v1.Push/GetPresence"
-	Push_SendStream_FullMethodName  = "/pushplat.v1.Push/SendStream"
+	Push_Send_FullMethodName             = "/pushplat.v1.Push/Send"
+	Push_SendBatch_FullMethodName        = "/pushplat.v1.Push/SendBatch"
+	Push_GetStatus_FullMethodName        = "/pushplat.v1.Push/GetStatus"
+	Push_GetPresence_FullMethodName      = "/pushplat.v1.Push/GetPresence"
+	Push_SendStream_FullMethodName       = "/pushplat.v1.Push/SendStream"
+	Push_Subscribe_FullMethodName        = "/pushplat.v1.Push/Subscribe"
+	Push_Unsubscribe_FullMethodName      = "/pushplat.v1.Push/Unsubscribe"
+	Push_GetSubscriptions_FullMethodName = "/pushplat.v1.Push/GetSubscriptions"
 )
 
 // PushClient is the client API for Push service.
@@ -45,6 +48,13 @@ type PushClient interface {
 	// no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
 	// The server reads at most --send-stream-window requests ahead of its answers.
 	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendRequest, SendResponse], error)
+	// Topics, managed by the backend (as FCM's server-side topic management): subscribe devices,
+	// given by id or by user (every device the platform knows for the user), to topics. At most
+	// 100 topics and 1,000 devices (after users are expanded) per call.
+	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error)
+	Unsubscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error)
+	// The topics one device is subscribed to.
+	GetSubscriptions(ctx context.Context, in *GetSubscriptionsRequest, opts ...grpc.CallOption) (*GetSubscriptionsResponse, error)
 }
 
 type pushClient struct {
@@ -108,6 +118,36 @@ func (c *pushClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Push_SendStreamClient = grpc.BidiStreamingClient[SendRequest, SendResponse]
 
+func (c *pushClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubscribeResponse)
+	err := c.cc.Invoke(ctx, Push_Subscribe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pushClient) Unsubscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubscribeResponse)
+	err := c.cc.Invoke(ctx, Push_Unsubscribe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pushClient) GetSubscriptions(ctx context.Context, in *GetSubscriptionsRequest, opts ...grpc.CallOption) (*GetSubscriptionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSubscriptionsResponse)
+	err := c.cc.Invoke(ctx, Push_GetSubscriptions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PushServer is the server API for Push service.
 // All implementations must embed UnimplementedPushServer
 // for forward compatibility.
@@ -127,6 +167,13 @@ type PushServer interface {
 	// no message_id) and the stream carries on; each request is its own Send (no all-or-nothing).
 	// The server reads at most --send-stream-window requests ahead of its answers.
 	SendStream(grpc.BidiStreamingServer[SendRequest, SendResponse]) error
+	// Topics, managed by the backend (as FCM's server-side topic management): subscribe devices,
+	// given by id or by user (every device the platform knows for the user), to topics. At most
+	// 100 topics and 1,000 devices (after users are expanded) per call.
+	Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error)
+	Unsubscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error)
+	// The topics one device is subscribed to.
+	GetSubscriptions(context.Context, *GetSubscriptionsRequest) (*GetSubscriptionsResponse, error)
 	mustEmbedUnimplementedPushServer()
 }
 
@@ -151,6 +198,15 @@ func (UnimplementedPushServer) GetPresence(context.Context, *GetPresenceRequest)
 }
 func (UnimplementedPushServer) SendStream(grpc.BidiStreamingServer[SendRequest, SendResponse]) error {
 	return status.Error(codes.Unimplemented, "method SendStream not implemented")
+}
+func (UnimplementedPushServer) Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedPushServer) Unsubscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Unsubscribe not implemented")
+}
+func (UnimplementedPushServer) GetSubscriptions(context.Context, *GetSubscriptionsRequest) (*GetSubscriptionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSubscriptions not implemented")
 }
 func (UnimplementedPushServer) mustEmbedUnimplementedPushServer() {}
 func (UnimplementedPushServer) testEmbeddedByValue()              {}
@@ -252,6 +308,60 @@ func _Push_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Push_SendStreamServer = grpc.BidiStreamingServer[SendRequest, SendResponse]
 
+func _Push_Subscribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubscribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServer).Subscribe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Push_Subscribe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServer).Subscribe(ctx, req.(*SubscribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Push_Unsubscribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubscribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServer).Unsubscribe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Push_Unsubscribe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServer).Unsubscribe(ctx, req.(*SubscribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Push_GetSubscriptions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSubscriptionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServer).GetSubscriptions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Push_GetSubscriptions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServer).GetSubscriptions(ctx, req.(*GetSubscriptionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Push_ServiceDesc is the grpc.ServiceDesc for Push service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -274,6 +384,18 @@ var Push_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPresence",
 			Handler:    _Push_GetPresence_Handler,
+		},
+		{
+			MethodName: "Subscribe",
+			Handler:    _Push_Subscribe_Handler,
+		},
+		{
+			MethodName: "Unsubscribe",
+			Handler:    _Push_Unsubscribe_Handler,
+		},
+		{
+			MethodName: "GetSubscriptions",
+			Handler:    _Push_GetSubscriptions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -40,6 +40,8 @@ MAX_ACK_IDS: Final = 1000
 # (max_frame_bytes); the client then reconnects at once with a limit to match.
 DEFAULT_RECEIVE_LIMIT: Final = 4 * 1024 * 1024
 _RECEIVE_LIMIT_OPTION: Final = "grpc.max_receive_message_length"
+# The most topics the edge takes in one Subscribe/Unsubscribe frame.
+MAX_TOPICS_PER_FRAME: Final = 100
 
 
 class _Sentinel:
@@ -163,6 +165,9 @@ class PushClient:
         self._edge_id = ""
         self._connects = 0
         self._last_go_away: edge_pb2.GoAway | None = None
+        # Subscribe/Unsubscribe frames sent on the live stream and not answered yet, by request_id.
+        self._topic_waiters: dict[str, asyncio.Future[edge_pb2.SubscriptionResult]] = {}
+        self._topic_requests = 0
 
     # -- public surface ---------------------------------------------------------------
 
@@ -283,6 +288,50 @@ class PushClient:
         if self._closed:
             raise PushError(grpc.StatusCode.CANCELLED, "client is closed")
         raise PushError(grpc.StatusCode.UNAVAILABLE, "connection ended and reconnect is off")
+
+    async def subscribe(self, *topics: str, timeout: float | None = 10.0) -> edge_pb2.SubscriptionResult:
+        """Subscribe this device to topics (at most 100 per call). Subscriptions belong to the
+        device: the edge keeps them across reconnects, on any edge. Returns the edge's answer:
+        ``applied`` topics, and ``refused`` ones each with a status ``code`` and ``message``
+        (a bad name, the device's topic limit, the store down, too many changes a second).
+        Waits for a connection first; raises PushError(UNAVAILABLE) if the stream ends before
+        the answer (a retry is safe: subscribing is idempotent)."""
+        return await self._change_topics("subscribe", topics, timeout)
+
+    async def unsubscribe(self, *topics: str, timeout: float | None = 10.0) -> edge_pb2.SubscriptionResult:
+        """The reverse of :meth:`subscribe`."""
+        return await self._change_topics("unsubscribe", topics, timeout)
+
+    async def _change_topics(
+        self, kind: str, topics: Sequence[str], timeout: float | None
+    ) -> edge_pb2.SubscriptionResult:
+        if not topics:
+            raise ValueError(f"{kind} needs at least one topic")
+        if len(topics) > MAX_TOPICS_PER_FRAME:
+            raise ValueError(f"{kind} takes at most {MAX_TOPICS_PER_FRAME} topics per call, got {len(topics)}")
+        async with asyncio.timeout(timeout):
+            await self.wait_connected()
+            out = self._out
+            if out is None:
+                raise PushError(grpc.StatusCode.UNAVAILABLE, "not connected; retry")
+            self._topic_requests += 1
+            request_id = str(self._topic_requests)
+            waiter = asyncio.get_running_loop().create_future()
+            self._topic_waiters[request_id] = waiter
+            body = edge_pb2.Subscribe if kind == "subscribe" else edge_pb2.Unsubscribe
+            out.put_nowait(edge_pb2.ClientFrame(**{kind: body(topics=list(topics), request_id=request_id)}))
+            try:
+                return await waiter
+            finally:
+                self._topic_waiters.pop(request_id, None)
+
+    def _fail_topic_waiters(self) -> None:
+        waiters, self._topic_waiters = self._topic_waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(
+                    PushError(grpc.StatusCode.UNAVAILABLE, "the stream ended before the edge answered; retry")
+                )
 
     async def ack(self, *message_ids: str) -> None:
         """Ack messages by id. Acks are coalesced and sent within ~10 ms on the live stream,
@@ -424,6 +473,7 @@ class PushClient:
         finally:
             self._out = None
             self._connected.clear()
+            self._fail_topic_waiters()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -519,6 +569,10 @@ class PushClient:
                 self._last_rx = loop.time()  # time spent waiting for the app is not the edge's silence
             elif kind == "pong":
                 log.debug("pong %s", self._fields())
+            elif kind == "subscription":
+                waiter = self._topic_waiters.pop(frame.subscription.request_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(frame.subscription)
             elif kind == "go_away":
                 return self._on_go_away(frame.go_away)
             else:

@@ -14,6 +14,7 @@ def make_request(
     *,
     user_id: str | None = None,
     device_id: str | None = None,
+    topic: str | None = None,
     payload: bytes | str = b"",
     content_type: str = "",
     priority: str | int = "normal",
@@ -25,8 +26,8 @@ def make_request(
 ) -> push_pb2.SendRequest:
     """Build a SendRequest from keyword arguments, checking what the server would reject."""
     # The target is a oneof: setting both would silently keep only the last one.
-    if bool(user_id) == bool(device_id):
-        raise ValueError("give exactly one of user_id or device_id")
+    if sum(map(bool, (user_id, device_id, topic))) != 1:
+        raise ValueError("give exactly one of user_id, device_id or topic")
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     elif not isinstance(payload, (bytes, bytearray, memoryview)):
@@ -43,6 +44,8 @@ def make_request(
     )
     if user_id:
         request.user_id = user_id
+    elif topic:
+        request.topic = topic
     else:
         request.device_id = device_id or ""
     return request

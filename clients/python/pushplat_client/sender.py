@@ -18,6 +18,14 @@ from .v1 import push_pb2, push_pb2_grpc
 __all__ = ["PushSender", "make_request"]
 
 
+def _subscribe_request(
+    topics: Sequence[str], device_ids: Sequence[str], user_ids: Sequence[str]
+) -> push_pb2.SubscribeRequest:
+    if isinstance(topics, str) or isinstance(device_ids, str) or isinstance(user_ids, str):
+        raise TypeError("topics, device_ids and user_ids are sequences of strings, not one string")
+    return push_pb2.SubscribeRequest(topics=list(topics), device_ids=list(device_ids), user_ids=list(user_ids))
+
+
 class PushSender:
     """Sends messages through the api's ``Push`` service.
 
@@ -84,6 +92,7 @@ class PushSender:
         *,
         user_id: str | None = None,
         device_id: str | None = None,
+        topic: str | None = None,
         payload: bytes | str,
         content_type: str = "",
         priority: str | int = "normal",
@@ -95,10 +104,12 @@ class PushSender:
         # A gRPC deadline, not a local timer: the server sees it and stops work past it.
         timeout: float | None = 10.0,
     ) -> push_pb2.SendResponse:
-        """Send one message to a user (all their devices) or one device."""
+        """Send one message to a user (all their devices), one device, or a topic (every device
+        subscribed to it and connected when it reaches their edge: at-most-once)."""
         request = make_request(
             user_id=user_id,
             device_id=device_id,
+            topic=topic,
             payload=payload,
             content_type=content_type,
             priority=priority,
@@ -142,6 +153,35 @@ class PushSender:
     async def get_presence(self, user_id: str, *, timeout: float | None = 10.0) -> push_pb2.GetPresenceResponse:
         """A user's connected devices and the edge each one is on."""
         return await self._unary("GetPresence", push_pb2.GetPresenceRequest(user_id=user_id), timeout)
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        device_ids: Sequence[str] = (),
+        user_ids: Sequence[str] = (),
+        timeout: float | None = 10.0,
+    ) -> push_pb2.SubscribeResponse:
+        """Subscribe devices (by id, or every known device of each user) to topics: at most 100
+        topics and 1,000 devices per call. Per device, what was applied and what was refused."""
+        return await self._unary("Subscribe", _subscribe_request(topics, device_ids, user_ids), timeout)
+
+    async def unsubscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        device_ids: Sequence[str] = (),
+        user_ids: Sequence[str] = (),
+        timeout: float | None = 10.0,
+    ) -> push_pb2.SubscribeResponse:
+        """The reverse of :meth:`subscribe`."""
+        return await self._unary("Unsubscribe", _subscribe_request(topics, device_ids, user_ids), timeout)
+
+    async def get_subscriptions(
+        self, device_id: str, *, timeout: float | None = 10.0
+    ) -> push_pb2.GetSubscriptionsResponse:
+        """The topics one device is subscribed to (sorted)."""
+        return await self._unary("GetSubscriptions", push_pb2.GetSubscriptionsRequest(device_id=device_id), timeout)
 
     async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
         loop = asyncio.get_running_loop()

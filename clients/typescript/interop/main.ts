@@ -5,7 +5,7 @@
  *   node dist/interop/main.js listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
  *        [--tls-ca FILE] [--digest]
  *   node dist/interop/main.js send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
- *        (--user U | --device D) [--priority high]
+ *        (--user U | --device D | --topic T) [--priority high]
  *        [--ttl S] [--collapse-key K] [--idempotency-key K] [--at-least-once] [--content-type T] [--label K=V]... PAYLOAD
  *
  * listen prints {"event":"connected",...} once welcomed, then {"event":"message",...} per message
@@ -61,6 +61,7 @@ async function listen(args: string[]): Promise<number> {
       "timeout-ms": { type: "string", default: "30000" },
       "tls-ca": { type: "string", default: "" },
       digest: { type: "boolean", default: false },
+      topic: { type: "string", default: "" },
     },
   });
   const count = Number(values.count);
@@ -78,6 +79,10 @@ async function listen(args: string[]): Promise<number> {
   try {
     await client.waitConnected(timeoutMs);
     emit({ event: "connected", session_id: client.sessionId, edge_id: client.edgeId });
+    if (values.topic) {
+      const result = await client.subscribe(values.topic as string);
+      emit({ event: "subscribed", applied: result.applied, refused: result.refused.length });
+    }
     let received = 0;
     while (received < count) {
       const result = await client.next();
@@ -101,6 +106,7 @@ async function listen(args: string[]): Promise<number> {
         created_at_ms: m.createdAtMs,
         requires_ack: m.requiresAck,
         labels: m.labels,
+        topic: m.topic,
         session_id: client.sessionId,
         connects: client.connects,
       });
@@ -124,6 +130,7 @@ async function send(args: string[]): Promise<number> {
       "api-key": { type: "string", default: "" },
       user: { type: "string" },
       device: { type: "string" },
+      topic: { type: "string" },
       priority: { type: "string", default: "normal" },
       ttl: { type: "string", default: "0" },
       "collapse-key": { type: "string", default: "" },
@@ -154,6 +161,7 @@ async function send(args: string[]): Promise<number> {
     const response = await sender.send({
       userId: values.user,
       deviceId: values.device,
+      topic: values.topic,
       payload: positionals[0],
       contentType: values["content-type"],
       priority: values.priority,

@@ -12,9 +12,10 @@ import { Backoff, type BackoffPolicy } from "./backoff";
 import { DEFAULT_DEDUP_CAPACITY, RecentIds } from "./dedup";
 import { PushError, TimeoutError, statusName } from "./errors";
 // Types only (erased): the runtime code of the generated file imports grpc-js.
-import type { ClientFrame, GoAway, Hello, Pong, Welcome } from "./gen/pushplat/v1/edge";
+import type { ClientFrame, GoAway, Hello, Pong, SubscriptionResult, Welcome } from "./gen/pushplat/v1/edge";
 import { type Logger, silentLogger } from "./logger";
 import { Status as status } from "./status";
+import { TopicRequests } from "./topics";
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -36,6 +37,7 @@ export interface ServerFrameOf<M> {
   pushes?: { messages: M[] } | undefined;
   goAway?: GoAway | undefined;
   pong?: Pong | undefined;
+  subscription?: SubscriptionResult | undefined;
 }
 
 /** What a transport reports about one connection. */
@@ -162,6 +164,7 @@ export class ClientCore<M extends { messageId: string }> implements AsyncIterabl
   private wakers: Array<() => void> = [];
   /** The welcomed session (acks go there), and the attempt in progress (close cancels it). */
   private current: Session | null = null;
+  private readonly topics = new TopicRequests();
   private attempt: Session | null = null;
   private loop: Promise<void> | null = null;
   private sleepTimer: Timer | undefined;
@@ -291,6 +294,37 @@ export class ClientCore<M extends { messageId: string }> implements AsyncIterabl
 
   /** Ack messages by id. Acks are coalesced and sent within ~10 ms on the live stream, or
    * after the next reconnect if there is none. */
+  /**
+   * Subscribe this device to topics (at most 100 per call). Subscriptions belong to the device:
+   * the edge keeps them across reconnects, on any edge. Resolves with the edge's answer: the
+   * `applied` topics, and the `refused` ones each with a gRPC status `code` and a `message` (a
+   * bad name, the device's topic limit, the store down, too many changes a second). Waits for a
+   * connection first; rejects with PushError(UNAVAILABLE) if the stream ends before the answer
+   * (a retry is safe: subscribing is idempotent).
+   */
+  async subscribe(...topics: string[]): Promise<SubscriptionResult> {
+    return this.changeTopics("subscribe", topics);
+  }
+
+  /** The reverse of {@link subscribe}. */
+  async unsubscribe(...topics: string[]): Promise<SubscriptionResult> {
+    return this.changeTopics("unsubscribe", topics);
+  }
+
+  private async changeTopics(kind: "subscribe" | "unsubscribe", topics: string[]): Promise<SubscriptionResult> {
+    const { frame, answer } = this.topics.request(kind, topics);
+    try {
+      await this.waitConnected(this.connectTimeoutMs);
+    } catch (error) {
+      answer.catch(() => {});
+      this.topics.failAll();
+      throw error;
+    }
+    const session = this.current;
+    if (session === null || !session.write(frame)) this.topics.failAll();
+    return answer;
+  }
+
   async ack(...messageIds: string[]): Promise<void> {
     if (this._closed) {
       this.log.debug?.(`ack ignored: client closed ${this.fields()}`);
@@ -430,6 +464,7 @@ export class ClientCore<M extends { messageId: string }> implements AsyncIterabl
         clearTimeout(session.flushTimer);
         if (this.current === session) this.current = null;
         if (this.attempt === session) this.attempt = null;
+        this.topics.failAll();
         if (welcomed) this._connected = false;
         // Acks written but not known to be delivered: keep them for the next stream.
         for (const ids of session.inflight) this.restoreAcks(ids);
@@ -499,6 +534,8 @@ export class ClientCore<M extends { messageId: string }> implements AsyncIterabl
           finish({ goAwayDelayMs: this.onGoAway(frame.goAway) });
         } else if (frame.pong) {
           this.log.debug?.(`pong ${this.fields()}`);
+        } else if (frame.subscription) {
+          this.topics.answered(frame.subscription);
         } else {
           // A newer edge may send frames we do not know; they still prove liveness.
           this.log.debug?.(`ignored frame kind=${frameKind(frame)} ${this.fields()}`);

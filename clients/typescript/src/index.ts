@@ -41,12 +41,19 @@ export { Priority, type PriorityLike, parsePriority, priorityName } from "./prio
 export { DEFAULT_SEND_TIMEOUT_MS, PushSender, type PushSenderOptions, type SendOptions, makeRequest } from "./sender";
 export { DEFAULT_STREAM_WINDOW, SendStream, type SendStreamOptions } from "./stream";
 export { type TlsOptions, tlsChannel } from "./tls";
+export { MAX_TOPICS_PER_REQUEST } from "./topics";
 export { VERSION } from "./version";
 
 // The generated wire types, for applications that need more than the message.
 export { DeliveryMode, type Message } from "./gen/pushplat/v1/message";
-export { GoAway, GoAway_Reason, type Welcome } from "./gen/pushplat/v1/edge";
-export { type SendError, type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
+export { GoAway, GoAway_Reason, type SubscriptionResult, type Welcome } from "./gen/pushplat/v1/edge";
+export {
+  type SendError,
+  type SendRequest,
+  type SendResponse,
+  type SubscribeRequest,
+  type SubscribeResponse,
+} from "./gen/pushplat/v1/push";
 export * as edgeProto from "./gen/pushplat/v1/edge";
 export * as messageProto from "./gen/pushplat/v1/message";
 export * as pushProto from "./gen/pushplat/v1/push";

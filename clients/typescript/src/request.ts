@@ -4,10 +4,12 @@ import { DeliveryMode } from "./gen/pushplat/v1/message";
 import { type SendRequest } from "./gen/pushplat/v1/push";
 import { type PriorityLike, parsePriority } from "./priority";
 
-/** One message. Give exactly one of `userId` (every device of the user) or `deviceId`. */
+/** One message. Give exactly one of `userId` (every device of the user), `deviceId` or `topic`. */
 export interface SendOptions {
   userId?: string;
   deviceId?: string;
+  /** Every device subscribed to this topic that is connected when it reaches its edge (at-most-once). */
+  topic?: string;
   /** Bytes, or a string (sent as UTF-8). */
   payload?: Uint8Array | string;
   contentType?: string;
@@ -27,13 +29,14 @@ export interface SendOptions {
 /** Build a SendRequest, checking what the server would reject locally (the target). */
 export function makeRequest(options: SendOptions): SendRequest {
   // The target is a oneof: setting both would silently keep only one of them.
-  if (Boolean(options.userId) === Boolean(options.deviceId)) {
-    throw new TypeError("give exactly one of userId or deviceId");
+  if ([options.userId, options.deviceId, options.topic].filter(Boolean).length !== 1) {
+    throw new TypeError("give exactly one of userId, deviceId or topic");
   }
   const payload = options.payload ?? new Uint8Array();
   return {
     userId: options.userId || undefined,
-    deviceId: options.userId ? undefined : options.deviceId,
+    deviceId: options.deviceId || undefined,
+    topic: options.topic || undefined,
     payload: typeof payload === "string" ? Buffer.from(payload, "utf8") : Buffer.from(payload),
     contentType: options.contentType ?? "",
     priority: parsePriority(options.priority ?? "normal"),

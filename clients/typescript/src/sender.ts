@@ -1,6 +1,7 @@
 /** PushSender: the backend side, `Push.Send` / `Push.SendBatch` / `Push.SendStream`. */
 
 import {
+  type CallOptions,
   type ChannelCredentials,
   type ChannelOptions,
   Metadata,
@@ -8,7 +9,15 @@ import {
 } from "@grpc/grpc-js";
 
 import { errorFromGrpc } from "./grpc-errors";
-import { PushClient as PushStub, type SendRequest, type SendResponse } from "./gen/pushplat/v1/push";
+import {
+  type GetSubscriptionsRequest,
+  type GetSubscriptionsResponse,
+  PushClient as PushStub,
+  type SendRequest,
+  type SendResponse,
+  type SubscribeRequest,
+  type SubscribeResponse,
+} from "./gen/pushplat/v1/push";
 import { type SendOptions, makeRequest, toRequest } from "./request";
 import { SendStream, type SendStreamOptions } from "./stream";
 import { type TlsOptions, tlsChannel } from "./tls";
@@ -97,6 +106,39 @@ export class PushSender {
     return new SendStream(this.stub, this.metadata(), options);
   }
 
+  /**
+   * Subscribe devices (by id, and every known device of each user) to topics: at most 100
+   * topics and 1,000 devices per call. Per device, what was applied and what was refused.
+   */
+  subscribe(request: Partial<SubscribeRequest>): Promise<SubscribeResponse> {
+    return this.unary((r, md, o, cb) => this.stub.subscribe(r, md, o, cb), subscribeRequest(request));
+  }
+
+  /** The reverse of {@link subscribe}. */
+  unsubscribe(request: Partial<SubscribeRequest>): Promise<SubscribeResponse> {
+    return this.unary((r, md, o, cb) => this.stub.unsubscribe(r, md, o, cb), subscribeRequest(request));
+  }
+
+  /** The topics one device is subscribed to, sorted. */
+  async getSubscriptions(deviceId: string): Promise<string[]> {
+    const reply = await this.unary<GetSubscriptionsRequest, GetSubscriptionsResponse>(
+      (r, md, o, cb) => this.stub.getSubscriptions(r, md, o, cb),
+      { deviceId },
+    );
+    return reply.topics;
+  }
+
+  private unary<Q, R>(
+    call: (request: Q, md: Metadata, options: CallOptions, callback: (err: ServiceError | null, response: R) => void) => unknown,
+    request: Q,
+  ): Promise<R> {
+    return new Promise((resolve, reject) => {
+      call(request, this.metadata(), { deadline: Date.now() + this.timeoutMs }, (err, response) =>
+        err ? reject(errorFromGrpc(err)) : resolve(response),
+      );
+    });
+  }
+
   close(): void {
     this.stub.close();
   }
@@ -104,4 +146,8 @@ export class PushSender {
   toString(): string {
     return `PushSender(api=${this.api}, api_key=${this.apiKey ? "set" : "none"})`;
   }
+}
+
+function subscribeRequest(request: Partial<SubscribeRequest>): SubscribeRequest {
+  return { deviceIds: request.deviceIds ?? [], userIds: request.userIds ?? [], topics: request.topics ?? [] };
 }

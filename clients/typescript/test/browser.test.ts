@@ -106,6 +106,7 @@ function message(messageId: string): Message {
     collapseKey: "",
     requiresAck: true,
     labels: {},
+    topic: "",
   };
 }
 

@@ -85,6 +85,7 @@ export function msg(messageId: string, fields: Partial<Message> = {}): Message {
     collapseKey: "",
     requiresAck: false,
     labels: {},
+    topic: "",
     ...fields,
   };
 }
@@ -93,6 +94,7 @@ export function msg(messageId: string, fields: Partial<Message> = {}): Message {
 export class EdgeConn {
   readonly acks = new AsyncQueue<Ack>();
   readonly pings = new AsyncQueue<void>();
+  readonly topicFrames = new AsyncQueue<ClientFrame>();
   readonly acked: string[] = [];
   readonly halfClosed = new Deferred();
   readonly gone = new Deferred();
@@ -198,6 +200,8 @@ export class FakeEdge {
       } else if (frame.ping) {
         if (conn.autoPong && !call.writableEnded) conn.send({ pong: {} });
         conn.pings.put();
+      } else if (frame.subscribe || frame.unsubscribe) {
+        conn.topicFrames.put(frame);
       }
     });
   }

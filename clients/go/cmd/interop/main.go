@@ -2,9 +2,9 @@
 // listens as a device or sends as a backend, and prints one JSON object per line.
 //
 //	interop listen --edge HOST:PORT (--token T | --user U --device D) [--count N] [--timeout-ms MS]
-//	               [--tls-ca FILE] [--digest]
+//	               [--tls-ca FILE] [--digest] [--topic T]
 //	interop send --api HOST:PORT [--api-key K] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
-//	             (--user U | --device D) [--priority high]
+//	             (--user U | --device D | --topic T) [--priority high]
 //	             [--ttl S] [--collapse-key K] [--idempotency-key K] [--at-least-once]
 //	             [--content-type T] [--label K=V]... PAYLOAD
 //
@@ -90,6 +90,7 @@ func listen(args []string) int {
 	timeoutMs := fs.Int("timeout-ms", 30_000, "give up after this many milliseconds")
 	tlsCA := fs.String("tls-ca", "", "connect over TLS, checking the edge against this PEM CA")
 	digest := fs.Bool("digest", false, "print payload_bytes and payload_sha256 instead of the payload")
+	topic := fs.String("topic", "", "subscribe the device to this topic once connected")
 	_ = fs.Parse(args)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeoutMs)*time.Millisecond)
@@ -107,6 +108,13 @@ func listen(args []string) int {
 		return fail(err)
 	}
 	emit(map[string]any{"event": "connected", "session_id": client.SessionID(), "edge_id": client.EdgeID()})
+	if *topic != "" {
+		result, err := client.Subscribe(ctx, *topic)
+		if err != nil {
+			return fail(err)
+		}
+		emit(map[string]any{"event": "subscribed", "applied": result.GetApplied(), "refused": len(result.GetRefused())})
+	}
 	for received := 0; received < *count; received++ {
 		m, err := client.Recv(ctx)
 		if err != nil {
@@ -121,6 +129,7 @@ func listen(args []string) int {
 			"created_at_ms": m.GetCreatedAtMs(),
 			"requires_ack":  m.GetRequiresAck(),
 			"labels":        m.GetLabels(),
+			"topic":         m.GetTopic(),
 			"session_id":    client.SessionID(),
 			"connects":      client.Connects(),
 		}
@@ -146,6 +155,7 @@ func send(args []string) int {
 	apiKey := fs.String("api-key", "", "API key")
 	user := fs.String("user", "", "send to every device of this user")
 	device := fs.String("device", "", "send to this device")
+	topic := fs.String("topic", "", "send to every device subscribed to this topic")
 	priority := fs.String("priority", "normal", "high, normal or low")
 	ttl := fs.Int64("ttl", 0, "seconds the message stays deliverable")
 	collapseKey := fs.String("collapse-key", "", "collapse key")
@@ -179,7 +189,7 @@ func send(args []string) int {
 	}
 	defer sender.Close()
 	resp, err := sender.Send(context.Background(), pushplat.SendOptions{
-		UserID: *user, DeviceID: *device, Payload: []byte(fs.Arg(0)), ContentType: *contentType,
+		UserID: *user, DeviceID: *device, Topic: *topic, Payload: []byte(fs.Arg(0)), ContentType: *contentType,
 		Priority: prio, TTLSeconds: *ttl, CollapseKey: *collapseKey, IdempotencyKey: *idempotencyKey,
 		AtLeastOnce: *atLeastOnce, Labels: lbls,
 	})

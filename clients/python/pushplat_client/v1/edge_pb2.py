@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import message_pb2 as pushplat_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pushplat/v1/edge.proto\x12\x0bpushplat.v1\x1a\x19pushplat/v1/message.proto\"\x7f\n\x0b\x43lientFrame\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.pushplat.v1.HelloH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.pushplat.v1.AckH\x00\x12!\n\x04ping\x18\x03 \x01(\x0b\x32\x11.pushplat.v1.PingH\x00\x42\x07\n\x05\x66rame\"R\n\x05Hello\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x04 \x01(\t\"\x1a\n\x03\x41\x63k\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"\x06\n\x04Ping\"\xb4\x01\n\x0bServerFrame\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.pushplat.v1.WelcomeH\x00\x12(\n\x06pushes\x18\x02 \x01(\x0b\x32\x16.pushplat.v1.PushBatchH\x00\x12&\n\x07go_away\x18\x03 \x01(\x0b\x32\x13.pushplat.v1.GoAwayH\x00\x12!\n\x04pong\x18\x04 \x01(\x0b\x32\x11.pushplat.v1.PongH\x00\x42\x07\n\x05\x66rame\"f\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x03\x12\x17\n\x0fmax_frame_bytes\x18\x04 \x01(\x03\"3\n\tPushBatch\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.pushplat.v1.Message\"\xd5\x01\n\x06GoAway\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.pushplat.v1.GoAway.Reason\x12\x1a\n\x12reconnect_after_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"s\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0b\n\x07MAX_AGE\x10\x01\x12\x0c\n\x08\x44RAINING\x10\x02\x12\x0c\n\x08REPLACED\x10\x03\x12\x15\n\x11HEARTBEAT_TIMEOUT\x10\x04\x12\x11\n\rSLOW_CONSUMER\x10\x05\"\x06\n\x04Pong2I\n\x04\x45\x64ge\x12\x41\n\x07\x43onnect\x12\x18.pushplat.v1.ClientFrame\x1a\x18.pushplat.v1.ServerFrame(\x01\x30\x01\x42\x8d\x01\n\x0eio.pushplat.v1B\tEdgeProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\x0bPushplat.V1\xca\x02\x0bPushplat\\V1\xea\x02\x0cPushplat::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pushplat/v1/edge.proto\x12\x0bpushplat.v1\x1a\x19pushplat/v1/message.proto\"\xdd\x01\n\x0b\x43lientFrame\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.pushplat.v1.HelloH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.pushplat.v1.AckH\x00\x12!\n\x04ping\x18\x03 \x01(\x0b\x32\x11.pushplat.v1.PingH\x00\x12+\n\tsubscribe\x18\x04 \x01(\x0b\x32\x16.pushplat.v1.SubscribeH\x00\x12/\n\x0bunsubscribe\x18\x05 \x01(\x0b\x32\x18.pushplat.v1.UnsubscribeH\x00\x42\x07\n\x05\x66rame\"R\n\x05Hello\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x04 \x01(\t\"\x1a\n\x03\x41\x63k\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"\x06\n\x04Ping\"/\n\tSubscribe\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"1\n\x0bUnsubscribe\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xed\x01\n\x0bServerFrame\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.pushplat.v1.WelcomeH\x00\x12(\n\x06pushes\x18\x02 \x01(\x0b\x32\x16.pushplat.v1.PushBatchH\x00\x12&\n\x07go_away\x18\x03 \x01(\x0b\x32\x13.pushplat.v1.GoAwayH\x00\x12!\n\x04pong\x18\x04 \x01(\x0b\x32\x11.pushplat.v1.PongH\x00\x12\x37\n\x0csubscription\x18\x05 \x01(\x0b\x32\x1f.pushplat.v1.SubscriptionResultH\x00\x42\x07\n\x05\x66rame\"f\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x03\x12\x17\n\x0fmax_frame_bytes\x18\x04 \x01(\x03\"3\n\tPushBatch\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.pushplat.v1.Message\"\xd5\x01\n\x06GoAway\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.pushplat.v1.GoAway.Reason\x12\x1a\n\x12reconnect_after_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"s\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0b\n\x07MAX_AGE\x10\x01\x12\x0c\n\x08\x44RAINING\x10\x02\x12\x0c\n\x08REPLACED\x10\x03\x12\x15\n\x11HEARTBEAT_TIMEOUT\x10\x04\x12\x11\n\rSLOW_CONSUMER\x10\x05\"\x06\n\x04Pong\"z\n\x12SubscriptionResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x02 \x03(\t\x12*\n\x07refused\x18\x03 \x03(\x0b\x32\x19.pushplat.v1.TopicRefusal\x12\x13\n\x0btopic_count\x18\x04 \x01(\x05\x32I\n\x04\x45\x64ge\x12\x41\n\x07\x43onnect\x12\x18.pushplat.v1.ClientFrame\x1a\x18.pushplat.v1.ServerFrame(\x01\x30\x01\x42\x8d\x01\n\x0eio.pushplat.v1B\tEdgeProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\x0bPushplat.V1\xca\x02\x0bPushplat\\V1\xea\x02\x0cPushplat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,32 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pushplat.v1.edge_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.pushplat.v1B\tEdgeProtoP\001Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V1\352\002\014Pushplat::V1'
-  _globals['_CLIENTFRAME']._serialized_start=66
-  _globals['_CLIENTFRAME']._serialized_end=193
-  _globals['_HELLO']._serialized_start=195
-  _globals['_HELLO']._serialized_end=277
-  _globals['_ACK']._serialized_start=279
-  _globals['_ACK']._serialized_end=305
-  _globals['_PING']._serialized_start=307
-  _globals['_PING']._serialized_end=313
-  _globals['_SERVERFRAME']._serialized_start=316
-  _globals['_SERVERFRAME']._serialized_end=496
-  _globals['_WELCOME']._serialized_start=498
-  _globals['_WELCOME']._serialized_end=600
-  _globals['_PUSHBATCH']._serialized_start=602
-  _globals['_PUSHBATCH']._serialized_end=653
-  _globals['_GOAWAY']._serialized_start=656
-  _globals['_GOAWAY']._serialized_end=869
-  _globals['_GOAWAY_REASON']._serialized_start=754
-  _globals['_GOAWAY_REASON']._serialized_end=869
-  _globals['_PONG']._serialized_start=871
-  _globals['_PONG']._serialized_end=877
-  _globals['_EDGE']._serialized_start=879
-  _globals['_EDGE']._serialized_end=952
+  _globals['_CLIENTFRAME']._serialized_start=67
+  _globals['_CLIENTFRAME']._serialized_end=288
+  _globals['_HELLO']._serialized_start=290
+  _globals['_HELLO']._serialized_end=372
+  _globals['_ACK']._serialized_start=374
+  _globals['_ACK']._serialized_end=400
+  _globals['_PING']._serialized_start=402
+  _globals['_PING']._serialized_end=408
+  _globals['_SUBSCRIBE']._serialized_start=410
+  _globals['_SUBSCRIBE']._serialized_end=457
+  _globals['_UNSUBSCRIBE']._serialized_start=459
+  _globals['_UNSUBSCRIBE']._serialized_end=508
+  _globals['_SERVERFRAME']._serialized_start=511
+  _globals['_SERVERFRAME']._serialized_end=748
+  _globals['_WELCOME']._serialized_start=750
+  _globals['_WELCOME']._serialized_end=852
+  _globals['_PUSHBATCH']._serialized_start=854
+  _globals['_PUSHBATCH']._serialized_end=905
+  _globals['_GOAWAY']._serialized_start=908
+  _globals['_GOAWAY']._serialized_end=1121
+  _globals['_GOAWAY_REASON']._serialized_start=1006
+  _globals['_GOAWAY_REASON']._serialized_end=1121
+  _globals['_PONG']._serialized_start=1123
+  _globals['_PONG']._serialized_end=1129
+  _globals['_SUBSCRIPTIONRESULT']._serialized_start=1131
+  _globals['_SUBSCRIPTIONRESULT']._serialized_end=1253
+  _globals['_EDGE']._serialized_start=1255
+  _globals['_EDGE']._serialized_end=1328
 # @@protoc_insertion_point(module_scope)

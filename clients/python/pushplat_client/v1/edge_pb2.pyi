@@ -9,14 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClientFrame(_message.Message):
-    __slots__ = ("hello", "ack", "ping")
+    __slots__ = ("hello", "ack", "ping", "subscribe", "unsubscribe")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     ping: Ping
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+    subscribe: Subscribe
+    unsubscribe: Unsubscribe
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("token", "user_id", "device_id", "client_version")
@@ -40,17 +44,35 @@ class Ping(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Subscribe(_message.Message):
+    __slots__ = ("topics", "request_id")
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Unsubscribe(_message.Message):
+    __slots__ = ("topics", "request_id")
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
 class ServerFrame(_message.Message):
-    __slots__ = ("welcome", "pushes", "go_away", "pong")
+    __slots__ = ("welcome", "pushes", "go_away", "pong", "subscription")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     PUSHES_FIELD_NUMBER: _ClassVar[int]
     GO_AWAY_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     pushes: PushBatch
     go_away: GoAway
     pong: Pong
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., pushes: _Optional[_Union[PushBatch, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
+    subscription: SubscriptionResult
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., pushes: _Optional[_Union[PushBatch, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., subscription: _Optional[_Union[SubscriptionResult, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("session_id", "edge_id", "heartbeat_interval_ms", "max_frame_bytes")
@@ -97,3 +119,15 @@ class GoAway(_message.Message):
 class Pong(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SubscriptionResult(_message.Message):
+    __slots__ = ("request_id", "applied", "refused", "topic_count")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    applied: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedCompositeFieldContainer[_message_pb2.TopicRefusal]
+    topic_count: int
+    def __init__(self, request_id: _Optional[str] = ..., applied: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[_Union[_message_pb2.TopicRefusal, _Mapping]]] = ..., topic_count: _Optional[int] = ...) -> None: ...

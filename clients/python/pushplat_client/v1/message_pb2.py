@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pushplat/v1/message.proto\x12\x0bpushplat.v1\"\xa8\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\'\n\x08priority\x18\x04 \x01(\x0e\x32\x15.pushplat.v1.Priority\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\x12\x14\n\x0c\x63ollapse_key\x18\x07 \x01(\t\x12\x14\n\x0crequires_ack\x18\x08 \x01(\x08\x12\x30\n\x06labels\x18\t \x03(\x0b\x32 .pushplat.v1.Message.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*3\n\x0c\x44\x65liveryMode\x12\x10\n\x0c\x41T_MOST_ONCE\x10\x00\x12\x11\n\rAT_LEAST_ONCE\x10\x01\x42\x90\x01\n\x0eio.pushplat.v1B\x0cMessageProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\x0bPushplat.V1\xca\x02\x0bPushplat\\V1\xea\x02\x0cPushplat::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pushplat/v1/message.proto\x12\x0bpushplat.v1\"\xb7\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\'\n\x08priority\x18\x04 \x01(\x0e\x32\x15.pushplat.v1.Priority\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\x12\x14\n\x0c\x63ollapse_key\x18\x07 \x01(\t\x12\x14\n\x0crequires_ack\x18\x08 \x01(\x08\x12\x30\n\x06labels\x18\t \x03(\x0b\x32 .pushplat.v1.Message.LabelsEntry\x12\r\n\x05topic\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x0cTopicRefusal\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*3\n\x0c\x44\x65liveryMode\x12\x10\n\x0c\x41T_MOST_ONCE\x10\x00\x12\x11\n\rAT_LEAST_ONCE\x10\x01\x42\x90\x01\n\x0eio.pushplat.v1B\x0cMessageProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\x0bPushplat.V1\xca\x02\x0bPushplat\\V1\xea\x02\x0cPushplat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.pushplat.v1B\014MessageProtoP\001Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V1\352\002\014Pushplat::V1'
   _globals['_MESSAGE_LABELSENTRY']._loaded_options = None
   _globals['_MESSAGE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_PRIORITY']._serialized_start=341
-  _globals['_PRIORITY']._serialized_end=435
-  _globals['_DELIVERYMODE']._serialized_start=437
-  _globals['_DELIVERYMODE']._serialized_end=488
+  _globals['_PRIORITY']._serialized_start=418
+  _globals['_PRIORITY']._serialized_end=512
+  _globals['_DELIVERYMODE']._serialized_start=514
+  _globals['_DELIVERYMODE']._serialized_end=565
   _globals['_MESSAGE']._serialized_start=43
-  _globals['_MESSAGE']._serialized_end=339
-  _globals['_MESSAGE_LABELSENTRY']._serialized_start=294
-  _globals['_MESSAGE_LABELSENTRY']._serialized_end=339
+  _globals['_MESSAGE']._serialized_end=354
+  _globals['_MESSAGE_LABELSENTRY']._serialized_start=309
+  _globals['_MESSAGE_LABELSENTRY']._serialized_end=354
+  _globals['_TOPICREFUSAL']._serialized_start=356
+  _globals['_TOPICREFUSAL']._serialized_end=416
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ AT_MOST_ONCE: DeliveryMode
 AT_LEAST_ONCE: DeliveryMode
 
 class Message(_message.Message):
-    __slots__ = ("message_id", "payload", "content_type", "priority", "created_at_ms", "expires_at_ms", "collapse_key", "requires_ack", "labels")
+    __slots__ = ("message_id", "payload", "content_type", "priority", "created_at_ms", "expires_at_ms", "collapse_key", "requires_ack", "labels", "topic")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class Message(_message.Message):
     COLLAPSE_KEY_FIELD_NUMBER: _ClassVar[int]
     REQUIRES_ACK_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     payload: bytes
     content_type: str
@@ -52,4 +53,15 @@ class Message(_message.Message):
     collapse_key: str
     requires_ack: bool
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, message_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., collapse_key: _Optional[str] = ..., requires_ack: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    topic: str
+    def __init__(self, message_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., collapse_key: _Optional[str] = ..., requires_ack: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., topic: _Optional[str] = ...) -> None: ...
+
+class TopicRefusal(_message.Message):
+    __slots__ = ("topic", "code", "message")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    code: int
+    message: str
+    def __init__(self, topic: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

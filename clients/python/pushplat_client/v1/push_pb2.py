@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import message_pb2 as pushplat_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pushplat/v1/push.proto\x12\x0bpushplat.v1\x1a\x19pushplat/v1/message.proto\"\xf9\x02\n\x0bSendRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x13\n\tdevice_id\x18\x02 \x01(\tH\x00\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\'\n\x08priority\x18\x05 \x01(\x0e\x32\x15.pushplat.v1.Priority\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x03\x12\x14\n\x0c\x63ollapse_key\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12+\n\x08\x64\x65livery\x18\t \x01(\x0e\x32\x19.pushplat.v1.DeliveryMode\x12\x34\n\x06labels\x18\n \x03(\x0b\x32$.pushplat.v1.SendRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06target\"p\n\x0cSendResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.pushplat.v1.SendError\"B\n\tSendError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\x03\">\n\x10SendBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.pushplat.v1.SendRequest\"A\n\x11SendBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.pushplat.v1.SendResponse\"\x90\x02\n\x07Receipt\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.pushplat.v1.DeliveryState\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x05 \x01(\t\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x03\x12\x30\n\x06labels\x18\x07 \x03(\x0b\x32 .pushplat.v1.Receipt.LabelsEntry\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\x11\n\tsender_id\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x10GetStatusRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\x84\x01\n\x0c\x44\x65viceStatus\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.pushplat.v1.DeliveryState\x12\x15\n\rupdated_at_ms\x18\x03 \x01(\x03\x12\x0f\n\x07\x65\x64ge_id\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\xe9\x01\n\x11GetStatusResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.pushplat.v1.DeliveryState\x12*\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x19.pushplat.v1.DeviceStatus\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.pushplat.v1.GetStatusResponse.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\x12GetPresenceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"H\n\x0ePresenceDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\"T\n\x13GetPresenceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12,\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x1b.pushplat.v1.PresenceDevice*\xe1\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_STATE_ACCEPTED\x10\x01\x12$\n DELIVERY_STATE_DELIVERED_TO_EDGE\x10\x02\x12\x18\n\x14\x44\x45LIVERY_STATE_ACKED\x10\x03\x12\x1a\n\x16\x44\x45LIVERY_STATE_EXPIRED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_NO_ROUTE\x10\x05\x12\x1a\n\x16\x44\x45LIVERY_STATE_DROPPED\x10\x06\x32\xf4\x02\n\x04Push\x12;\n\x04Send\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse\x12J\n\tSendBatch\x12\x1d.pushplat.v1.SendBatchRequest\x1a\x1e.pushplat.v1.SendBatchResponse\x12J\n\tGetStatus\x12\x1d.pushplat.v1.GetStatusRequest\x1a\x1e.pushplat.v1.GetStatusResponse\x12P\n\x0bGetPresence\x12\x1f.pushplat.v1.GetPresenceRequest\x1a .pushplat.v1.GetPresenceResponse\x12\x45\n\nSendStream\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse(\x01\x30\x01\x42\x8d\x01\n\x0eio.pushplat.v1B\tPushProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\x0bPushplat.V1\xca\x02\x0bPushplat\\V1\xea\x02\x0cPushplat::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pushplat/v1/push.proto\x12\x0bpushplat.v1\x1a\x19pushplat/v1/message.proto\"\x8a\x03\n\x0bSendRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x13\n\tdevice_id\x18\x02 \x01(\tH\x00\x12\x0f\n\x05topic\x18\x0c \x01(\tH\x00\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\'\n\x08priority\x18\x05 \x01(\x0e\x32\x15.pushplat.v1.Priority\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x03\x12\x14\n\x0c\x63ollapse_key\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12+\n\x08\x64\x65livery\x18\t \x01(\x0e\x32\x19.pushplat.v1.DeliveryMode\x12\x34\n\x06labels\x18\n \x03(\x0b\x32$.pushplat.v1.SendRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06target\"p\n\x0cSendResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.pushplat.v1.SendError\"B\n\tSendError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\x03\">\n\x10SendBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.pushplat.v1.SendRequest\"A\n\x11SendBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.pushplat.v1.SendResponse\"\xae\x02\n\x07Receipt\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.pushplat.v1.DeliveryState\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x05 \x01(\t\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x03\x12\x30\n\x06labels\x18\x07 \x03(\x0b\x32 .pushplat.v1.Receipt.LabelsEntry\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\x11\n\tsender_id\x18\t \x01(\t\x12\r\n\x05topic\x18\n \x01(\t\x12\r\n\x05\x63ount\x18\x0b \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x10GetStatusRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\x84\x01\n\x0c\x44\x65viceStatus\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.pushplat.v1.DeliveryState\x12\x15\n\rupdated_at_ms\x18\x03 \x01(\x03\x12\x0f\n\x07\x65\x64ge_id\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x92\x02\n\x11GetStatusResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.pushplat.v1.DeliveryState\x12*\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x19.pushplat.v1.DeviceStatus\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.pushplat.v1.GetStatusResponse.LabelsEntry\x12\'\n\x05topic\x18\x05 \x01(\x0b\x32\x18.pushplat.v1.TopicStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x0bTopicStatus\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x15\n\redges_reached\x18\x02 \x01(\x03\x12\x17\n\x0f\x64\x65vices_written\x18\x03 \x01(\x03\x12\x15\n\rdevices_acked\x18\x04 \x01(\x03\x12\x36\n\x07\x64ropped\x18\x05 \x03(\x0b\x32%.pushplat.v1.TopicStatus.DroppedEntry\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"H\n\x10SubscribeRequest\x12\x12\n\ndevice_ids\x18\x01 \x03(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\"\x90\x01\n\x18\x44\x65viceSubscriptionResult\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x03(\t\x12*\n\x07refused\x18\x04 \x03(\x0b\x32\x19.pushplat.v1.TopicRefusal\x12\x13\n\x0btopic_count\x18\x05 \x01(\x05\"j\n\x11SubscribeResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.pushplat.v1.DeviceSubscriptionResult\x12\x1d\n\x15users_without_devices\x18\x02 \x03(\t\",\n\x17GetSubscriptionsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"=\n\x18GetSubscriptionsResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\"%\n\x12GetPresenceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"H\n\x0ePresenceDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\"T\n\x13GetPresenceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12,\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x1b.pushplat.v1.PresenceDevice*\xe1\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_STATE_ACCEPTED\x10\x01\x12$\n DELIVERY_STATE_DELIVERED_TO_EDGE\x10\x02\x12\x18\n\x14\x44\x45LIVERY_STATE_ACKED\x10\x03\x12\x1a\n\x16\x44\x45LIVERY_STATE_EXPIRED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_NO_ROUTE\x10\x05\x12\x1a\n\x16\x44\x45LIVERY_STATE_DROPPED\x10\x06\x32\xef\x04\n\x04Push\x12;\n\x04Send\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse\x12J\n\tSendBatch\x12\x1d.pushplat.v1.SendBatchRequest\x1a\x1e.pushplat.v1.SendBatchResponse\x12J\n\tGetStatus\x12\x1d.pushplat.v1.GetStatusRequest\x1a\x1e.pushplat.v1.GetStatusResponse\x12P\n\x0bGetPresence\x12\x1f.pushplat.v1.GetPresenceRequest\x1a .pushplat.v1.GetPresenceResponse\x12\x45\n\nSendStream\x12\x18.pushplat.v1.SendRequest\x1a\x19.pushplat.v1.SendResponse(\x01\x30\x01\x12J\n\tSubscribe\x12\x1d.pushplat.v1.SubscribeRequest\x1a\x1e.pushplat.v1.SubscribeResponse\x12L\n\x0bUnsubscribe\x12\x1d.pushplat.v1.SubscribeRequest\x1a\x1e.pushplat.v1.SubscribeResponse\x12_\n\x10GetSubscriptions\x12$.pushplat.v1.GetSubscriptionsRequest\x1a%.pushplat.v1.GetSubscriptionsResponseB\x8d\x01\n\x0eio.pushplat.v1B\tPushProtoP\x01Z=github.com/pushplat/pushplat/clients/go/pushplatv1;pushplatv1\xa2\x02\x03PPL\xaa\x02\x0bPushplat.V1\xca\x02\x0bPushplat\\V1\xea\x02\x0cPushplat::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,38 +39,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECEIPT_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_GETSTATUSRESPONSE_LABELSENTRY']._loaded_options = None
   _globals['_GETSTATUSRESPONSE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_DELIVERYSTATE']._serialized_start=1645
-  _globals['_DELIVERYSTATE']._serialized_end=1870
+  _globals['_TOPICSTATUS_DROPPEDENTRY']._loaded_options = None
+  _globals['_TOPICSTATUS_DROPPEDENTRY']._serialized_options = b'8\001'
+  _globals['_DELIVERYSTATE']._serialized_start=2377
+  _globals['_DELIVERYSTATE']._serialized_end=2602
   _globals['_SENDREQUEST']._serialized_start=67
-  _globals['_SENDREQUEST']._serialized_end=444
-  _globals['_SENDREQUEST_LABELSENTRY']._serialized_start=389
-  _globals['_SENDREQUEST_LABELSENTRY']._serialized_end=434
-  _globals['_SENDRESPONSE']._serialized_start=446
-  _globals['_SENDRESPONSE']._serialized_end=558
-  _globals['_SENDERROR']._serialized_start=560
-  _globals['_SENDERROR']._serialized_end=626
-  _globals['_SENDBATCHREQUEST']._serialized_start=628
-  _globals['_SENDBATCHREQUEST']._serialized_end=690
-  _globals['_SENDBATCHRESPONSE']._serialized_start=692
-  _globals['_SENDBATCHRESPONSE']._serialized_end=757
-  _globals['_RECEIPT']._serialized_start=760
-  _globals['_RECEIPT']._serialized_end=1032
-  _globals['_RECEIPT_LABELSENTRY']._serialized_start=389
-  _globals['_RECEIPT_LABELSENTRY']._serialized_end=434
-  _globals['_GETSTATUSREQUEST']._serialized_start=1034
-  _globals['_GETSTATUSREQUEST']._serialized_end=1072
-  _globals['_DEVICESTATUS']._serialized_start=1075
-  _globals['_DEVICESTATUS']._serialized_end=1207
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1210
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1443
-  _globals['_GETSTATUSRESPONSE_LABELSENTRY']._serialized_start=389
-  _globals['_GETSTATUSRESPONSE_LABELSENTRY']._serialized_end=434
-  _globals['_GETPRESENCEREQUEST']._serialized_start=1445
-  _globals['_GETPRESENCEREQUEST']._serialized_end=1482
-  _globals['_PRESENCEDEVICE']._serialized_start=1484
-  _globals['_PRESENCEDEVICE']._serialized_end=1556
-  _globals['_GETPRESENCERESPONSE']._serialized_start=1558
-  _globals['_GETPRESENCERESPONSE']._serialized_end=1642
-  _globals['_PUSH']._serialized_start=1873
-  _globals['_PUSH']._serialized_end=2245
+  _globals['_SENDREQUEST']._serialized_end=461
+  _globals['_SENDREQUEST_LABELSENTRY']._serialized_start=406
+  _globals['_SENDREQUEST_LABELSENTRY']._serialized_end=451
+  _globals['_SENDRESPONSE']._serialized_start=463
+  _globals['_SENDRESPONSE']._serialized_end=575
+  _globals['_SENDERROR']._serialized_start=577
+  _globals['_SENDERROR']._serialized_end=643
+  _globals['_SENDBATCHREQUEST']._serialized_start=645
+  _globals['_SENDBATCHREQUEST']._serialized_end=707
+  _globals['_SENDBATCHRESPONSE']._serialized_start=709
+  _globals['_SENDBATCHRESPONSE']._serialized_end=774
+  _globals['_RECEIPT']._serialized_start=777
+  _globals['_RECEIPT']._serialized_end=1079
+  _globals['_RECEIPT_LABELSENTRY']._serialized_start=406
+  _globals['_RECEIPT_LABELSENTRY']._serialized_end=451
+  _globals['_GETSTATUSREQUEST']._serialized_start=1081
+  _globals['_GETSTATUSREQUEST']._serialized_end=1119
+  _globals['_DEVICESTATUS']._serialized_start=1122
+  _globals['_DEVICESTATUS']._serialized_end=1254
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1257
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1531
+  _globals['_GETSTATUSRESPONSE_LABELSENTRY']._serialized_start=406
+  _globals['_GETSTATUSRESPONSE_LABELSENTRY']._serialized_end=451
+  _globals['_TOPICSTATUS']._serialized_start=1534
+  _globals['_TOPICSTATUS']._serialized_end=1737
+  _globals['_TOPICSTATUS_DROPPEDENTRY']._serialized_start=1691
+  _globals['_TOPICSTATUS_DROPPEDENTRY']._serialized_end=1737
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1739
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1811
+  _globals['_DEVICESUBSCRIPTIONRESULT']._serialized_start=1814
+  _globals['_DEVICESUBSCRIPTIONRESULT']._serialized_end=1958
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1960
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=2066
+  _globals['_GETSUBSCRIPTIONSREQUEST']._serialized_start=2068
+  _globals['_GETSUBSCRIPTIONSREQUEST']._serialized_end=2112
+  _globals['_GETSUBSCRIPTIONSRESPONSE']._serialized_start=2114
+  _globals['_GETSUBSCRIPTIONSRESPONSE']._serialized_end=2175
+  _globals['_GETPRESENCEREQUEST']._serialized_start=2177
+  _globals['_GETPRESENCEREQUEST']._serialized_end=2214
+  _globals['_PRESENCEDEVICE']._serialized_start=2216
+  _globals['_PRESENCEDEVICE']._serialized_end=2288
+  _globals['_GETPRESENCERESPONSE']._serialized_start=2290
+  _globals['_GETPRESENCERESPONSE']._serialized_end=2374
+  _globals['_PUSH']._serialized_start=2605
+  _globals['_PUSH']._serialized_end=3228
 # @@protoc_insertion_point(module_scope)

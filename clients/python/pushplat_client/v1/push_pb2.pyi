@@ -26,7 +26,7 @@ DELIVERY_STATE_NO_ROUTE: DeliveryState
 DELIVERY_STATE_DROPPED: DeliveryState
 
 class SendRequest(_message.Message):
-    __slots__ = ("user_id", "device_id", "payload", "content_type", "priority", "ttl_seconds", "collapse_key", "idempotency_key", "delivery", "labels", "request_id")
+    __slots__ = ("user_id", "device_id", "topic", "payload", "content_type", "priority", "ttl_seconds", "collapse_key", "idempotency_key", "delivery", "labels", "request_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class SendRequest(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +48,7 @@ class SendRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     device_id: str
+    topic: str
     payload: bytes
     content_type: str
     priority: _message_pb2.Priority
@@ -56,7 +58,7 @@ class SendRequest(_message.Message):
     delivery: _message_pb2.DeliveryMode
     labels: _containers.ScalarMap[str, str]
     request_id: str
-    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., priority: _Optional[_Union[_message_pb2.Priority, str]] = ..., ttl_seconds: _Optional[int] = ..., collapse_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., delivery: _Optional[_Union[_message_pb2.DeliveryMode, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[str] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., priority: _Optional[_Union[_message_pb2.Priority, str]] = ..., ttl_seconds: _Optional[int] = ..., collapse_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., delivery: _Optional[_Union[_message_pb2.DeliveryMode, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SendResponse(_message.Message):
     __slots__ = ("message_id", "duplicate", "request_id", "error")
@@ -93,7 +95,7 @@ class SendBatchResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[SendResponse, _Mapping]]] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("message_id", "state", "device_id", "user_id", "edge_id", "at_ms", "labels", "detail", "sender_id")
+    __slots__ = ("message_id", "state", "device_id", "user_id", "edge_id", "at_ms", "labels", "detail", "sender_id", "topic", "count")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +112,8 @@ class Receipt(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     state: DeliveryState
     device_id: str
@@ -119,7 +123,9 @@ class Receipt(_message.Message):
     labels: _containers.ScalarMap[str, str]
     detail: str
     sender_id: str
-    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., device_id: _Optional[str] = ..., user_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., at_ms: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., sender_id: _Optional[str] = ...) -> None: ...
+    topic: str
+    count: int
+    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., device_id: _Optional[str] = ..., user_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., at_ms: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., sender_id: _Optional[str] = ..., topic: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ("message_id",)
@@ -142,7 +148,7 @@ class DeviceStatus(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., updated_at_ms: _Optional[int] = ..., edge_id: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("message_id", "state", "devices", "labels")
+    __slots__ = ("message_id", "state", "devices", "labels", "topic")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,11 +160,80 @@ class GetStatusResponse(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     state: DeliveryState
     devices: _containers.RepeatedCompositeFieldContainer[DeviceStatus]
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    topic: TopicStatus
+    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., topic: _Optional[_Union[TopicStatus, _Mapping]] = ...) -> None: ...
+
+class TopicStatus(_message.Message):
+    __slots__ = ("topic", "edges_reached", "devices_written", "devices_acked", "dropped")
+    class DroppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    EDGES_REACHED_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_ACKED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    edges_reached: int
+    devices_written: int
+    devices_acked: int
+    dropped: _containers.ScalarMap[str, int]
+    def __init__(self, topic: _Optional[str] = ..., edges_reached: _Optional[int] = ..., devices_written: _Optional[int] = ..., devices_acked: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("device_ids", "user_ids", "topics")
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., user_ids: _Optional[_Iterable[str]] = ..., topics: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeviceSubscriptionResult(_message.Message):
+    __slots__ = ("device_id", "user_id", "applied", "refused", "topic_count")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    user_id: str
+    applied: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedCompositeFieldContainer[_message_pb2.TopicRefusal]
+    topic_count: int
+    def __init__(self, device_id: _Optional[str] = ..., user_id: _Optional[str] = ..., applied: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[_Union[_message_pb2.TopicRefusal, _Mapping]]] = ..., topic_count: _Optional[int] = ...) -> None: ...
+
+class SubscribeResponse(_message.Message):
+    __slots__ = ("results", "users_without_devices")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USERS_WITHOUT_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DeviceSubscriptionResult]
+    users_without_devices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[DeviceSubscriptionResult, _Mapping]]] = ..., users_without_devices: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetSubscriptionsRequest(_message.Message):
+    __slots__ = ("device_id",)
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    def __init__(self, device_id: _Optional[str] = ...) -> None: ...
+
+class GetSubscriptionsResponse(_message.Message):
+    __slots__ = ("device_id", "topics")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_id: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetPresenceRequest(_message.Message):
     __slots__ = ("user_id",)

@@ -60,6 +60,21 @@ class PushStub:
                 request_serializer=pushplat_dot_v1_dot_push__pb2.SendRequest.SerializeToString,
                 response_deserializer=pushplat_dot_v1_dot_push__pb2.SendResponse.FromString,
                 _registered_method=True)
+        self.Subscribe = channel.unary_unary(
+                '/pushplat.v1.Push/Subscribe',
+                request_serializer=pushplat_dot_v1_dot_push__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=pushplat_dot_v1_dot_push__pb2.SubscribeResponse.FromString,
+                _registered_method=True)
+        self.Unsubscribe = channel.unary_unary(
+                '/pushplat.v1.Push/Unsubscribe',
+                request_serializer=pushplat_dot_v1_dot_push__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=pushplat_dot_v1_dot_push__pb2.SubscribeResponse.FromString,
+                _registered_method=True)
+        self.GetSubscriptions = channel.unary_unary(
+                '/pushplat.v1.Push/GetSubscriptions',
+                request_serializer=pushplat_dot_v1_dot_push__pb2.GetSubscriptionsRequest.SerializeToString,
+                response_deserializer=pushplat_dot_v1_dot_push__pb2.GetSubscriptionsResponse.FromString,
+                _registered_method=True)
 
 
 class PushServicer:
@@ -104,6 +119,28 @@ class PushServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscribe(self, request, context):
+        """Topics, managed by the backend (as FCM's server-side topic management): subscribe devices,
+        given by id or by user (every device the platform knows for the user), to topics. At most
+        100 topics and 1,000 devices (after users are expanded) per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unsubscribe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubscriptions(self, request, context):
+        """The topics one device is subscribed to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PushServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +168,21 @@ def add_PushServicer_to_server(servicer, server):
                     servicer.SendStream,
                     request_deserializer=pushplat_dot_v1_dot_push__pb2.SendRequest.FromString,
                     response_serializer=pushplat_dot_v1_dot_push__pb2.SendResponse.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=pushplat_dot_v1_dot_push__pb2.SubscribeRequest.FromString,
+                    response_serializer=pushplat_dot_v1_dot_push__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'Unsubscribe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unsubscribe,
+                    request_deserializer=pushplat_dot_v1_dot_push__pb2.SubscribeRequest.FromString,
+                    response_serializer=pushplat_dot_v1_dot_push__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'GetSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscriptions,
+                    request_deserializer=pushplat_dot_v1_dot_push__pb2.GetSubscriptionsRequest.FromString,
+                    response_serializer=pushplat_dot_v1_dot_push__pb2.GetSubscriptionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +321,87 @@ class Push:
             '/pushplat.v1.Push/SendStream',
             pushplat_dot_v1_dot_push__pb2.SendRequest.SerializeToString,
             pushplat_dot_v1_dot_push__pb2.SendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushplat.v1.Push/Subscribe',
+            pushplat_dot_v1_dot_push__pb2.SubscribeRequest.SerializeToString,
+            pushplat_dot_v1_dot_push__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unsubscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushplat.v1.Push/Unsubscribe',
+            pushplat_dot_v1_dot_push__pb2.SubscribeRequest.SerializeToString,
+            pushplat_dot_v1_dot_push__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushplat.v1.Push/GetSubscriptions',
+            pushplat_dot_v1_dot_push__pb2.GetSubscriptionsRequest.SerializeToString,
+            pushplat_dot_v1_dot_push__pb2.GetSubscriptionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

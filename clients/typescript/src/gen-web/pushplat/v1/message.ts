@@ -106,11 +106,24 @@ export interface Message {
   /** True when the platform keeps the message until the device acks it. */
   requiresAck: boolean;
   labels: { [key: string]: string };
+  /** Set when the message was sent to a topic (Send with target topic): the topic's name. */
+  topic: string;
 }
 
 export interface Message_LabelsEntry {
   key: string;
   value: string;
+}
+
+/**
+ * Why one topic of a subscribe or unsubscribe was not applied. Fields 2 and 3 are a gRPC
+ * status: the code (e.g. 3 INVALID_ARGUMENT for a bad name, 8 RESOURCE_EXHAUSTED when the
+ * device holds --max-topics-per-device topics) and a message that says what to fix.
+ */
+export interface TopicRefusal {
+  topic: string;
+  code: number;
+  message: string;
 }
 
 function createBaseMessage(): Message {
@@ -124,6 +137,7 @@ function createBaseMessage(): Message {
     collapseKey: "",
     requiresAck: false,
     labels: {},
+    topic: "",
   };
 }
 
@@ -156,6 +170,9 @@ export const Message: MessageFns<Message> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       Message_LabelsEntry.encode({ key: key as any, value }, writer.uint32(74).fork()).join();
     });
+    if (message.topic !== "") {
+      writer.uint32(82).string(message.topic);
+    }
     return writer;
   },
 
@@ -247,6 +264,14 @@ export const Message: MessageFns<Message> = {
             }
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.topic = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -307,6 +332,7 @@ export const Message: MessageFns<Message> = {
           {},
         )
         : {},
+      topic: isSet(object.topic) ? globalThis.String(object.topic) : "",
     };
   },
 
@@ -345,6 +371,9 @@ export const Message: MessageFns<Message> = {
         });
       }
     }
+    if (message.topic !== "") {
+      obj.topic = message.topic;
+    }
     return obj;
   },
 
@@ -370,6 +399,7 @@ export const Message: MessageFns<Message> = {
       },
       {},
     );
+    message.topic = object.topic ?? "";
     return message;
   },
 };
@@ -455,6 +485,107 @@ export const Message_LabelsEntry: MessageFns<Message_LabelsEntry> = {
     const message = createBaseMessage_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseTopicRefusal(): TopicRefusal {
+  return { topic: "", code: 0, message: "" };
+}
+
+export const TopicRefusal: MessageFns<TopicRefusal> = {
+  encode(message: TopicRefusal, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.topic !== "") {
+      writer.uint32(10).string(message.topic);
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TopicRefusal {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTopicRefusal();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.topic = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TopicRefusal {
+    return {
+      topic: isSet(object.topic) ? globalThis.String(object.topic) : "",
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: TopicRefusal): unknown {
+    const obj: any = {};
+    if (message.topic !== "") {
+      obj.topic = message.topic;
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TopicRefusal>, I>>(base?: I): TopicRefusal {
+    return TopicRefusal.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TopicRefusal>, I>>(object: I): TopicRefusal {
+    const message = createBaseTopicRefusal();
+    message.topic = object.topic ?? "";
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
     return message;
   },
 };

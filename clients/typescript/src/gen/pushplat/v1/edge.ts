@@ -17,7 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Message } from "./message";
+import { Message, TopicRefusal } from "./message";
 
 export const protobufPackage = "pushplat.v1";
 
@@ -26,7 +26,12 @@ export const protobufFileName = "pushplat/v1/edge.proto";
 export interface ClientFrame {
   hello?: Hello | undefined;
   ack?: Ack | undefined;
-  ping?: Ping | undefined;
+  ping?:
+    | Ping
+    | undefined;
+  /** Topics: the device (un)subscribes itself; answered by one SubscriptionResult. */
+  subscribe?: Subscribe | undefined;
+  unsubscribe?: Unsubscribe | undefined;
 }
 
 export interface Hello {
@@ -46,11 +51,30 @@ export interface Ack {
 export interface Ping {
 }
 
+/**
+ * At most 100 topics per frame (more is a protocol error that ends the stream). Subscriptions
+ * belong to the device: they outlive the stream and are restored on every edge it connects to.
+ */
+export interface Subscribe {
+  topics: string[];
+  /** The client's id for this request (up to 128 bytes), echoed in its SubscriptionResult. */
+  requestId: string;
+}
+
+export interface Unsubscribe {
+  topics: string[];
+  requestId: string;
+}
+
 export interface ServerFrame {
   welcome?: Welcome | undefined;
   pushes?: PushBatch | undefined;
   goAway?: GoAway | undefined;
-  pong?: Pong | undefined;
+  pong?:
+    | Pong
+    | undefined;
+  /** The answer to one Subscribe or Unsubscribe frame. */
+  subscription?: SubscriptionResult | undefined;
 }
 
 export interface Welcome {
@@ -145,8 +169,21 @@ export function goAway_ReasonToJSON(object: GoAway_Reason): string {
 export interface Pong {
 }
 
+export interface SubscriptionResult {
+  requestId: string;
+  /**
+   * The topics that took effect (for Subscribe: the device is now subscribed to them; for
+   * Unsubscribe: it is no longer), in request order.
+   */
+  applied: string[];
+  /** The topics that did not, each with a status code and a message. */
+  refused: TopicRefusal[];
+  /** How many topics the device holds after this request. */
+  topicCount: number;
+}
+
 function createBaseClientFrame(): ClientFrame {
-  return { hello: undefined, ack: undefined, ping: undefined };
+  return { hello: undefined, ack: undefined, ping: undefined, subscribe: undefined, unsubscribe: undefined };
 }
 
 export const ClientFrame: MessageFns<ClientFrame> = {
@@ -159,6 +196,12 @@ export const ClientFrame: MessageFns<ClientFrame> = {
     }
     if (message.ping !== undefined) {
       Ping.encode(message.ping, writer.uint32(26).fork()).join();
+    }
+    if (message.subscribe !== undefined) {
+      Subscribe.encode(message.subscribe, writer.uint32(34).fork()).join();
+    }
+    if (message.unsubscribe !== undefined) {
+      Unsubscribe.encode(message.unsubscribe, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -200,6 +243,22 @@ export const ClientFrame: MessageFns<ClientFrame> = {
             message.ping = Ping.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.subscribe = Subscribe.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.unsubscribe = Unsubscribe.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -217,6 +276,8 @@ export const ClientFrame: MessageFns<ClientFrame> = {
       hello: isSet(object.hello) ? Hello.fromJSON(object.hello) : undefined,
       ack: isSet(object.ack) ? Ack.fromJSON(object.ack) : undefined,
       ping: isSet(object.ping) ? Ping.fromJSON(object.ping) : undefined,
+      subscribe: isSet(object.subscribe) ? Subscribe.fromJSON(object.subscribe) : undefined,
+      unsubscribe: isSet(object.unsubscribe) ? Unsubscribe.fromJSON(object.unsubscribe) : undefined,
     };
   },
 
@@ -231,6 +292,12 @@ export const ClientFrame: MessageFns<ClientFrame> = {
     if (message.ping !== undefined) {
       obj.ping = Ping.toJSON(message.ping);
     }
+    if (message.subscribe !== undefined) {
+      obj.subscribe = Subscribe.toJSON(message.subscribe);
+    }
+    if (message.unsubscribe !== undefined) {
+      obj.unsubscribe = Unsubscribe.toJSON(message.unsubscribe);
+    }
     return obj;
   },
 
@@ -242,6 +309,12 @@ export const ClientFrame: MessageFns<ClientFrame> = {
     message.hello = (object.hello !== undefined && object.hello !== null) ? Hello.fromPartial(object.hello) : undefined;
     message.ack = (object.ack !== undefined && object.ack !== null) ? Ack.fromPartial(object.ack) : undefined;
     message.ping = (object.ping !== undefined && object.ping !== null) ? Ping.fromPartial(object.ping) : undefined;
+    message.subscribe = (object.subscribe !== undefined && object.subscribe !== null)
+      ? Subscribe.fromPartial(object.subscribe)
+      : undefined;
+    message.unsubscribe = (object.unsubscribe !== undefined && object.unsubscribe !== null)
+      ? Unsubscribe.fromPartial(object.unsubscribe)
+      : undefined;
     return message;
   },
 };
@@ -500,8 +573,186 @@ export const Ping: MessageFns<Ping> = {
   },
 };
 
+function createBaseSubscribe(): Subscribe {
+  return { topics: [], requestId: "" };
+}
+
+export const Subscribe: MessageFns<Subscribe> = {
+  encode(message: Subscribe, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.topics) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Subscribe {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubscribe();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.topics.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Subscribe {
+    return {
+      topics: globalThis.Array.isArray(object?.topics) ? object.topics.map((e: any) => globalThis.String(e)) : [],
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: Subscribe): unknown {
+    const obj: any = {};
+    if (message.topics?.length) {
+      obj.topics = message.topics;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Subscribe>, I>>(base?: I): Subscribe {
+    return Subscribe.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Subscribe>, I>>(object: I): Subscribe {
+    const message = createBaseSubscribe();
+    message.topics = object.topics?.map((e) => e) || [];
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseUnsubscribe(): Unsubscribe {
+  return { topics: [], requestId: "" };
+}
+
+export const Unsubscribe: MessageFns<Unsubscribe> = {
+  encode(message: Unsubscribe, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.topics) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Unsubscribe {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnsubscribe();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.topics.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Unsubscribe {
+    return {
+      topics: globalThis.Array.isArray(object?.topics) ? object.topics.map((e: any) => globalThis.String(e)) : [],
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: Unsubscribe): unknown {
+    const obj: any = {};
+    if (message.topics?.length) {
+      obj.topics = message.topics;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Unsubscribe>, I>>(base?: I): Unsubscribe {
+    return Unsubscribe.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Unsubscribe>, I>>(object: I): Unsubscribe {
+    const message = createBaseUnsubscribe();
+    message.topics = object.topics?.map((e) => e) || [];
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
 function createBaseServerFrame(): ServerFrame {
-  return { welcome: undefined, pushes: undefined, goAway: undefined, pong: undefined };
+  return { welcome: undefined, pushes: undefined, goAway: undefined, pong: undefined, subscription: undefined };
 }
 
 export const ServerFrame: MessageFns<ServerFrame> = {
@@ -517,6 +768,9 @@ export const ServerFrame: MessageFns<ServerFrame> = {
     }
     if (message.pong !== undefined) {
       Pong.encode(message.pong, writer.uint32(34).fork()).join();
+    }
+    if (message.subscription !== undefined) {
+      SubscriptionResult.encode(message.subscription, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -566,6 +820,14 @@ export const ServerFrame: MessageFns<ServerFrame> = {
             message.pong = Pong.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.subscription = SubscriptionResult.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -588,6 +850,7 @@ export const ServerFrame: MessageFns<ServerFrame> = {
         ? GoAway.fromJSON(object.go_away)
         : undefined,
       pong: isSet(object.pong) ? Pong.fromJSON(object.pong) : undefined,
+      subscription: isSet(object.subscription) ? SubscriptionResult.fromJSON(object.subscription) : undefined,
     };
   },
 
@@ -604,6 +867,9 @@ export const ServerFrame: MessageFns<ServerFrame> = {
     }
     if (message.pong !== undefined) {
       obj.pong = Pong.toJSON(message.pong);
+    }
+    if (message.subscription !== undefined) {
+      obj.subscription = SubscriptionResult.toJSON(message.subscription);
     }
     return obj;
   },
@@ -623,6 +889,9 @@ export const ServerFrame: MessageFns<ServerFrame> = {
       ? GoAway.fromPartial(object.goAway)
       : undefined;
     message.pong = (object.pong !== undefined && object.pong !== null) ? Pong.fromPartial(object.pong) : undefined;
+    message.subscription = (object.subscription !== undefined && object.subscription !== null)
+      ? SubscriptionResult.fromPartial(object.subscription)
+      : undefined;
     return message;
   },
 };
@@ -982,6 +1251,133 @@ export const Pong: MessageFns<Pong> = {
   },
   fromPartial<I extends Exact<DeepPartial<Pong>, I>>(_: I): Pong {
     const message = createBasePong();
+    return message;
+  },
+};
+
+function createBaseSubscriptionResult(): SubscriptionResult {
+  return { requestId: "", applied: [], refused: [], topicCount: 0 };
+}
+
+export const SubscriptionResult: MessageFns<SubscriptionResult> = {
+  encode(message: SubscriptionResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    for (const v of message.applied) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.refused) {
+      TopicRefusal.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.topicCount !== 0) {
+      writer.uint32(32).int32(message.topicCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubscriptionResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubscriptionResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.applied.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.refused.push(TopicRefusal.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.topicCount = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SubscriptionResult {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      applied: globalThis.Array.isArray(object?.applied) ? object.applied.map((e: any) => globalThis.String(e)) : [],
+      refused: globalThis.Array.isArray(object?.refused)
+        ? object.refused.map((e: any) => TopicRefusal.fromJSON(e))
+        : [],
+      topicCount: isSet(object.topicCount)
+        ? globalThis.Number(object.topicCount)
+        : isSet(object.topic_count)
+        ? globalThis.Number(object.topic_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: SubscriptionResult): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.applied?.length) {
+      obj.applied = message.applied;
+    }
+    if (message.refused?.length) {
+      obj.refused = message.refused.map((e) => TopicRefusal.toJSON(e));
+    }
+    if (message.topicCount !== 0) {
+      obj.topicCount = Math.round(message.topicCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SubscriptionResult>, I>>(base?: I): SubscriptionResult {
+    return SubscriptionResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscriptionResult>, I>>(object: I): SubscriptionResult {
+    const message = createBaseSubscriptionResult();
+    message.requestId = object.requestId ?? "";
+    message.applied = object.applied?.map((e) => e) || [];
+    message.refused = object.refused?.map((e) => TopicRefusal.fromPartial(e)) || [];
+    message.topicCount = object.topicCount ?? 0;
     return message;
   },
 };

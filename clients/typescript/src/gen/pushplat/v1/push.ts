@@ -27,6 +27,7 @@ import {
   Priority,
   priorityFromJSON,
   priorityToJSON,
+  TopicRefusal,
 } from "./message";
 
 export const protobufPackage = "pushplat.v1";
@@ -105,7 +106,14 @@ export function deliveryStateToJSON(object: DeliveryState): string {
 
 export interface SendRequest {
   userId?: string | undefined;
-  deviceId?: string | undefined;
+  deviceId?:
+    | string
+    | undefined;
+  /**
+   * Every device subscribed to this topic (at-most-once: those connected when the message
+   * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+   */
+  topic?: string | undefined;
   payload: Buffer;
   contentType: string;
   priority: Priority;
@@ -181,6 +189,12 @@ export interface Receipt {
    * later events and when the api has no keys. GetStatus answers only this sender.
    */
   senderId: string;
+  /**
+   * A topic message's events are aggregates: the topic, and how many devices this event counts
+   * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+   */
+  topic: string;
+  count: number;
 }
 
 export interface Receipt_LabelsEntry {
@@ -206,11 +220,63 @@ export interface GetStatusResponse {
   state: DeliveryState;
   devices: DeviceStatus[];
   labels: { [key: string]: string };
+  /** A topic message: counts, never a per-device list (devices stays empty). */
+  topic: TopicStatus | undefined;
 }
 
 export interface GetStatusResponse_LabelsEntry {
   key: string;
   value: string;
+}
+
+export interface TopicStatus {
+  topic: string;
+  /** Edges the router handed the message to. */
+  edgesReached: number;
+  /** Sessions the edges queued it on (subscribers connected when it reached their edge). */
+  devicesWritten: number;
+  devicesAcked: number;
+  /** Subscribers it did not reach, by reason (e.g. queue_full, expired, edge_unreachable). */
+  dropped: { [key: string]: number };
+}
+
+export interface TopicStatus_DroppedEntry {
+  key: string;
+  value: number;
+}
+
+export interface SubscribeRequest {
+  deviceIds: string[];
+  /** Each user's devices: every device enrolled for the user (connected or not). */
+  userIds: string[];
+  topics: string[];
+}
+
+export interface DeviceSubscriptionResult {
+  deviceId: string;
+  /** Set when the device was reached through one of the request's user_ids. */
+  userId: string;
+  applied: string[];
+  refused: TopicRefusal[];
+  /** How many topics the device holds after this request. */
+  topicCount: number;
+}
+
+export interface SubscribeResponse {
+  /** One result per device, in request order (devices of a user follow that user's place). */
+  results: DeviceSubscriptionResult[];
+  /** Users of the request with no known device (nothing was changed for them). */
+  usersWithoutDevices: string[];
+}
+
+export interface GetSubscriptionsRequest {
+  deviceId: string;
+}
+
+export interface GetSubscriptionsResponse {
+  deviceId: string;
+  /** Sorted by name. */
+  topics: string[];
 }
 
 export interface GetPresenceRequest {
@@ -232,6 +298,7 @@ function createBaseSendRequest(): SendRequest {
   return {
     userId: undefined,
     deviceId: undefined,
+    topic: undefined,
     payload: Buffer.alloc(0),
     contentType: "",
     priority: 0,
@@ -251,6 +318,9 @@ export const SendRequest: MessageFns<SendRequest> = {
     }
     if (message.deviceId !== undefined) {
       writer.uint32(18).string(message.deviceId);
+    }
+    if (message.topic !== undefined) {
+      writer.uint32(98).string(message.topic);
     }
     if (message.payload.length !== 0) {
       writer.uint32(26).bytes(message.payload);
@@ -309,6 +379,14 @@ export const SendRequest: MessageFns<SendRequest> = {
             }
 
             message.deviceId = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.topic = reader.string();
             continue;
           }
           case 3: {
@@ -410,6 +488,7 @@ export const SendRequest: MessageFns<SendRequest> = {
         : isSet(object.device_id)
         ? globalThis.String(object.device_id)
         : undefined,
+      topic: isSet(object.topic) ? globalThis.String(object.topic) : undefined,
       payload: isSet(object.payload) ? Buffer.from(bytesFromBase64(object.payload)) : Buffer.alloc(0),
       contentType: isSet(object.contentType)
         ? globalThis.String(object.contentType)
@@ -463,6 +542,9 @@ export const SendRequest: MessageFns<SendRequest> = {
     if (message.deviceId !== undefined) {
       obj.deviceId = message.deviceId;
     }
+    if (message.topic !== undefined) {
+      obj.topic = message.topic;
+    }
     if (message.payload.length !== 0) {
       obj.payload = base64FromBytes(message.payload);
     }
@@ -506,6 +588,7 @@ export const SendRequest: MessageFns<SendRequest> = {
     const message = createBaseSendRequest();
     message.userId = object.userId ?? undefined;
     message.deviceId = object.deviceId ?? undefined;
+    message.topic = object.topic ?? undefined;
     message.payload = object.payload ?? Buffer.alloc(0);
     message.contentType = object.contentType ?? "";
     message.priority = object.priority ?? 0;
@@ -997,6 +1080,8 @@ function createBaseReceipt(): Receipt {
     labels: {},
     detail: "",
     senderId: "",
+    topic: "",
+    count: 0,
   };
 }
 
@@ -1028,6 +1113,12 @@ export const Receipt: MessageFns<Receipt> = {
     }
     if (message.senderId !== "") {
       writer.uint32(74).string(message.senderId);
+    }
+    if (message.topic !== "") {
+      writer.uint32(82).string(message.topic);
+    }
+    if (message.count !== 0) {
+      writer.uint32(88).int64(message.count);
     }
     return writer;
   },
@@ -1120,6 +1211,22 @@ export const Receipt: MessageFns<Receipt> = {
             message.senderId = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.topic = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.count = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1180,6 +1287,8 @@ export const Receipt: MessageFns<Receipt> = {
         : isSet(object.sender_id)
         ? globalThis.String(object.sender_id)
         : "",
+      topic: isSet(object.topic) ? globalThis.String(object.topic) : "",
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
     };
   },
 
@@ -1218,6 +1327,12 @@ export const Receipt: MessageFns<Receipt> = {
     if (message.senderId !== "") {
       obj.senderId = message.senderId;
     }
+    if (message.topic !== "") {
+      obj.topic = message.topic;
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
     return obj;
   },
 
@@ -1243,6 +1358,8 @@ export const Receipt: MessageFns<Receipt> = {
     );
     message.detail = object.detail ?? "";
     message.senderId = object.senderId ?? "";
+    message.topic = object.topic ?? "";
+    message.count = object.count ?? 0;
     return message;
   },
 };
@@ -1551,7 +1668,7 @@ export const DeviceStatus: MessageFns<DeviceStatus> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { messageId: "", state: 0, devices: [], labels: {} };
+  return { messageId: "", state: 0, devices: [], labels: {}, topic: undefined };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -1568,6 +1685,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       GetStatusResponse_LabelsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
     });
+    if (message.topic !== undefined) {
+      TopicStatus.encode(message.topic, writer.uint32(42).fork()).join();
+    }
     return writer;
   },
 
@@ -1619,6 +1739,14 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             }
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.topic = TopicStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1656,6 +1784,7 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
           {},
         )
         : {},
+      topic: isSet(object.topic) ? TopicStatus.fromJSON(object.topic) : undefined,
     };
   },
 
@@ -1679,6 +1808,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
         });
       }
     }
+    if (message.topic !== undefined) {
+      obj.topic = TopicStatus.toJSON(message.topic);
+    }
     return obj;
   },
 
@@ -1699,6 +1831,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
       },
       {},
     );
+    message.topic = (object.topic !== undefined && object.topic !== null)
+      ? TopicStatus.fromPartial(object.topic)
+      : undefined;
     return message;
   },
 };
@@ -1786,6 +1921,775 @@ export const GetStatusResponse_LabelsEntry: MessageFns<GetStatusResponse_LabelsE
     const message = createBaseGetStatusResponse_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseTopicStatus(): TopicStatus {
+  return { topic: "", edgesReached: 0, devicesWritten: 0, devicesAcked: 0, dropped: {} };
+}
+
+export const TopicStatus: MessageFns<TopicStatus> = {
+  encode(message: TopicStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.topic !== "") {
+      writer.uint32(10).string(message.topic);
+    }
+    if (message.edgesReached !== 0) {
+      writer.uint32(16).int64(message.edgesReached);
+    }
+    if (message.devicesWritten !== 0) {
+      writer.uint32(24).int64(message.devicesWritten);
+    }
+    if (message.devicesAcked !== 0) {
+      writer.uint32(32).int64(message.devicesAcked);
+    }
+    globalThis.Object.entries(message.dropped).forEach(([key, value]: [string, number]) => {
+      TopicStatus_DroppedEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TopicStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTopicStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.topic = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.edgesReached = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.devicesWritten = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.devicesAcked = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = TopicStatus_DroppedEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.dropped[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TopicStatus {
+    return {
+      topic: isSet(object.topic) ? globalThis.String(object.topic) : "",
+      edgesReached: isSet(object.edgesReached)
+        ? globalThis.Number(object.edgesReached)
+        : isSet(object.edges_reached)
+        ? globalThis.Number(object.edges_reached)
+        : 0,
+      devicesWritten: isSet(object.devicesWritten)
+        ? globalThis.Number(object.devicesWritten)
+        : isSet(object.devices_written)
+        ? globalThis.Number(object.devices_written)
+        : 0,
+      devicesAcked: isSet(object.devicesAcked)
+        ? globalThis.Number(object.devicesAcked)
+        : isSet(object.devices_acked)
+        ? globalThis.Number(object.devices_acked)
+        : 0,
+      dropped: isObject(object.dropped)
+        ? (globalThis.Object.entries(object.dropped) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: TopicStatus): unknown {
+    const obj: any = {};
+    if (message.topic !== "") {
+      obj.topic = message.topic;
+    }
+    if (message.edgesReached !== 0) {
+      obj.edgesReached = Math.round(message.edgesReached);
+    }
+    if (message.devicesWritten !== 0) {
+      obj.devicesWritten = Math.round(message.devicesWritten);
+    }
+    if (message.devicesAcked !== 0) {
+      obj.devicesAcked = Math.round(message.devicesAcked);
+    }
+    if (message.dropped) {
+      const entries = globalThis.Object.entries(message.dropped) as [string, number][];
+      if (entries.length > 0) {
+        obj.dropped = {};
+        entries.forEach(([k, v]) => {
+          obj.dropped[k] = Math.round(v);
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TopicStatus>, I>>(base?: I): TopicStatus {
+    return TopicStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TopicStatus>, I>>(object: I): TopicStatus {
+    const message = createBaseTopicStatus();
+    message.topic = object.topic ?? "";
+    message.edgesReached = object.edgesReached ?? 0;
+    message.devicesWritten = object.devicesWritten ?? 0;
+    message.devicesAcked = object.devicesAcked ?? 0;
+    message.dropped = (globalThis.Object.entries(object.dropped ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseTopicStatus_DroppedEntry(): TopicStatus_DroppedEntry {
+  return { key: "", value: 0 };
+}
+
+export const TopicStatus_DroppedEntry: MessageFns<TopicStatus_DroppedEntry> = {
+  encode(message: TopicStatus_DroppedEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).int64(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TopicStatus_DroppedEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTopicStatus_DroppedEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TopicStatus_DroppedEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: TopicStatus_DroppedEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TopicStatus_DroppedEntry>, I>>(base?: I): TopicStatus_DroppedEntry {
+    return TopicStatus_DroppedEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TopicStatus_DroppedEntry>, I>>(object: I): TopicStatus_DroppedEntry {
+    const message = createBaseTopicStatus_DroppedEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseSubscribeRequest(): SubscribeRequest {
+  return { deviceIds: [], userIds: [], topics: [] };
+}
+
+export const SubscribeRequest: MessageFns<SubscribeRequest> = {
+  encode(message: SubscribeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.deviceIds) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.userIds) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.topics) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubscribeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubscribeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deviceIds.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.userIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.topics.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SubscribeRequest {
+    return {
+      deviceIds: globalThis.Array.isArray(object?.deviceIds)
+        ? object.deviceIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.device_ids)
+        ? object.device_ids.map((e: any) => globalThis.String(e))
+        : [],
+      userIds: globalThis.Array.isArray(object?.userIds)
+        ? object.userIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.user_ids)
+        ? object.user_ids.map((e: any) => globalThis.String(e))
+        : [],
+      topics: globalThis.Array.isArray(object?.topics) ? object.topics.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: SubscribeRequest): unknown {
+    const obj: any = {};
+    if (message.deviceIds?.length) {
+      obj.deviceIds = message.deviceIds;
+    }
+    if (message.userIds?.length) {
+      obj.userIds = message.userIds;
+    }
+    if (message.topics?.length) {
+      obj.topics = message.topics;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SubscribeRequest>, I>>(base?: I): SubscribeRequest {
+    return SubscribeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscribeRequest>, I>>(object: I): SubscribeRequest {
+    const message = createBaseSubscribeRequest();
+    message.deviceIds = object.deviceIds?.map((e) => e) || [];
+    message.userIds = object.userIds?.map((e) => e) || [];
+    message.topics = object.topics?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDeviceSubscriptionResult(): DeviceSubscriptionResult {
+  return { deviceId: "", userId: "", applied: [], refused: [], topicCount: 0 };
+}
+
+export const DeviceSubscriptionResult: MessageFns<DeviceSubscriptionResult> = {
+  encode(message: DeviceSubscriptionResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deviceId !== "") {
+      writer.uint32(10).string(message.deviceId);
+    }
+    if (message.userId !== "") {
+      writer.uint32(18).string(message.userId);
+    }
+    for (const v of message.applied) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.refused) {
+      TopicRefusal.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.topicCount !== 0) {
+      writer.uint32(40).int32(message.topicCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeviceSubscriptionResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeviceSubscriptionResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deviceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.applied.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.refused.push(TopicRefusal.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.topicCount = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeviceSubscriptionResult {
+    return {
+      deviceId: isSet(object.deviceId)
+        ? globalThis.String(object.deviceId)
+        : isSet(object.device_id)
+        ? globalThis.String(object.device_id)
+        : "",
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      applied: globalThis.Array.isArray(object?.applied) ? object.applied.map((e: any) => globalThis.String(e)) : [],
+      refused: globalThis.Array.isArray(object?.refused)
+        ? object.refused.map((e: any) => TopicRefusal.fromJSON(e))
+        : [],
+      topicCount: isSet(object.topicCount)
+        ? globalThis.Number(object.topicCount)
+        : isSet(object.topic_count)
+        ? globalThis.Number(object.topic_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeviceSubscriptionResult): unknown {
+    const obj: any = {};
+    if (message.deviceId !== "") {
+      obj.deviceId = message.deviceId;
+    }
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.applied?.length) {
+      obj.applied = message.applied;
+    }
+    if (message.refused?.length) {
+      obj.refused = message.refused.map((e) => TopicRefusal.toJSON(e));
+    }
+    if (message.topicCount !== 0) {
+      obj.topicCount = Math.round(message.topicCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeviceSubscriptionResult>, I>>(base?: I): DeviceSubscriptionResult {
+    return DeviceSubscriptionResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeviceSubscriptionResult>, I>>(object: I): DeviceSubscriptionResult {
+    const message = createBaseDeviceSubscriptionResult();
+    message.deviceId = object.deviceId ?? "";
+    message.userId = object.userId ?? "";
+    message.applied = object.applied?.map((e) => e) || [];
+    message.refused = object.refused?.map((e) => TopicRefusal.fromPartial(e)) || [];
+    message.topicCount = object.topicCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseSubscribeResponse(): SubscribeResponse {
+  return { results: [], usersWithoutDevices: [] };
+}
+
+export const SubscribeResponse: MessageFns<SubscribeResponse> = {
+  encode(message: SubscribeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      DeviceSubscriptionResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.usersWithoutDevices) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubscribeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubscribeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(DeviceSubscriptionResult.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.usersWithoutDevices.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SubscribeResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => DeviceSubscriptionResult.fromJSON(e))
+        : [],
+      usersWithoutDevices: globalThis.Array.isArray(object?.usersWithoutDevices)
+        ? object.usersWithoutDevices.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.users_without_devices)
+        ? object.users_without_devices.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SubscribeResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => DeviceSubscriptionResult.toJSON(e));
+    }
+    if (message.usersWithoutDevices?.length) {
+      obj.usersWithoutDevices = message.usersWithoutDevices;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SubscribeResponse>, I>>(base?: I): SubscribeResponse {
+    return SubscribeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscribeResponse>, I>>(object: I): SubscribeResponse {
+    const message = createBaseSubscribeResponse();
+    message.results = object.results?.map((e) => DeviceSubscriptionResult.fromPartial(e)) || [];
+    message.usersWithoutDevices = object.usersWithoutDevices?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGetSubscriptionsRequest(): GetSubscriptionsRequest {
+  return { deviceId: "" };
+}
+
+export const GetSubscriptionsRequest: MessageFns<GetSubscriptionsRequest> = {
+  encode(message: GetSubscriptionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deviceId !== "") {
+      writer.uint32(10).string(message.deviceId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSubscriptionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSubscriptionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deviceId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetSubscriptionsRequest {
+    return {
+      deviceId: isSet(object.deviceId)
+        ? globalThis.String(object.deviceId)
+        : isSet(object.device_id)
+        ? globalThis.String(object.device_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetSubscriptionsRequest): unknown {
+    const obj: any = {};
+    if (message.deviceId !== "") {
+      obj.deviceId = message.deviceId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetSubscriptionsRequest>, I>>(base?: I): GetSubscriptionsRequest {
+    return GetSubscriptionsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSubscriptionsRequest>, I>>(object: I): GetSubscriptionsRequest {
+    const message = createBaseGetSubscriptionsRequest();
+    message.deviceId = object.deviceId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetSubscriptionsResponse(): GetSubscriptionsResponse {
+  return { deviceId: "", topics: [] };
+}
+
+export const GetSubscriptionsResponse: MessageFns<GetSubscriptionsResponse> = {
+  encode(message: GetSubscriptionsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deviceId !== "") {
+      writer.uint32(10).string(message.deviceId);
+    }
+    for (const v of message.topics) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSubscriptionsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSubscriptionsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deviceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.topics.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetSubscriptionsResponse {
+    return {
+      deviceId: isSet(object.deviceId)
+        ? globalThis.String(object.deviceId)
+        : isSet(object.device_id)
+        ? globalThis.String(object.device_id)
+        : "",
+      topics: globalThis.Array.isArray(object?.topics) ? object.topics.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: GetSubscriptionsResponse): unknown {
+    const obj: any = {};
+    if (message.deviceId !== "") {
+      obj.deviceId = message.deviceId;
+    }
+    if (message.topics?.length) {
+      obj.topics = message.topics;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetSubscriptionsResponse>, I>>(base?: I): GetSubscriptionsResponse {
+    return GetSubscriptionsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSubscriptionsResponse>, I>>(object: I): GetSubscriptionsResponse {
+    const message = createBaseGetSubscriptionsResponse();
+    message.deviceId = object.deviceId ?? "";
+    message.topics = object.topics?.map((e) => e) || [];
     return message;
   },
 };
@@ -2125,6 +3029,41 @@ export const PushService = {
     responseSerialize: (value: SendResponse): Buffer => Buffer.from(SendResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SendResponse => SendResponse.decode(value),
   },
+  /**
+   * Topics, managed by the backend (as FCM's server-side topic management): subscribe devices,
+   * given by id or by user (every device the platform knows for the user), to topics. At most
+   * 100 topics and 1,000 devices (after users are expanded) per call.
+   */
+  subscribe: {
+    path: "/pushplat.v1.Push/Subscribe" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SubscribeRequest): Buffer => Buffer.from(SubscribeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SubscribeRequest => SubscribeRequest.decode(value),
+    responseSerialize: (value: SubscribeResponse): Buffer => Buffer.from(SubscribeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SubscribeResponse => SubscribeResponse.decode(value),
+  },
+  unsubscribe: {
+    path: "/pushplat.v1.Push/Unsubscribe" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SubscribeRequest): Buffer => Buffer.from(SubscribeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SubscribeRequest => SubscribeRequest.decode(value),
+    responseSerialize: (value: SubscribeResponse): Buffer => Buffer.from(SubscribeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SubscribeResponse => SubscribeResponse.decode(value),
+  },
+  /** The topics one device is subscribed to. */
+  getSubscriptions: {
+    path: "/pushplat.v1.Push/GetSubscriptions" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetSubscriptionsRequest): Buffer =>
+      Buffer.from(GetSubscriptionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetSubscriptionsRequest => GetSubscriptionsRequest.decode(value),
+    responseSerialize: (value: GetSubscriptionsResponse): Buffer =>
+      Buffer.from(GetSubscriptionsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetSubscriptionsResponse => GetSubscriptionsResponse.decode(value),
+  },
 } as const;
 
 export interface PushServer extends UntypedServiceImplementation {
@@ -2143,6 +3082,15 @@ export interface PushServer extends UntypedServiceImplementation {
    * The server reads at most --send-stream-window requests ahead of its answers.
    */
   sendStream: handleBidiStreamingCall<SendRequest, SendResponse>;
+  /**
+   * Topics, managed by the backend (as FCM's server-side topic management): subscribe devices,
+   * given by id or by user (every device the platform knows for the user), to topics. At most
+   * 100 topics and 1,000 devices (after users are expanded) per call.
+   */
+  subscribe: handleUnaryCall<SubscribeRequest, SubscribeResponse>;
+  unsubscribe: handleUnaryCall<SubscribeRequest, SubscribeResponse>;
+  /** The topics one device is subscribed to. */
+  getSubscriptions: handleUnaryCall<GetSubscriptionsRequest, GetSubscriptionsResponse>;
 }
 
 export interface PushClient extends Client {
@@ -2216,6 +3164,57 @@ export interface PushClient extends Client {
   sendStream(): ClientDuplexStream<SendRequest, SendResponse>;
   sendStream(options: Partial<CallOptions>): ClientDuplexStream<SendRequest, SendResponse>;
   sendStream(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<SendRequest, SendResponse>;
+  /**
+   * Topics, managed by the backend (as FCM's server-side topic management): subscribe devices,
+   * given by id or by user (every device the platform knows for the user), to topics. At most
+   * 100 topics and 1,000 devices (after users are expanded) per call.
+   */
+  subscribe(
+    request: SubscribeRequest,
+    callback: (error: ServiceError | null, response: SubscribeResponse) => void,
+  ): ClientUnaryCall;
+  subscribe(
+    request: SubscribeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SubscribeResponse) => void,
+  ): ClientUnaryCall;
+  subscribe(
+    request: SubscribeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SubscribeResponse) => void,
+  ): ClientUnaryCall;
+  unsubscribe(
+    request: SubscribeRequest,
+    callback: (error: ServiceError | null, response: SubscribeResponse) => void,
+  ): ClientUnaryCall;
+  unsubscribe(
+    request: SubscribeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SubscribeResponse) => void,
+  ): ClientUnaryCall;
+  unsubscribe(
+    request: SubscribeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SubscribeResponse) => void,
+  ): ClientUnaryCall;
+  /** The topics one device is subscribed to. */
+  getSubscriptions(
+    request: GetSubscriptionsRequest,
+    callback: (error: ServiceError | null, response: GetSubscriptionsResponse) => void,
+  ): ClientUnaryCall;
+  getSubscriptions(
+    request: GetSubscriptionsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetSubscriptionsResponse) => void,
+  ): ClientUnaryCall;
+  getSubscriptions(
+    request: GetSubscriptionsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetSubscriptionsResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const PushClient = makeGenericClientConstructor(PushService, "pushplat.v1.Push") as unknown as {

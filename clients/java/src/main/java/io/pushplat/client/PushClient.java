@@ -12,6 +12,9 @@ import io.pushplat.v1.Hello;
 import io.pushplat.v1.Message;
 import io.pushplat.v1.Ping;
 import io.pushplat.v1.ServerFrame;
+import io.pushplat.v1.Subscribe;
+import io.pushplat.v1.SubscriptionResult;
+import io.pushplat.v1.Unsubscribe;
 import io.pushplat.v1.Welcome;
 import java.lang.System.Logger.Level;
 import java.time.Duration;
@@ -23,11 +26,15 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -129,6 +136,17 @@ public final class PushClient implements AutoCloseable {
   private record Frame(Session session, ServerFrame frame) {}
 
   private record Ended(Session session, Status status, Metadata trailers) {}
+
+  /** A Subscribe or Unsubscribe frame for the connection thread to write on the live stream. */
+  private record TopicRequest(String id, ClientFrame frame) {}
+
+  /** The most topics the edge takes in one Subscribe/Unsubscribe frame (more ends the stream). */
+  public static final int MAX_TOPICS_PER_REQUEST = 100;
+
+  // Subscribe/Unsubscribe calls waiting for the edge's answer, by request_id.
+  private final ConcurrentHashMap<String, CompletableFuture<SubscriptionResult>> topicWaiters =
+      new ConcurrentHashMap<>();
+  private final AtomicLong topicRequests = new AtomicLong();
 
   /** One connection attempt; touched by the connection thread only. */
   private static final class Session {
@@ -478,6 +496,8 @@ public final class PushClient implements AutoCloseable {
       Object e = events.poll(left, TimeUnit.NANOSECONDS);
       if (e == WAKE) {
         wakePending.set(false);
+      } else if (e instanceof TopicRequest r) {
+        failTopicWaiter(r.id()); // no stream to write it on
       } // events of finished sessions are dropped
     }
   }
@@ -632,6 +652,8 @@ public final class PushClient implements AutoCloseable {
       }
       if (e == WAKE) {
         wakePending.set(false);
+      } else if (e instanceof TopicRequest r) {
+        s.call.sendMessage(r.frame());
       } else if (e instanceof Ended end) {
         if (end.session() == s) {
           return ended(s, end);
@@ -647,6 +669,13 @@ public final class PushClient implements AutoCloseable {
             return onGoAway(frame.getGoAway());
           case PONG:
             LOG.log(Level.TRACE, () -> "pong " + fields());
+            break;
+          case SUBSCRIPTION:
+            CompletableFuture<SubscriptionResult> waiter =
+                topicWaiters.remove(frame.getSubscription().getRequestId());
+            if (waiter != null) {
+              waiter.complete(frame.getSubscription());
+            }
             break;
           default:
             // A newer edge may send frames we do not know; they still prove liveness.
@@ -699,6 +728,7 @@ public final class PushClient implements AutoCloseable {
   }
 
   private void endSession() {
+    failTopicWaiters();
     readPaused = false;
     lock.lock();
     try {
@@ -810,6 +840,69 @@ public final class PushClient implements AutoCloseable {
       s.call.sendMessage(ClientFrame.newBuilder().setAck(Ack.newBuilder().addAllMessageIds(chunk)).build());
     }
     LOG.log(Level.TRACE, () -> "acked count=" + ids.size() + " " + fields());
+  }
+
+  /**
+   * Subscribes this device to topics (at most {@link #MAX_TOPICS_PER_REQUEST}). Subscriptions
+   * belong to the device: the edge keeps them across reconnects, on any edge. Waits for a
+   * connection first, then for the edge's answer: the applied topics, and the refused ones each
+   * with a gRPC status code and a message (a bad name, the device's topic limit, the store down,
+   * too many changes a second). Throws PushError(UNAVAILABLE) if the stream ends before the answer
+   * (retrying is safe: subscribing is idempotent), TimeoutException past the timeout.
+   */
+  public SubscriptionResult subscribe(Duration timeout, String... topics)
+      throws InterruptedException, TimeoutException {
+    return changeTopics(true, timeout, topics);
+  }
+
+  /** The reverse of {@link #subscribe(Duration, String...)}. */
+  public SubscriptionResult unsubscribe(Duration timeout, String... topics)
+      throws InterruptedException, TimeoutException {
+    return changeTopics(false, timeout, topics);
+  }
+
+  private SubscriptionResult changeTopics(boolean subscribe, Duration timeout, String... topics)
+      throws InterruptedException, TimeoutException {
+    if (topics.length == 0 || topics.length > MAX_TOPICS_PER_REQUEST) {
+      throw new IllegalArgumentException(
+          "give 1 to " + MAX_TOPICS_PER_REQUEST + " topics per call, got " + topics.length);
+    }
+    long deadline = System.nanoTime() + timeout.toNanos();
+    waitConnected(timeout);
+    String id = Long.toString(topicRequests.incrementAndGet());
+    List<String> names = Arrays.asList(topics);
+    ClientFrame frame =
+        subscribe
+            ? ClientFrame.newBuilder()
+                .setSubscribe(Subscribe.newBuilder().addAllTopics(names).setRequestId(id))
+                .build()
+            : ClientFrame.newBuilder()
+                .setUnsubscribe(Unsubscribe.newBuilder().addAllTopics(names).setRequestId(id))
+                .build();
+    CompletableFuture<SubscriptionResult> waiter = new CompletableFuture<>();
+    topicWaiters.put(id, waiter);
+    events.add(new TopicRequest(id, frame));
+    try {
+      return waiter.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+    } catch (ExecutionException e) {
+      throw (PushError) e.getCause();
+    } finally {
+      topicWaiters.remove(id);
+    }
+  }
+
+  private void failTopicWaiter(String id) {
+    CompletableFuture<SubscriptionResult> waiter = topicWaiters.remove(id);
+    if (waiter != null) {
+      waiter.completeExceptionally(
+          new PushError(Status.Code.UNAVAILABLE, "not connected to an edge; retry", null, null));
+    }
+  }
+
+  private void failTopicWaiters() {
+    for (String id : List.copyOf(topicWaiters.keySet())) {
+      failTopicWaiter(id);
+    }
   }
 
   private void wake() {

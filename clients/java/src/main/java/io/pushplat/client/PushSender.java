@@ -13,6 +13,9 @@ import io.pushplat.v1.GetPresenceRequest;
 import io.pushplat.v1.GetPresenceResponse;
 import io.pushplat.v1.GetStatusRequest;
 import io.pushplat.v1.GetStatusResponse;
+import io.pushplat.v1.GetSubscriptionsRequest;
+import io.pushplat.v1.SubscribeRequest;
+import io.pushplat.v1.SubscribeResponse;
 import io.pushplat.v1.SendBatchRequest;
 import io.pushplat.v1.SendRequest;
 import io.pushplat.v1.SendResponse;
@@ -109,6 +112,34 @@ public final class PushSender implements AutoCloseable {
   /** A user's connected devices and the edge each one is on. */
   public GetPresenceResponse getPresence(String userId) {
     return unary(Rpcs.PUSH_GET_PRESENCE, GetPresenceRequest.newBuilder().setUserId(userId).build());
+  }
+
+  /**
+   * Subscribes devices (by id, and every known device of each user) to topics: at most 100
+   * topics and 1,000 devices per call. Per device, what was applied and what was refused.
+   */
+  public SubscribeResponse subscribe(List<String> topics, List<String> deviceIds, List<String> userIds) {
+    return unary(Rpcs.PUSH_SUBSCRIBE, subscribeRequest(topics, deviceIds, userIds));
+  }
+
+  /** The reverse of {@link #subscribe(List, List, List)}. */
+  public SubscribeResponse unsubscribe(List<String> topics, List<String> deviceIds, List<String> userIds) {
+    return unary(Rpcs.PUSH_UNSUBSCRIBE, subscribeRequest(topics, deviceIds, userIds));
+  }
+
+  /** The topics one device is subscribed to, sorted. */
+  public List<String> getSubscriptions(String deviceId) {
+    return unary(Rpcs.PUSH_GET_SUBSCRIPTIONS, GetSubscriptionsRequest.newBuilder().setDeviceId(deviceId).build())
+        .getTopicsList();
+  }
+
+  private static SubscribeRequest subscribeRequest(
+      List<String> topics, List<String> deviceIds, List<String> userIds) {
+    return SubscribeRequest.newBuilder()
+        .addAllTopics(topics)
+        .addAllDeviceIds(deviceIds)
+        .addAllUserIds(userIds)
+        .build();
   }
 
   private <Q, R> R unary(MethodDescriptor<Q, R> method, Q request) {

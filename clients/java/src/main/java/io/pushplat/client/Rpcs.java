@@ -10,12 +10,16 @@ import io.pushplat.v1.GetPresenceRequest;
 import io.pushplat.v1.GetPresenceResponse;
 import io.pushplat.v1.GetStatusRequest;
 import io.pushplat.v1.GetStatusResponse;
+import io.pushplat.v1.GetSubscriptionsRequest;
+import io.pushplat.v1.GetSubscriptionsResponse;
 import io.pushplat.v1.PushProto;
 import io.pushplat.v1.SendBatchRequest;
 import io.pushplat.v1.SendBatchResponse;
 import io.pushplat.v1.SendRequest;
 import io.pushplat.v1.SendResponse;
 import io.pushplat.v1.ServerFrame;
+import io.pushplat.v1.SubscribeRequest;
+import io.pushplat.v1.SubscribeResponse;
 
 /**
  * The gRPC methods this SDK calls, for use with {@code io.grpc.stub.ClientCalls} or a server's
@@ -79,6 +83,31 @@ public final class Rpcs {
           "GetPresence",
           GetPresenceRequest.getDefaultInstance(),
           GetPresenceResponse.getDefaultInstance());
+
+  public static final MethodDescriptor<SubscribeRequest, SubscribeResponse> PUSH_SUBSCRIBE =
+      method(
+          PushProto.getDescriptor(),
+          "Push",
+          "Subscribe",
+          SubscribeRequest.getDefaultInstance(),
+          SubscribeResponse.getDefaultInstance());
+
+  public static final MethodDescriptor<SubscribeRequest, SubscribeResponse> PUSH_UNSUBSCRIBE =
+      method(
+          PushProto.getDescriptor(),
+          "Push",
+          "Unsubscribe",
+          SubscribeRequest.getDefaultInstance(),
+          SubscribeResponse.getDefaultInstance());
+
+  public static final MethodDescriptor<GetSubscriptionsRequest, GetSubscriptionsResponse>
+      PUSH_GET_SUBSCRIPTIONS =
+          method(
+              PushProto.getDescriptor(),
+              "Push",
+              "GetSubscriptions",
+              GetSubscriptionsRequest.getDefaultInstance(),
+              GetSubscriptionsResponse.getDefaultInstance());
 
   /** Builds a descriptor for {@code service/method} as declared in {@code file}. */
   static <Q extends Message, R extends Message> MethodDescriptor<Q, R> method(

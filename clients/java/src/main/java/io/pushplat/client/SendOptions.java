@@ -20,6 +20,7 @@ import java.util.Objects;
 public final class SendOptions {
   private final String userId;
   private final String deviceId;
+  private String topic;
   private ByteString payload = ByteString.EMPTY;
   private String contentType = "";
   private Priority priority = Priority.PRIORITY_NORMAL;
@@ -122,6 +123,16 @@ public final class SendOptions {
    *
    * @throws IllegalArgumentException if the user or device id is empty
    */
+  /**
+   * Every device subscribed to this topic that is connected when the message reaches its edge
+   * (at-most-once).
+   */
+  public static SendOptions toTopic(String topic) {
+    SendOptions options = new SendOptions(null, null);
+    options.topic = Objects.requireNonNull(topic, "topic");
+    return options;
+  }
+
   public SendRequest toRequest() {
     SendRequest.Builder b =
         SendRequest.newBuilder()
@@ -138,6 +149,11 @@ public final class SendOptions {
         throw new IllegalArgumentException("toUser needs a user id, got \"\"");
       }
       b.setUserId(userId);
+    } else if (topic != null) {
+      if (topic.isEmpty()) {
+        throw new IllegalArgumentException("toTopic needs a topic name, got \"\"");
+      }
+      b.setTopic(topic);
     } else {
       if (deviceId.isEmpty()) {
         throw new IllegalArgumentException("toDevice needs a device id, got \"\"");

@@ -57,6 +57,8 @@ private static final long serialVersionUID = 0L;
     HELLO(1),
     ACK(2),
     PING(3),
+    SUBSCRIBE(4),
+    UNSUBSCRIBE(5),
     FRAME_NOT_SET(0);
     private final int value;
     private FrameCase(int value) {
@@ -77,6 +79,8 @@ private static final long serialVersionUID = 0L;
         case 1: return HELLO;
         case 2: return ACK;
         case 3: return PING;
+        case 4: return SUBSCRIBE;
+        case 5: return UNSUBSCRIBE;
         case 0: return FRAME_NOT_SET;
         default: return null;
       }
@@ -185,6 +189,80 @@ private static final long serialVersionUID = 0L;
     return io.pushplat.v1.Ping.getDefaultInstance();
   }
 
+  public static final int SUBSCRIBE_FIELD_NUMBER = 4;
+  /**
+   * <pre>
+   * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+   * </pre>
+   *
+   * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+   * @return Whether the subscribe field is set.
+   */
+  @java.lang.Override
+  public boolean hasSubscribe() {
+    return frameCase_ == 4;
+  }
+  /**
+   * <pre>
+   * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+   * </pre>
+   *
+   * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+   * @return The subscribe.
+   */
+  @java.lang.Override
+  public io.pushplat.v1.Subscribe getSubscribe() {
+    if (frameCase_ == 4) {
+       return (io.pushplat.v1.Subscribe) frame_;
+    }
+    return io.pushplat.v1.Subscribe.getDefaultInstance();
+  }
+  /**
+   * <pre>
+   * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+   * </pre>
+   *
+   * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+   */
+  @java.lang.Override
+  public io.pushplat.v1.SubscribeOrBuilder getSubscribeOrBuilder() {
+    if (frameCase_ == 4) {
+       return (io.pushplat.v1.Subscribe) frame_;
+    }
+    return io.pushplat.v1.Subscribe.getDefaultInstance();
+  }
+
+  public static final int UNSUBSCRIBE_FIELD_NUMBER = 5;
+  /**
+   * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+   * @return Whether the unsubscribe field is set.
+   */
+  @java.lang.Override
+  public boolean hasUnsubscribe() {
+    return frameCase_ == 5;
+  }
+  /**
+   * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+   * @return The unsubscribe.
+   */
+  @java.lang.Override
+  public io.pushplat.v1.Unsubscribe getUnsubscribe() {
+    if (frameCase_ == 5) {
+       return (io.pushplat.v1.Unsubscribe) frame_;
+    }
+    return io.pushplat.v1.Unsubscribe.getDefaultInstance();
+  }
+  /**
+   * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+   */
+  @java.lang.Override
+  public io.pushplat.v1.UnsubscribeOrBuilder getUnsubscribeOrBuilder() {
+    if (frameCase_ == 5) {
+       return (io.pushplat.v1.Unsubscribe) frame_;
+    }
+    return io.pushplat.v1.Unsubscribe.getDefaultInstance();
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -208,6 +286,12 @@ private static final long serialVersionUID = 0L;
     if (frameCase_ == 3) {
       output.writeMessage(3, (io.pushplat.v1.Ping) frame_);
     }
+    if (frameCase_ == 4) {
+      output.writeMessage(4, (io.pushplat.v1.Subscribe) frame_);
+    }
+    if (frameCase_ == 5) {
+      output.writeMessage(5, (io.pushplat.v1.Unsubscribe) frame_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -223,6 +307,14 @@ private static final long serialVersionUID = 0L;
     if (frameCase_ == 3) {
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(3, (io.pushplat.v1.Ping) frame_);
+    }
+    if (frameCase_ == 4) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(4, (io.pushplat.v1.Subscribe) frame_);
+    }
+    if (frameCase_ == 5) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(5, (io.pushplat.v1.Unsubscribe) frame_);
     }
     return size;
   }
@@ -262,6 +354,14 @@ private static final long serialVersionUID = 0L;
         if (!getPing()
             .equals(other.getPing())) return false;
         break;
+      case 4:
+        if (!getSubscribe()
+            .equals(other.getSubscribe())) return false;
+        break;
+      case 5:
+        if (!getUnsubscribe()
+            .equals(other.getUnsubscribe())) return false;
+        break;
       case 0:
       default:
     }
@@ -288,6 +388,14 @@ private static final long serialVersionUID = 0L;
       case 3:
         hash = (37 * hash) + PING_FIELD_NUMBER;
         hash = (53 * hash) + getPing().hashCode();
+        break;
+      case 4:
+        hash = (37 * hash) + SUBSCRIBE_FIELD_NUMBER;
+        hash = (53 * hash) + getSubscribe().hashCode();
+        break;
+      case 5:
+        hash = (37 * hash) + UNSUBSCRIBE_FIELD_NUMBER;
+        hash = (53 * hash) + getUnsubscribe().hashCode();
         break;
       case 0:
       default:
@@ -432,6 +540,12 @@ private static final long serialVersionUID = 0L;
       if (pingBuilder_ != null) {
         pingBuilder_.clear();
       }
+      if (subscribeBuilder_ != null) {
+        subscribeBuilder_.clear();
+      }
+      if (unsubscribeBuilder_ != null) {
+        unsubscribeBuilder_.clear();
+      }
       frameCase_ = 0;
       frame_ = null;
       return this;
@@ -485,6 +599,14 @@ private static final long serialVersionUID = 0L;
           pingBuilder_ != null) {
         result.frame_ = pingBuilder_.build();
       }
+      if (frameCase_ == 4 &&
+          subscribeBuilder_ != null) {
+        result.frame_ = subscribeBuilder_.build();
+      }
+      if (frameCase_ == 5 &&
+          unsubscribeBuilder_ != null) {
+        result.frame_ = unsubscribeBuilder_.build();
+      }
     }
 
     @java.lang.Override
@@ -510,6 +632,14 @@ private static final long serialVersionUID = 0L;
         }
         case PING: {
           mergePing(other.getPing());
+          break;
+        }
+        case SUBSCRIBE: {
+          mergeSubscribe(other.getSubscribe());
+          break;
+        }
+        case UNSUBSCRIBE: {
+          mergeUnsubscribe(other.getUnsubscribe());
           break;
         }
         case FRAME_NOT_SET: {
@@ -561,6 +691,20 @@ private static final long serialVersionUID = 0L;
               frameCase_ = 3;
               break;
             } // case 26
+            case 34: {
+              input.readMessage(
+                  internalGetSubscribeFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              frameCase_ = 4;
+              break;
+            } // case 34
+            case 42: {
+              input.readMessage(
+                  internalGetUnsubscribeFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              frameCase_ = 5;
+              break;
+            } // case 42
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1011,6 +1155,322 @@ private static final long serialVersionUID = 0L;
       frameCase_ = 3;
       onChanged();
       return pingBuilder_;
+    }
+
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.Subscribe, io.pushplat.v1.Subscribe.Builder, io.pushplat.v1.SubscribeOrBuilder> subscribeBuilder_;
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     * @return Whether the subscribe field is set.
+     */
+    @java.lang.Override
+    public boolean hasSubscribe() {
+      return frameCase_ == 4;
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     * @return The subscribe.
+     */
+    @java.lang.Override
+    public io.pushplat.v1.Subscribe getSubscribe() {
+      if (subscribeBuilder_ == null) {
+        if (frameCase_ == 4) {
+          return (io.pushplat.v1.Subscribe) frame_;
+        }
+        return io.pushplat.v1.Subscribe.getDefaultInstance();
+      } else {
+        if (frameCase_ == 4) {
+          return subscribeBuilder_.getMessage();
+        }
+        return io.pushplat.v1.Subscribe.getDefaultInstance();
+      }
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     */
+    public Builder setSubscribe(io.pushplat.v1.Subscribe value) {
+      if (subscribeBuilder_ == null) {
+        java.util.Objects.requireNonNull(value);
+        frame_ = value;
+        onChanged();
+      } else {
+        subscribeBuilder_.setMessage(value);
+      }
+      frameCase_ = 4;
+      return this;
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     */
+    public Builder setSubscribe(
+        io.pushplat.v1.Subscribe.Builder builderForValue) {
+      if (subscribeBuilder_ == null) {
+        frame_ = builderForValue.build();
+        onChanged();
+      } else {
+        subscribeBuilder_.setMessage(builderForValue.build());
+      }
+      frameCase_ = 4;
+      return this;
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     */
+    public Builder mergeSubscribe(io.pushplat.v1.Subscribe value) {
+      if (subscribeBuilder_ == null) {
+        if (frameCase_ == 4 &&
+            frame_ != io.pushplat.v1.Subscribe.getDefaultInstance()) {
+          frame_ = io.pushplat.v1.Subscribe.newBuilder((io.pushplat.v1.Subscribe) frame_)
+              .mergeFrom(value).buildPartial();
+        } else {
+          frame_ = value;
+        }
+        onChanged();
+      } else {
+        if (frameCase_ == 4) {
+          subscribeBuilder_.mergeFrom(value);
+        } else {
+          subscribeBuilder_.setMessage(value);
+        }
+      }
+      frameCase_ = 4;
+      return this;
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     */
+    public Builder clearSubscribe() {
+      if (subscribeBuilder_ == null) {
+        if (frameCase_ == 4) {
+          frameCase_ = 0;
+          frame_ = null;
+          onChanged();
+        }
+      } else {
+        if (frameCase_ == 4) {
+          frameCase_ = 0;
+          frame_ = null;
+        }
+        subscribeBuilder_.clear();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     */
+    public io.pushplat.v1.Subscribe.Builder getSubscribeBuilder() {
+      return internalGetSubscribeFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     */
+    @java.lang.Override
+    public io.pushplat.v1.SubscribeOrBuilder getSubscribeOrBuilder() {
+      if ((frameCase_ == 4) && (subscribeBuilder_ != null)) {
+        return subscribeBuilder_.getMessageOrBuilder();
+      } else {
+        if (frameCase_ == 4) {
+          return (io.pushplat.v1.Subscribe) frame_;
+        }
+        return io.pushplat.v1.Subscribe.getDefaultInstance();
+      }
+    }
+    /**
+     * <pre>
+     * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+     * </pre>
+     *
+     * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+     */
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.Subscribe, io.pushplat.v1.Subscribe.Builder, io.pushplat.v1.SubscribeOrBuilder> 
+        internalGetSubscribeFieldBuilder() {
+      if (subscribeBuilder_ == null) {
+        if (!(frameCase_ == 4)) {
+          frame_ = io.pushplat.v1.Subscribe.getDefaultInstance();
+        }
+        subscribeBuilder_ = new com.google.protobuf.SingleFieldBuilder<
+            io.pushplat.v1.Subscribe, io.pushplat.v1.Subscribe.Builder, io.pushplat.v1.SubscribeOrBuilder>(
+                (io.pushplat.v1.Subscribe) frame_,
+                getParentForChildren(),
+                isClean());
+        frame_ = null;
+      }
+      frameCase_ = 4;
+      onChanged();
+      return subscribeBuilder_;
+    }
+
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.Unsubscribe, io.pushplat.v1.Unsubscribe.Builder, io.pushplat.v1.UnsubscribeOrBuilder> unsubscribeBuilder_;
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     * @return Whether the unsubscribe field is set.
+     */
+    @java.lang.Override
+    public boolean hasUnsubscribe() {
+      return frameCase_ == 5;
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     * @return The unsubscribe.
+     */
+    @java.lang.Override
+    public io.pushplat.v1.Unsubscribe getUnsubscribe() {
+      if (unsubscribeBuilder_ == null) {
+        if (frameCase_ == 5) {
+          return (io.pushplat.v1.Unsubscribe) frame_;
+        }
+        return io.pushplat.v1.Unsubscribe.getDefaultInstance();
+      } else {
+        if (frameCase_ == 5) {
+          return unsubscribeBuilder_.getMessage();
+        }
+        return io.pushplat.v1.Unsubscribe.getDefaultInstance();
+      }
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     */
+    public Builder setUnsubscribe(io.pushplat.v1.Unsubscribe value) {
+      if (unsubscribeBuilder_ == null) {
+        java.util.Objects.requireNonNull(value);
+        frame_ = value;
+        onChanged();
+      } else {
+        unsubscribeBuilder_.setMessage(value);
+      }
+      frameCase_ = 5;
+      return this;
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     */
+    public Builder setUnsubscribe(
+        io.pushplat.v1.Unsubscribe.Builder builderForValue) {
+      if (unsubscribeBuilder_ == null) {
+        frame_ = builderForValue.build();
+        onChanged();
+      } else {
+        unsubscribeBuilder_.setMessage(builderForValue.build());
+      }
+      frameCase_ = 5;
+      return this;
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     */
+    public Builder mergeUnsubscribe(io.pushplat.v1.Unsubscribe value) {
+      if (unsubscribeBuilder_ == null) {
+        if (frameCase_ == 5 &&
+            frame_ != io.pushplat.v1.Unsubscribe.getDefaultInstance()) {
+          frame_ = io.pushplat.v1.Unsubscribe.newBuilder((io.pushplat.v1.Unsubscribe) frame_)
+              .mergeFrom(value).buildPartial();
+        } else {
+          frame_ = value;
+        }
+        onChanged();
+      } else {
+        if (frameCase_ == 5) {
+          unsubscribeBuilder_.mergeFrom(value);
+        } else {
+          unsubscribeBuilder_.setMessage(value);
+        }
+      }
+      frameCase_ = 5;
+      return this;
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     */
+    public Builder clearUnsubscribe() {
+      if (unsubscribeBuilder_ == null) {
+        if (frameCase_ == 5) {
+          frameCase_ = 0;
+          frame_ = null;
+          onChanged();
+        }
+      } else {
+        if (frameCase_ == 5) {
+          frameCase_ = 0;
+          frame_ = null;
+        }
+        unsubscribeBuilder_.clear();
+      }
+      return this;
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     */
+    public io.pushplat.v1.Unsubscribe.Builder getUnsubscribeBuilder() {
+      return internalGetUnsubscribeFieldBuilder().getBuilder();
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     */
+    @java.lang.Override
+    public io.pushplat.v1.UnsubscribeOrBuilder getUnsubscribeOrBuilder() {
+      if ((frameCase_ == 5) && (unsubscribeBuilder_ != null)) {
+        return unsubscribeBuilder_.getMessageOrBuilder();
+      } else {
+        if (frameCase_ == 5) {
+          return (io.pushplat.v1.Unsubscribe) frame_;
+        }
+        return io.pushplat.v1.Unsubscribe.getDefaultInstance();
+      }
+    }
+    /**
+     * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+     */
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.Unsubscribe, io.pushplat.v1.Unsubscribe.Builder, io.pushplat.v1.UnsubscribeOrBuilder> 
+        internalGetUnsubscribeFieldBuilder() {
+      if (unsubscribeBuilder_ == null) {
+        if (!(frameCase_ == 5)) {
+          frame_ = io.pushplat.v1.Unsubscribe.getDefaultInstance();
+        }
+        unsubscribeBuilder_ = new com.google.protobuf.SingleFieldBuilder<
+            io.pushplat.v1.Unsubscribe, io.pushplat.v1.Unsubscribe.Builder, io.pushplat.v1.UnsubscribeOrBuilder>(
+                (io.pushplat.v1.Unsubscribe) frame_,
+                getParentForChildren(),
+                isClean());
+        frame_ = null;
+      }
+      frameCase_ = 5;
+      onChanged();
+      return unsubscribeBuilder_;
     }
 
     // @@protoc_insertion_point(builder_scope:pushplat.v1.ClientFrame)

@@ -55,5 +55,47 @@ public interface ClientFrameOrBuilder extends
    */
   io.pushplat.v1.PingOrBuilder getPingOrBuilder();
 
+  /**
+   * <pre>
+   * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+   * </pre>
+   *
+   * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+   * @return Whether the subscribe field is set.
+   */
+  boolean hasSubscribe();
+  /**
+   * <pre>
+   * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+   * </pre>
+   *
+   * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+   * @return The subscribe.
+   */
+  io.pushplat.v1.Subscribe getSubscribe();
+  /**
+   * <pre>
+   * Topics: the device (un)subscribes itself; answered by one SubscriptionResult.
+   * </pre>
+   *
+   * <code>.pushplat.v1.Subscribe subscribe = 4;</code>
+   */
+  io.pushplat.v1.SubscribeOrBuilder getSubscribeOrBuilder();
+
+  /**
+   * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+   * @return Whether the unsubscribe field is set.
+   */
+  boolean hasUnsubscribe();
+  /**
+   * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+   * @return The unsubscribe.
+   */
+  io.pushplat.v1.Unsubscribe getUnsubscribe();
+  /**
+   * <code>.pushplat.v1.Unsubscribe unsubscribe = 5;</code>
+   */
+  io.pushplat.v1.UnsubscribeOrBuilder getUnsubscribeOrBuilder();
+
   io.pushplat.v1.ClientFrame.FrameCase getFrameCase();
 }

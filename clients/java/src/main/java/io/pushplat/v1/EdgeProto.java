@@ -47,6 +47,16 @@ public final class EdgeProto extends com.google.protobuf.GeneratedFile {
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_pushplat_v1_Ping_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_Subscribe_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_Subscribe_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_Unsubscribe_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_Unsubscribe_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_pushplat_v1_ServerFrame_descriptor;
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
@@ -71,6 +81,11 @@ public final class EdgeProto extends com.google.protobuf.GeneratedFile {
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_pushplat_v1_Pong_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_SubscriptionResult_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_SubscriptionResult_fieldAccessorTable;
 
   public static com.google.protobuf.Descriptors.FileDescriptor
       getDescriptor() {
@@ -81,33 +96,42 @@ public final class EdgeProto extends com.google.protobuf.GeneratedFile {
   static {
     java.lang.String[] descriptorData = {
       "\n\026pushplat/v1/edge.proto\022\013pushplat.v1\032\031p" +
-      "ushplat/v1/message.proto\"\177\n\013ClientFrame\022" +
-      "#\n\005hello\030\001 \001(\0132\022.pushplat.v1.HelloH\000\022\037\n\003" +
-      "ack\030\002 \001(\0132\020.pushplat.v1.AckH\000\022!\n\004ping\030\003 " +
-      "\001(\0132\021.pushplat.v1.PingH\000B\007\n\005frame\"R\n\005Hel" +
-      "lo\022\r\n\005token\030\001 \001(\t\022\017\n\007user_id\030\002 \001(\t\022\021\n\tde" +
-      "vice_id\030\003 \001(\t\022\026\n\016client_version\030\004 \001(\t\"\032\n" +
-      "\003Ack\022\023\n\013message_ids\030\001 \003(\t\"\006\n\004Ping\"\264\001\n\013Se" +
-      "rverFrame\022\'\n\007welcome\030\001 \001(\0132\024.pushplat.v1" +
-      ".WelcomeH\000\022(\n\006pushes\030\002 \001(\0132\026.pushplat.v1" +
-      ".PushBatchH\000\022&\n\007go_away\030\003 \001(\0132\023.pushplat" +
-      ".v1.GoAwayH\000\022!\n\004pong\030\004 \001(\0132\021.pushplat.v1" +
-      ".PongH\000B\007\n\005frame\"f\n\007Welcome\022\022\n\nsession_i" +
-      "d\030\001 \001(\t\022\017\n\007edge_id\030\002 \001(\t\022\035\n\025heartbeat_in" +
-      "terval_ms\030\003 \001(\003\022\027\n\017max_frame_bytes\030\004 \001(\003" +
-      "\"3\n\tPushBatch\022&\n\010messages\030\001 \003(\0132\024.pushpl" +
-      "at.v1.Message\"\325\001\n\006GoAway\022*\n\006reason\030\001 \001(\016" +
-      "2\032.pushplat.v1.GoAway.Reason\022\032\n\022reconnec" +
-      "t_after_ms\030\002 \001(\003\022\016\n\006detail\030\003 \001(\t\"s\n\006Reas" +
-      "on\022\026\n\022REASON_UNSPECIFIED\020\000\022\013\n\007MAX_AGE\020\001\022" +
-      "\014\n\010DRAINING\020\002\022\014\n\010REPLACED\020\003\022\025\n\021HEARTBEAT" +
-      "_TIMEOUT\020\004\022\021\n\rSLOW_CONSUMER\020\005\"\006\n\004Pong2I\n" +
-      "\004Edge\022A\n\007Connect\022\030.pushplat.v1.ClientFra" +
-      "me\032\030.pushplat.v1.ServerFrame(\0010\001B\215\001\n\016io." +
-      "pushplat.v1B\tEdgeProtoP\001Z=github.com/pus" +
-      "hplat/pushplat/clients/go/pushplatv1;pus" +
-      "hplatv1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V" +
-      "1\352\002\014Pushplat::V1b\006proto3"
+      "ushplat/v1/message.proto\"\335\001\n\013ClientFrame" +
+      "\022#\n\005hello\030\001 \001(\0132\022.pushplat.v1.HelloH\000\022\037\n" +
+      "\003ack\030\002 \001(\0132\020.pushplat.v1.AckH\000\022!\n\004ping\030\003" +
+      " \001(\0132\021.pushplat.v1.PingH\000\022+\n\tsubscribe\030\004" +
+      " \001(\0132\026.pushplat.v1.SubscribeH\000\022/\n\013unsubs" +
+      "cribe\030\005 \001(\0132\030.pushplat.v1.UnsubscribeH\000B" +
+      "\007\n\005frame\"R\n\005Hello\022\r\n\005token\030\001 \001(\t\022\017\n\007user" +
+      "_id\030\002 \001(\t\022\021\n\tdevice_id\030\003 \001(\t\022\026\n\016client_v" +
+      "ersion\030\004 \001(\t\"\032\n\003Ack\022\023\n\013message_ids\030\001 \003(\t" +
+      "\"\006\n\004Ping\"/\n\tSubscribe\022\016\n\006topics\030\001 \003(\t\022\022\n" +
+      "\nrequest_id\030\002 \001(\t\"1\n\013Unsubscribe\022\016\n\006topi" +
+      "cs\030\001 \003(\t\022\022\n\nrequest_id\030\002 \001(\t\"\355\001\n\013ServerF" +
+      "rame\022\'\n\007welcome\030\001 \001(\0132\024.pushplat.v1.Welc" +
+      "omeH\000\022(\n\006pushes\030\002 \001(\0132\026.pushplat.v1.Push" +
+      "BatchH\000\022&\n\007go_away\030\003 \001(\0132\023.pushplat.v1.G" +
+      "oAwayH\000\022!\n\004pong\030\004 \001(\0132\021.pushplat.v1.Pong" +
+      "H\000\0227\n\014subscription\030\005 \001(\0132\037.pushplat.v1.S" +
+      "ubscriptionResultH\000B\007\n\005frame\"f\n\007Welcome\022" +
+      "\022\n\nsession_id\030\001 \001(\t\022\017\n\007edge_id\030\002 \001(\t\022\035\n\025" +
+      "heartbeat_interval_ms\030\003 \001(\003\022\027\n\017max_frame" +
+      "_bytes\030\004 \001(\003\"3\n\tPushBatch\022&\n\010messages\030\001 " +
+      "\003(\0132\024.pushplat.v1.Message\"\325\001\n\006GoAway\022*\n\006" +
+      "reason\030\001 \001(\0162\032.pushplat.v1.GoAway.Reason" +
+      "\022\032\n\022reconnect_after_ms\030\002 \001(\003\022\016\n\006detail\030\003" +
+      " \001(\t\"s\n\006Reason\022\026\n\022REASON_UNSPECIFIED\020\000\022\013" +
+      "\n\007MAX_AGE\020\001\022\014\n\010DRAINING\020\002\022\014\n\010REPLACED\020\003\022" +
+      "\025\n\021HEARTBEAT_TIMEOUT\020\004\022\021\n\rSLOW_CONSUMER\020" +
+      "\005\"\006\n\004Pong\"z\n\022SubscriptionResult\022\022\n\nreque" +
+      "st_id\030\001 \001(\t\022\017\n\007applied\030\002 \003(\t\022*\n\007refused\030" +
+      "\003 \003(\0132\031.pushplat.v1.TopicRefusal\022\023\n\013topi" +
+      "c_count\030\004 \001(\0052I\n\004Edge\022A\n\007Connect\022\030.pushp" +
+      "lat.v1.ClientFrame\032\030.pushplat.v1.ServerF" +
+      "rame(\0010\001B\215\001\n\016io.pushplat.v1B\tEdgeProtoP\001" +
+      "Z=github.com/pushplat/pushplat/clients/g" +
+      "o/pushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushplat" +
+      ".V1\312\002\013Pushplat\\V1\352\002\014Pushplat::V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -119,7 +143,7 @@ public final class EdgeProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_ClientFrame_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_ClientFrame_descriptor,
-        new java.lang.String[] { "Hello", "Ack", "Ping", "Frame", });
+        new java.lang.String[] { "Hello", "Ack", "Ping", "Subscribe", "Unsubscribe", "Frame", });
     internal_static_pushplat_v1_Hello_descriptor =
       getDescriptor().getMessageType(1);
     internal_static_pushplat_v1_Hello_fieldAccessorTable = new
@@ -138,36 +162,54 @@ public final class EdgeProto extends com.google.protobuf.GeneratedFile {
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Ping_descriptor,
         new java.lang.String[] { });
-    internal_static_pushplat_v1_ServerFrame_descriptor =
+    internal_static_pushplat_v1_Subscribe_descriptor =
       getDescriptor().getMessageType(4);
+    internal_static_pushplat_v1_Subscribe_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_Subscribe_descriptor,
+        new java.lang.String[] { "Topics", "RequestId", });
+    internal_static_pushplat_v1_Unsubscribe_descriptor =
+      getDescriptor().getMessageType(5);
+    internal_static_pushplat_v1_Unsubscribe_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_Unsubscribe_descriptor,
+        new java.lang.String[] { "Topics", "RequestId", });
+    internal_static_pushplat_v1_ServerFrame_descriptor =
+      getDescriptor().getMessageType(6);
     internal_static_pushplat_v1_ServerFrame_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_ServerFrame_descriptor,
-        new java.lang.String[] { "Welcome", "Pushes", "GoAway", "Pong", "Frame", });
+        new java.lang.String[] { "Welcome", "Pushes", "GoAway", "Pong", "Subscription", "Frame", });
     internal_static_pushplat_v1_Welcome_descriptor =
-      getDescriptor().getMessageType(5);
+      getDescriptor().getMessageType(7);
     internal_static_pushplat_v1_Welcome_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Welcome_descriptor,
         new java.lang.String[] { "SessionId", "EdgeId", "HeartbeatIntervalMs", "MaxFrameBytes", });
     internal_static_pushplat_v1_PushBatch_descriptor =
-      getDescriptor().getMessageType(6);
+      getDescriptor().getMessageType(8);
     internal_static_pushplat_v1_PushBatch_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_PushBatch_descriptor,
         new java.lang.String[] { "Messages", });
     internal_static_pushplat_v1_GoAway_descriptor =
-      getDescriptor().getMessageType(7);
+      getDescriptor().getMessageType(9);
     internal_static_pushplat_v1_GoAway_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GoAway_descriptor,
         new java.lang.String[] { "Reason", "ReconnectAfterMs", "Detail", });
     internal_static_pushplat_v1_Pong_descriptor =
-      getDescriptor().getMessageType(8);
+      getDescriptor().getMessageType(10);
     internal_static_pushplat_v1_Pong_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Pong_descriptor,
         new java.lang.String[] { });
+    internal_static_pushplat_v1_SubscriptionResult_descriptor =
+      getDescriptor().getMessageType(11);
+    internal_static_pushplat_v1_SubscriptionResult_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_SubscriptionResult_descriptor,
+        new java.lang.String[] { "RequestId", "Applied", "Refused", "TopicCount", });
     descriptor.resolveAllFeaturesImmutable();
     io.pushplat.v1.MessageProto.getDescriptor();
   }

@@ -63,6 +63,7 @@ private static final long serialVersionUID = 0L;
             io.pushplat.v1.GetStatusResponse.class, io.pushplat.v1.GetStatusResponse.Builder.class);
   }
 
+  private int bitField0_;
   public static final int MESSAGE_ID_FIELD_NUMBER = 1;
   @SuppressWarnings("serial")
   private volatile java.lang.Object messageId_ = "";
@@ -248,6 +249,44 @@ java.lang.String defaultValue) {
     return map.get(key);
   }
 
+  public static final int TOPIC_FIELD_NUMBER = 5;
+  private io.pushplat.v1.TopicStatus topic_;
+  /**
+   * <pre>
+   * A topic message: counts, never a per-device list (devices stays empty).
+   * </pre>
+   *
+   * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+   * @return Whether the topic field is set.
+   */
+  @java.lang.Override
+  public boolean hasTopic() {
+    return ((bitField0_ & 0x00000001) != 0);
+  }
+  /**
+   * <pre>
+   * A topic message: counts, never a per-device list (devices stays empty).
+   * </pre>
+   *
+   * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+   * @return The topic.
+   */
+  @java.lang.Override
+  public io.pushplat.v1.TopicStatus getTopic() {
+    return topic_ == null ? io.pushplat.v1.TopicStatus.getDefaultInstance() : topic_;
+  }
+  /**
+   * <pre>
+   * A topic message: counts, never a per-device list (devices stays empty).
+   * </pre>
+   *
+   * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+   */
+  @java.lang.Override
+  public io.pushplat.v1.TopicStatusOrBuilder getTopicOrBuilder() {
+    return topic_ == null ? io.pushplat.v1.TopicStatus.getDefaultInstance() : topic_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -277,6 +316,9 @@ java.lang.String defaultValue) {
         internalGetLabels(),
         LabelsDefaultEntryHolder.defaultEntry,
         4);
+    if (((bitField0_ & 0x00000001) != 0)) {
+      output.writeMessage(5, getTopic());
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -306,6 +348,10 @@ java.lang.String defaultValue) {
           .buildPartial();
       size += com.google.protobuf.CodedOutputStream
           .computeMessageSize(4, labels__);
+    }
+    if (((bitField0_ & 0x00000001) != 0)) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(5, getTopic());
     }
     return size;
   }
@@ -338,6 +384,11 @@ java.lang.String defaultValue) {
         .equals(other.getDevicesList())) return false;
     if (!internalGetLabels().equals(
         other.internalGetLabels())) return false;
+    if (hasTopic() != other.hasTopic()) return false;
+    if (hasTopic()) {
+      if (!getTopic()
+          .equals(other.getTopic())) return false;
+    }
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -360,6 +411,10 @@ java.lang.String defaultValue) {
     if (!internalGetLabels().getMap().isEmpty()) {
       hash = (37 * hash) + LABELS_FIELD_NUMBER;
       hash = (53 * hash) + internalGetLabels().hashCode();
+    }
+    if (hasTopic()) {
+      hash = (37 * hash) + TOPIC_FIELD_NUMBER;
+      hash = (53 * hash) + getTopic().hashCode();
     }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
@@ -502,13 +557,20 @@ java.lang.String defaultValue) {
 
     // Construct using io.pushplat.v1.GetStatusResponse.newBuilder()
     private Builder() {
-
+      maybeForceBuilderInitialization();
     }
 
     private Builder(
         com.google.protobuf.GeneratedMessage.BuilderParent parent) {
       super(parent);
-
+      maybeForceBuilderInitialization();
+    }
+    private void maybeForceBuilderInitialization() {
+      if (com.google.protobuf.GeneratedMessage
+              .alwaysUseFieldBuilders) {
+        internalGetDevicesFieldBuilder();
+        internalGetTopicFieldBuilder();
+      }
     }
     @java.lang.Override
     public Builder clear() {
@@ -524,6 +586,11 @@ java.lang.String defaultValue) {
       }
       bitField0_ = (bitField0_ & ~0x00000004);
       internalGetMutableLabels().clear();
+      topic_ = null;
+      if (topicBuilder_ != null) {
+        topicBuilder_.dispose();
+        topicBuilder_ = null;
+      }
       return this;
     }
 
@@ -580,6 +647,14 @@ java.lang.String defaultValue) {
         result.labels_ = internalGetLabels();
         result.labels_.makeImmutable();
       }
+      int to_bitField0_ = 0;
+      if (((from_bitField0_ & 0x00000010) != 0)) {
+        result.topic_ = topicBuilder_ == null
+            ? topic_
+            : topicBuilder_.build();
+        to_bitField0_ |= 0x00000001;
+      }
+      result.bitField0_ |= to_bitField0_;
     }
 
     @java.lang.Override
@@ -631,6 +706,9 @@ java.lang.String defaultValue) {
       internalGetMutableLabels().mergeFrom(
           other.internalGetLabels());
       bitField0_ |= 0x00000008;
+      if (other.hasTopic()) {
+        mergeTopic(other.getTopic());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -687,6 +765,13 @@ java.lang.String defaultValue) {
               bitField0_ |= 0x00000008;
               break;
             } // case 34
+            case 42: {
+              input.readMessage(
+                  internalGetTopicFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              bitField0_ |= 0x00000010;
+              break;
+            } // case 42
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1207,6 +1292,161 @@ java.lang.String defaultValue) {
           .putAll(values);
       bitField0_ |= 0x00000008;
       return this;
+    }
+
+    private io.pushplat.v1.TopicStatus topic_;
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.TopicStatus, io.pushplat.v1.TopicStatus.Builder, io.pushplat.v1.TopicStatusOrBuilder> topicBuilder_;
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     * @return Whether the topic field is set.
+     */
+    public boolean hasTopic() {
+      return ((bitField0_ & 0x00000010) != 0);
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     * @return The topic.
+     */
+    public io.pushplat.v1.TopicStatus getTopic() {
+      if (topicBuilder_ == null) {
+        return topic_ == null ? io.pushplat.v1.TopicStatus.getDefaultInstance() : topic_;
+      } else {
+        return topicBuilder_.getMessage();
+      }
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     */
+    public Builder setTopic(io.pushplat.v1.TopicStatus value) {
+      if (topicBuilder_ == null) {
+        java.util.Objects.requireNonNull(value);
+        topic_ = value;
+      } else {
+        topicBuilder_.setMessage(value);
+      }
+      bitField0_ |= 0x00000010;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     */
+    public Builder setTopic(
+        io.pushplat.v1.TopicStatus.Builder builderForValue) {
+      if (topicBuilder_ == null) {
+        topic_ = builderForValue.build();
+      } else {
+        topicBuilder_.setMessage(builderForValue.build());
+      }
+      bitField0_ |= 0x00000010;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     */
+    public Builder mergeTopic(io.pushplat.v1.TopicStatus value) {
+      if (topicBuilder_ == null) {
+        if (((bitField0_ & 0x00000010) != 0) &&
+          topic_ != null &&
+          topic_ != io.pushplat.v1.TopicStatus.getDefaultInstance()) {
+          getTopicBuilder().mergeFrom(value);
+        } else {
+          topic_ = value;
+        }
+      } else {
+        topicBuilder_.mergeFrom(value);
+      }
+      if (topic_ != null) {
+        bitField0_ |= 0x00000010;
+        onChanged();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     */
+    public Builder clearTopic() {
+      bitField0_ = (bitField0_ & ~0x00000010);
+      topic_ = null;
+      if (topicBuilder_ != null) {
+        topicBuilder_.dispose();
+        topicBuilder_ = null;
+      }
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     */
+    public io.pushplat.v1.TopicStatus.Builder getTopicBuilder() {
+      bitField0_ |= 0x00000010;
+      onChanged();
+      return internalGetTopicFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     */
+    public io.pushplat.v1.TopicStatusOrBuilder getTopicOrBuilder() {
+      if (topicBuilder_ != null) {
+        return topicBuilder_.getMessageOrBuilder();
+      } else {
+        return topic_ == null ?
+            io.pushplat.v1.TopicStatus.getDefaultInstance() : topic_;
+      }
+    }
+    /**
+     * <pre>
+     * A topic message: counts, never a per-device list (devices stays empty).
+     * </pre>
+     *
+     * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+     */
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.TopicStatus, io.pushplat.v1.TopicStatus.Builder, io.pushplat.v1.TopicStatusOrBuilder> 
+        internalGetTopicFieldBuilder() {
+      if (topicBuilder_ == null) {
+        topicBuilder_ = new com.google.protobuf.SingleFieldBuilder<
+            io.pushplat.v1.TopicStatus, io.pushplat.v1.TopicStatus.Builder, io.pushplat.v1.TopicStatusOrBuilder>(
+                getTopic(),
+                getParentForChildren(),
+                isClean());
+        topic_ = null;
+      }
+      return topicBuilder_;
     }
 
     // @@protoc_insertion_point(builder_scope:pushplat.v1.GetStatusResponse)

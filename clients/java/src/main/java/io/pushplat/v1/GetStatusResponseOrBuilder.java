@@ -98,4 +98,31 @@ java.lang.String defaultValue);
    */
   java.lang.String getLabelsOrThrow(
       java.lang.String key);
+
+  /**
+   * <pre>
+   * A topic message: counts, never a per-device list (devices stays empty).
+   * </pre>
+   *
+   * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+   * @return Whether the topic field is set.
+   */
+  boolean hasTopic();
+  /**
+   * <pre>
+   * A topic message: counts, never a per-device list (devices stays empty).
+   * </pre>
+   *
+   * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+   * @return The topic.
+   */
+  io.pushplat.v1.TopicStatus getTopic();
+  /**
+   * <pre>
+   * A topic message: counts, never a per-device list (devices stays empty).
+   * </pre>
+   *
+   * <code>.pushplat.v1.TopicStatus topic = 5;</code>
+   */
+  io.pushplat.v1.TopicStatusOrBuilder getTopicOrBuilder();
 }

@@ -37,6 +37,7 @@ private static final long serialVersionUID = 0L;
     contentType_ = "";
     priority_ = 0;
     collapseKey_ = "";
+    topic_ = "";
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -335,6 +336,53 @@ java.lang.String defaultValue) {
     return map.get(key);
   }
 
+  public static final int TOPIC_FIELD_NUMBER = 10;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object topic_ = "";
+  /**
+   * <pre>
+   * Set when the message was sent to a topic (Send with target topic): the topic's name.
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The topic.
+   */
+  @java.lang.Override
+  public java.lang.String getTopic() {
+    java.lang.Object ref = topic_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      topic_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * Set when the message was sent to a topic (Send with target topic): the topic's name.
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The bytes for topic.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getTopicBytes() {
+    java.lang.Object ref = topic_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      topic_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -379,6 +427,9 @@ java.lang.String defaultValue) {
         internalGetLabels(),
         LabelsDefaultEntryHolder.defaultEntry,
         9);
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(topic_)) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 10, topic_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -422,6 +473,9 @@ java.lang.String defaultValue) {
       size += com.google.protobuf.CodedOutputStream
           .computeMessageSize(9, labels__);
     }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(topic_)) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(10, topic_);
+    }
     return size;
   }
   @java.lang.Override
@@ -463,6 +517,8 @@ java.lang.String defaultValue) {
         != other.getRequiresAck()) return false;
     if (!internalGetLabels().equals(
         other.internalGetLabels())) return false;
+    if (!getTopic()
+        .equals(other.getTopic())) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -497,6 +553,8 @@ java.lang.String defaultValue) {
       hash = (37 * hash) + LABELS_FIELD_NUMBER;
       hash = (53 * hash) + internalGetLabels().hashCode();
     }
+    hash = (37 * hash) + TOPIC_FIELD_NUMBER;
+    hash = (53 * hash) + getTopic().hashCode();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -663,6 +721,7 @@ java.lang.String defaultValue) {
       collapseKey_ = "";
       requiresAck_ = false;
       internalGetMutableLabels().clear();
+      topic_ = "";
       return this;
     }
 
@@ -724,6 +783,9 @@ java.lang.String defaultValue) {
         result.labels_ = internalGetLabels();
         result.labels_.makeImmutable();
       }
+      if (((from_bitField0_ & 0x00000200) != 0)) {
+        result.topic_ = topic_;
+      }
     }
 
     @java.lang.Override
@@ -771,6 +833,11 @@ java.lang.String defaultValue) {
       internalGetMutableLabels().mergeFrom(
           other.internalGetLabels());
       bitField0_ |= 0x00000100;
+      if (!other.getTopic().isEmpty()) {
+        topic_ = other.topic_;
+        bitField0_ |= 0x00000200;
+        onChanged();
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -844,6 +911,11 @@ java.lang.String defaultValue) {
               bitField0_ |= 0x00000100;
               break;
             } // case 74
+            case 82: {
+              topic_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000200;
+              break;
+            } // case 82
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1405,6 +1477,98 @@ java.lang.String defaultValue) {
       internalGetMutableLabels().getMutableMap()
           .putAll(values);
       bitField0_ |= 0x00000100;
+      return this;
+    }
+
+    private java.lang.Object topic_ = "";
+    /**
+     * <pre>
+     * Set when the message was sent to a topic (Send with target topic): the topic's name.
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @return The topic.
+     */
+    public java.lang.String getTopic() {
+      java.lang.Object ref = topic_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        topic_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Set when the message was sent to a topic (Send with target topic): the topic's name.
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @return The bytes for topic.
+     */
+    public com.google.protobuf.ByteString
+        getTopicBytes() {
+      java.lang.Object ref = topic_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        topic_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Set when the message was sent to a topic (Send with target topic): the topic's name.
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @param value The topic to set.
+     * @return This builder for chaining.
+     */
+    public Builder setTopic(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      topic_ = value;
+      bitField0_ |= 0x00000200;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Set when the message was sent to a topic (Send with target topic): the topic's name.
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearTopic() {
+      topic_ = getDefaultInstance().getTopic();
+      bitField0_ = (bitField0_ & ~0x00000200);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Set when the message was sent to a topic (Send with target topic): the topic's name.
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @param value The bytes for topic to set.
+     * @return This builder for chaining.
+     */
+    public Builder setTopicBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      topic_ = value;
+      bitField0_ |= 0x00000200;
+      onChanged();
       return this;
     }
 

@@ -122,4 +122,24 @@ java.lang.String defaultValue);
    */
   java.lang.String getLabelsOrThrow(
       java.lang.String key);
+
+  /**
+   * <pre>
+   * Set when the message was sent to a topic (Send with target topic): the topic's name.
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The topic.
+   */
+  java.lang.String getTopic();
+  /**
+   * <pre>
+   * Set when the message was sent to a topic (Send with target topic): the topic's name.
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The bytes for topic.
+   */
+  com.google.protobuf.ByteString
+      getTopicBytes();
 }

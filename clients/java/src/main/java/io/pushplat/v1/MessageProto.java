@@ -36,6 +36,11 @@ public final class MessageProto extends com.google.protobuf.GeneratedFile {
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_pushplat_v1_Message_LabelsEntry_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_TopicRefusal_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_TopicRefusal_fieldAccessorTable;
 
   public static com.google.protobuf.Descriptors.FileDescriptor
       getDescriptor() {
@@ -46,22 +51,23 @@ public final class MessageProto extends com.google.protobuf.GeneratedFile {
   static {
     java.lang.String[] descriptorData = {
       "\n\031pushplat/v1/message.proto\022\013pushplat.v1" +
-      "\"\250\002\n\007Message\022\022\n\nmessage_id\030\001 \001(\t\022\017\n\007payl" +
+      "\"\267\002\n\007Message\022\022\n\nmessage_id\030\001 \001(\t\022\017\n\007payl" +
       "oad\030\002 \001(\014\022\024\n\014content_type\030\003 \001(\t\022\'\n\010prior" +
       "ity\030\004 \001(\0162\025.pushplat.v1.Priority\022\025\n\rcrea" +
       "ted_at_ms\030\005 \001(\003\022\025\n\rexpires_at_ms\030\006 \001(\003\022\024" +
       "\n\014collapse_key\030\007 \001(\t\022\024\n\014requires_ack\030\010 \001" +
       "(\010\0220\n\006labels\030\t \003(\0132 .pushplat.v1.Message" +
-      ".LabelsEntry\032-\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t" +
-      "\022\r\n\005value\030\002 \001(\t:\0028\001*^\n\010Priority\022\030\n\024PRIOR" +
-      "ITY_UNSPECIFIED\020\000\022\020\n\014PRIORITY_LOW\020\001\022\023\n\017P" +
-      "RIORITY_NORMAL\020\002\022\021\n\rPRIORITY_HIGH\020\003*3\n\014D" +
-      "eliveryMode\022\020\n\014AT_MOST_ONCE\020\000\022\021\n\rAT_LEAS" +
-      "T_ONCE\020\001B\220\001\n\016io.pushplat.v1B\014MessageProt" +
-      "oP\001Z=github.com/pushplat/pushplat/client" +
-      "s/go/pushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushp" +
-      "lat.V1\312\002\013Pushplat\\V1\352\002\014Pushplat::V1b\006pro" +
-      "to3"
+      ".LabelsEntry\022\r\n\005topic\030\n \001(\t\032-\n\013LabelsEnt" +
+      "ry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\"<\n\014To" +
+      "picRefusal\022\r\n\005topic\030\001 \001(\t\022\014\n\004code\030\002 \001(\005\022" +
+      "\017\n\007message\030\003 \001(\t*^\n\010Priority\022\030\n\024PRIORITY" +
+      "_UNSPECIFIED\020\000\022\020\n\014PRIORITY_LOW\020\001\022\023\n\017PRIO" +
+      "RITY_NORMAL\020\002\022\021\n\rPRIORITY_HIGH\020\003*3\n\014Deli" +
+      "veryMode\022\020\n\014AT_MOST_ONCE\020\000\022\021\n\rAT_LEAST_O" +
+      "NCE\020\001B\220\001\n\016io.pushplat.v1B\014MessageProtoP\001" +
+      "Z=github.com/pushplat/pushplat/clients/g" +
+      "o/pushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushplat" +
+      ".V1\312\002\013Pushplat\\V1\352\002\014Pushplat::V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -72,13 +78,19 @@ public final class MessageProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_Message_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Message_descriptor,
-        new java.lang.String[] { "MessageId", "Payload", "ContentType", "Priority", "CreatedAtMs", "ExpiresAtMs", "CollapseKey", "RequiresAck", "Labels", });
+        new java.lang.String[] { "MessageId", "Payload", "ContentType", "Priority", "CreatedAtMs", "ExpiresAtMs", "CollapseKey", "RequiresAck", "Labels", "Topic", });
     internal_static_pushplat_v1_Message_LabelsEntry_descriptor =
       internal_static_pushplat_v1_Message_descriptor.getNestedType(0);
     internal_static_pushplat_v1_Message_LabelsEntry_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Message_LabelsEntry_descriptor,
         new java.lang.String[] { "Key", "Value", });
+    internal_static_pushplat_v1_TopicRefusal_descriptor =
+      getDescriptor().getMessageType(1);
+    internal_static_pushplat_v1_TopicRefusal_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_TopicRefusal_descriptor,
+        new java.lang.String[] { "Topic", "Code", "Message", });
     descriptor.resolveAllFeaturesImmutable();
   }
 

@@ -87,6 +87,41 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_pushplat_v1_GetStatusResponse_LabelsEntry_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_TopicStatus_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_TopicStatus_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_TopicStatus_DroppedEntry_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_TopicStatus_DroppedEntry_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_SubscribeRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_SubscribeRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_DeviceSubscriptionResult_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_DeviceSubscriptionResult_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_SubscribeResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_SubscribeResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_GetSubscriptionsRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_GetSubscriptionsRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pushplat_v1_GetSubscriptionsResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_pushplat_v1_GetSubscriptionsResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_pushplat_v1_GetPresenceRequest_descriptor;
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
@@ -111,65 +146,90 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
   static {
     java.lang.String[] descriptorData = {
       "\n\026pushplat/v1/push.proto\022\013pushplat.v1\032\031p" +
-      "ushplat/v1/message.proto\"\371\002\n\013SendRequest" +
+      "ushplat/v1/message.proto\"\212\003\n\013SendRequest" +
       "\022\021\n\007user_id\030\001 \001(\tH\000\022\023\n\tdevice_id\030\002 \001(\tH\000" +
-      "\022\017\n\007payload\030\003 \001(\014\022\024\n\014content_type\030\004 \001(\t\022" +
-      "\'\n\010priority\030\005 \001(\0162\025.pushplat.v1.Priority" +
-      "\022\023\n\013ttl_seconds\030\006 \001(\003\022\024\n\014collapse_key\030\007 " +
-      "\001(\t\022\027\n\017idempotency_key\030\010 \001(\t\022+\n\010delivery" +
-      "\030\t \001(\0162\031.pushplat.v1.DeliveryMode\0224\n\006lab" +
-      "els\030\n \003(\0132$.pushplat.v1.SendRequest.Labe" +
-      "lsEntry\022\022\n\nrequest_id\030\013 \001(\t\032-\n\013LabelsEnt" +
-      "ry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001B\010\n\006ta" +
-      "rget\"p\n\014SendResponse\022\022\n\nmessage_id\030\001 \001(\t" +
-      "\022\021\n\tduplicate\030\002 \001(\010\022\022\n\nrequest_id\030\003 \001(\t\022" +
-      "%\n\005error\030\004 \001(\0132\026.pushplat.v1.SendError\"B" +
-      "\n\tSendError\022\014\n\004code\030\001 \001(\005\022\017\n\007message\030\002 \001" +
-      "(\t\022\026\n\016retry_after_ms\030\004 \001(\003\">\n\020SendBatchR" +
-      "equest\022*\n\010requests\030\001 \003(\0132\030.pushplat.v1.S" +
-      "endRequest\"A\n\021SendBatchResponse\022,\n\trespo" +
-      "nses\030\001 \003(\0132\031.pushplat.v1.SendResponse\"\220\002" +
-      "\n\007Receipt\022\022\n\nmessage_id\030\001 \001(\t\022)\n\005state\030\002" +
-      " \001(\0162\032.pushplat.v1.DeliveryState\022\021\n\tdevi" +
-      "ce_id\030\003 \001(\t\022\017\n\007user_id\030\004 \001(\t\022\017\n\007edge_id\030" +
-      "\005 \001(\t\022\r\n\005at_ms\030\006 \001(\003\0220\n\006labels\030\007 \003(\0132 .p" +
-      "ushplat.v1.Receipt.LabelsEntry\022\016\n\006detail" +
-      "\030\010 \001(\t\022\021\n\tsender_id\030\t \001(\t\032-\n\013LabelsEntry" +
-      "\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\"&\n\020GetS" +
-      "tatusRequest\022\022\n\nmessage_id\030\001 \001(\t\"\204\001\n\014Dev" +
-      "iceStatus\022\021\n\tdevice_id\030\001 \001(\t\022)\n\005state\030\002 " +
-      "\001(\0162\032.pushplat.v1.DeliveryState\022\025\n\rupdat" +
-      "ed_at_ms\030\003 \001(\003\022\017\n\007edge_id\030\004 \001(\t\022\016\n\006detai" +
-      "l\030\005 \001(\t\"\351\001\n\021GetStatusResponse\022\022\n\nmessage" +
-      "_id\030\001 \001(\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.D" +
-      "eliveryState\022*\n\007devices\030\003 \003(\0132\031.pushplat" +
-      ".v1.DeviceStatus\022:\n\006labels\030\004 \003(\0132*.pushp" +
-      "lat.v1.GetStatusResponse.LabelsEntry\032-\n\013" +
-      "LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:" +
-      "\0028\001\"%\n\022GetPresenceRequest\022\017\n\007user_id\030\001 \001" +
-      "(\t\"H\n\016PresenceDevice\022\021\n\tdevice_id\030\001 \001(\t\022" +
-      "\017\n\007edge_id\030\002 \001(\t\022\022\n\nsession_id\030\003 \001(\t\"T\n\023" +
-      "GetPresenceResponse\022\017\n\007user_id\030\001 \001(\t\022,\n\007" +
-      "devices\030\002 \003(\0132\033.pushplat.v1.PresenceDevi" +
-      "ce*\341\001\n\rDeliveryState\022\036\n\032DELIVERY_STATE_U" +
-      "NSPECIFIED\020\000\022\033\n\027DELIVERY_STATE_ACCEPTED\020" +
-      "\001\022$\n DELIVERY_STATE_DELIVERED_TO_EDGE\020\002\022" +
-      "\030\n\024DELIVERY_STATE_ACKED\020\003\022\032\n\026DELIVERY_ST" +
-      "ATE_EXPIRED\020\004\022\033\n\027DELIVERY_STATE_NO_ROUTE" +
-      "\020\005\022\032\n\026DELIVERY_STATE_DROPPED\020\0062\364\002\n\004Push\022" +
-      ";\n\004Send\022\030.pushplat.v1.SendRequest\032\031.push" +
-      "plat.v1.SendResponse\022J\n\tSendBatch\022\035.push" +
-      "plat.v1.SendBatchRequest\032\036.pushplat.v1.S" +
-      "endBatchResponse\022J\n\tGetStatus\022\035.pushplat" +
-      ".v1.GetStatusRequest\032\036.pushplat.v1.GetSt" +
-      "atusResponse\022P\n\013GetPresence\022\037.pushplat.v" +
-      "1.GetPresenceRequest\032 .pushplat.v1.GetPr" +
-      "esenceResponse\022E\n\nSendStream\022\030.pushplat." +
-      "v1.SendRequest\032\031.pushplat.v1.SendRespons" +
-      "e(\0010\001B\215\001\n\016io.pushplat.v1B\tPushProtoP\001Z=g" +
-      "ithub.com/pushplat/pushplat/clients/go/p" +
-      "ushplatv1;pushplatv1\242\002\003PPL\252\002\013Pushplat.V1" +
-      "\312\002\013Pushplat\\V1\352\002\014Pushplat::V1b\006proto3"
+      "\022\017\n\005topic\030\014 \001(\tH\000\022\017\n\007payload\030\003 \001(\014\022\024\n\014co" +
+      "ntent_type\030\004 \001(\t\022\'\n\010priority\030\005 \001(\0162\025.pus" +
+      "hplat.v1.Priority\022\023\n\013ttl_seconds\030\006 \001(\003\022\024" +
+      "\n\014collapse_key\030\007 \001(\t\022\027\n\017idempotency_key\030" +
+      "\010 \001(\t\022+\n\010delivery\030\t \001(\0162\031.pushplat.v1.De" +
+      "liveryMode\0224\n\006labels\030\n \003(\0132$.pushplat.v1" +
+      ".SendRequest.LabelsEntry\022\022\n\nrequest_id\030\013" +
+      " \001(\t\032-\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005valu" +
+      "e\030\002 \001(\t:\0028\001B\010\n\006target\"p\n\014SendResponse\022\022\n" +
+      "\nmessage_id\030\001 \001(\t\022\021\n\tduplicate\030\002 \001(\010\022\022\n\n" +
+      "request_id\030\003 \001(\t\022%\n\005error\030\004 \001(\0132\026.pushpl" +
+      "at.v1.SendError\"B\n\tSendError\022\014\n\004code\030\001 \001" +
+      "(\005\022\017\n\007message\030\002 \001(\t\022\026\n\016retry_after_ms\030\004 " +
+      "\001(\003\">\n\020SendBatchRequest\022*\n\010requests\030\001 \003(" +
+      "\0132\030.pushplat.v1.SendRequest\"A\n\021SendBatch" +
+      "Response\022,\n\tresponses\030\001 \003(\0132\031.pushplat.v" +
+      "1.SendResponse\"\256\002\n\007Receipt\022\022\n\nmessage_id" +
+      "\030\001 \001(\t\022)\n\005state\030\002 \001(\0162\032.pushplat.v1.Deli" +
+      "veryState\022\021\n\tdevice_id\030\003 \001(\t\022\017\n\007user_id\030" +
+      "\004 \001(\t\022\017\n\007edge_id\030\005 \001(\t\022\r\n\005at_ms\030\006 \001(\003\0220\n" +
+      "\006labels\030\007 \003(\0132 .pushplat.v1.Receipt.Labe" +
+      "lsEntry\022\016\n\006detail\030\010 \001(\t\022\021\n\tsender_id\030\t \001" +
+      "(\t\022\r\n\005topic\030\n \001(\t\022\r\n\005count\030\013 \001(\003\032-\n\013Labe" +
+      "lsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\"" +
+      "&\n\020GetStatusRequest\022\022\n\nmessage_id\030\001 \001(\t\"" +
+      "\204\001\n\014DeviceStatus\022\021\n\tdevice_id\030\001 \001(\t\022)\n\005s" +
+      "tate\030\002 \001(\0162\032.pushplat.v1.DeliveryState\022\025" +
+      "\n\rupdated_at_ms\030\003 \001(\003\022\017\n\007edge_id\030\004 \001(\t\022\016" +
+      "\n\006detail\030\005 \001(\t\"\222\002\n\021GetStatusResponse\022\022\n\n" +
+      "message_id\030\001 \001(\t\022)\n\005state\030\002 \001(\0162\032.pushpl" +
+      "at.v1.DeliveryState\022*\n\007devices\030\003 \003(\0132\031.p" +
+      "ushplat.v1.DeviceStatus\022:\n\006labels\030\004 \003(\0132" +
+      "*.pushplat.v1.GetStatusResponse.LabelsEn" +
+      "try\022\'\n\005topic\030\005 \001(\0132\030.pushplat.v1.TopicSt" +
+      "atus\032-\n\013LabelsEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005valu" +
+      "e\030\002 \001(\t:\0028\001\"\313\001\n\013TopicStatus\022\r\n\005topic\030\001 \001" +
+      "(\t\022\025\n\redges_reached\030\002 \001(\003\022\027\n\017devices_wri" +
+      "tten\030\003 \001(\003\022\025\n\rdevices_acked\030\004 \001(\003\0226\n\007dro" +
+      "pped\030\005 \003(\0132%.pushplat.v1.TopicStatus.Dro" +
+      "ppedEntry\032.\n\014DroppedEntry\022\013\n\003key\030\001 \001(\t\022\r" +
+      "\n\005value\030\002 \001(\003:\0028\001\"H\n\020SubscribeRequest\022\022\n" +
+      "\ndevice_ids\030\001 \003(\t\022\020\n\010user_ids\030\002 \003(\t\022\016\n\006t" +
+      "opics\030\003 \003(\t\"\220\001\n\030DeviceSubscriptionResult" +
+      "\022\021\n\tdevice_id\030\001 \001(\t\022\017\n\007user_id\030\002 \001(\t\022\017\n\007" +
+      "applied\030\003 \003(\t\022*\n\007refused\030\004 \003(\0132\031.pushpla" +
+      "t.v1.TopicRefusal\022\023\n\013topic_count\030\005 \001(\005\"j" +
+      "\n\021SubscribeResponse\0226\n\007results\030\001 \003(\0132%.p" +
+      "ushplat.v1.DeviceSubscriptionResult\022\035\n\025u" +
+      "sers_without_devices\030\002 \003(\t\",\n\027GetSubscri" +
+      "ptionsRequest\022\021\n\tdevice_id\030\001 \001(\t\"=\n\030GetS" +
+      "ubscriptionsResponse\022\021\n\tdevice_id\030\001 \001(\t\022" +
+      "\016\n\006topics\030\002 \003(\t\"%\n\022GetPresenceRequest\022\017\n" +
+      "\007user_id\030\001 \001(\t\"H\n\016PresenceDevice\022\021\n\tdevi" +
+      "ce_id\030\001 \001(\t\022\017\n\007edge_id\030\002 \001(\t\022\022\n\nsession_" +
+      "id\030\003 \001(\t\"T\n\023GetPresenceResponse\022\017\n\007user_" +
+      "id\030\001 \001(\t\022,\n\007devices\030\002 \003(\0132\033.pushplat.v1." +
+      "PresenceDevice*\341\001\n\rDeliveryState\022\036\n\032DELI" +
+      "VERY_STATE_UNSPECIFIED\020\000\022\033\n\027DELIVERY_STA" +
+      "TE_ACCEPTED\020\001\022$\n DELIVERY_STATE_DELIVERE" +
+      "D_TO_EDGE\020\002\022\030\n\024DELIVERY_STATE_ACKED\020\003\022\032\n" +
+      "\026DELIVERY_STATE_EXPIRED\020\004\022\033\n\027DELIVERY_ST" +
+      "ATE_NO_ROUTE\020\005\022\032\n\026DELIVERY_STATE_DROPPED" +
+      "\020\0062\357\004\n\004Push\022;\n\004Send\022\030.pushplat.v1.SendRe" +
+      "quest\032\031.pushplat.v1.SendResponse\022J\n\tSend" +
+      "Batch\022\035.pushplat.v1.SendBatchRequest\032\036.p" +
+      "ushplat.v1.SendBatchResponse\022J\n\tGetStatu" +
+      "s\022\035.pushplat.v1.GetStatusRequest\032\036.pushp" +
+      "lat.v1.GetStatusResponse\022P\n\013GetPresence\022" +
+      "\037.pushplat.v1.GetPresenceRequest\032 .pushp" +
+      "lat.v1.GetPresenceResponse\022E\n\nSendStream" +
+      "\022\030.pushplat.v1.SendRequest\032\031.pushplat.v1" +
+      ".SendResponse(\0010\001\022J\n\tSubscribe\022\035.pushpla" +
+      "t.v1.SubscribeRequest\032\036.pushplat.v1.Subs" +
+      "cribeResponse\022L\n\013Unsubscribe\022\035.pushplat." +
+      "v1.SubscribeRequest\032\036.pushplat.v1.Subscr" +
+      "ibeResponse\022_\n\020GetSubscriptions\022$.pushpl" +
+      "at.v1.GetSubscriptionsRequest\032%.pushplat" +
+      ".v1.GetSubscriptionsResponseB\215\001\n\016io.push" +
+      "plat.v1B\tPushProtoP\001Z=github.com/pushpla" +
+      "t/pushplat/clients/go/pushplatv1;pushpla" +
+      "tv1\242\002\003PPL\252\002\013Pushplat.V1\312\002\013Pushplat\\V1\352\002\014" +
+      "Pushplat::V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -181,7 +241,7 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_SendRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_SendRequest_descriptor,
-        new java.lang.String[] { "UserId", "DeviceId", "Payload", "ContentType", "Priority", "TtlSeconds", "CollapseKey", "IdempotencyKey", "Delivery", "Labels", "RequestId", "Target", });
+        new java.lang.String[] { "UserId", "DeviceId", "Topic", "Payload", "ContentType", "Priority", "TtlSeconds", "CollapseKey", "IdempotencyKey", "Delivery", "Labels", "RequestId", "Target", });
     internal_static_pushplat_v1_SendRequest_LabelsEntry_descriptor =
       internal_static_pushplat_v1_SendRequest_descriptor.getNestedType(0);
     internal_static_pushplat_v1_SendRequest_LabelsEntry_fieldAccessorTable = new
@@ -217,7 +277,7 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_Receipt_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_Receipt_descriptor,
-        new java.lang.String[] { "MessageId", "State", "DeviceId", "UserId", "EdgeId", "AtMs", "Labels", "Detail", "SenderId", });
+        new java.lang.String[] { "MessageId", "State", "DeviceId", "UserId", "EdgeId", "AtMs", "Labels", "Detail", "SenderId", "Topic", "Count", });
     internal_static_pushplat_v1_Receipt_LabelsEntry_descriptor =
       internal_static_pushplat_v1_Receipt_descriptor.getNestedType(0);
     internal_static_pushplat_v1_Receipt_LabelsEntry_fieldAccessorTable = new
@@ -241,27 +301,69 @@ public final class PushProto extends com.google.protobuf.GeneratedFile {
     internal_static_pushplat_v1_GetStatusResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetStatusResponse_descriptor,
-        new java.lang.String[] { "MessageId", "State", "Devices", "Labels", });
+        new java.lang.String[] { "MessageId", "State", "Devices", "Labels", "Topic", });
     internal_static_pushplat_v1_GetStatusResponse_LabelsEntry_descriptor =
       internal_static_pushplat_v1_GetStatusResponse_descriptor.getNestedType(0);
     internal_static_pushplat_v1_GetStatusResponse_LabelsEntry_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetStatusResponse_LabelsEntry_descriptor,
         new java.lang.String[] { "Key", "Value", });
-    internal_static_pushplat_v1_GetPresenceRequest_descriptor =
+    internal_static_pushplat_v1_TopicStatus_descriptor =
       getDescriptor().getMessageType(9);
+    internal_static_pushplat_v1_TopicStatus_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_TopicStatus_descriptor,
+        new java.lang.String[] { "Topic", "EdgesReached", "DevicesWritten", "DevicesAcked", "Dropped", });
+    internal_static_pushplat_v1_TopicStatus_DroppedEntry_descriptor =
+      internal_static_pushplat_v1_TopicStatus_descriptor.getNestedType(0);
+    internal_static_pushplat_v1_TopicStatus_DroppedEntry_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_TopicStatus_DroppedEntry_descriptor,
+        new java.lang.String[] { "Key", "Value", });
+    internal_static_pushplat_v1_SubscribeRequest_descriptor =
+      getDescriptor().getMessageType(10);
+    internal_static_pushplat_v1_SubscribeRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_SubscribeRequest_descriptor,
+        new java.lang.String[] { "DeviceIds", "UserIds", "Topics", });
+    internal_static_pushplat_v1_DeviceSubscriptionResult_descriptor =
+      getDescriptor().getMessageType(11);
+    internal_static_pushplat_v1_DeviceSubscriptionResult_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_DeviceSubscriptionResult_descriptor,
+        new java.lang.String[] { "DeviceId", "UserId", "Applied", "Refused", "TopicCount", });
+    internal_static_pushplat_v1_SubscribeResponse_descriptor =
+      getDescriptor().getMessageType(12);
+    internal_static_pushplat_v1_SubscribeResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_SubscribeResponse_descriptor,
+        new java.lang.String[] { "Results", "UsersWithoutDevices", });
+    internal_static_pushplat_v1_GetSubscriptionsRequest_descriptor =
+      getDescriptor().getMessageType(13);
+    internal_static_pushplat_v1_GetSubscriptionsRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_GetSubscriptionsRequest_descriptor,
+        new java.lang.String[] { "DeviceId", });
+    internal_static_pushplat_v1_GetSubscriptionsResponse_descriptor =
+      getDescriptor().getMessageType(14);
+    internal_static_pushplat_v1_GetSubscriptionsResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_pushplat_v1_GetSubscriptionsResponse_descriptor,
+        new java.lang.String[] { "DeviceId", "Topics", });
+    internal_static_pushplat_v1_GetPresenceRequest_descriptor =
+      getDescriptor().getMessageType(15);
     internal_static_pushplat_v1_GetPresenceRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetPresenceRequest_descriptor,
         new java.lang.String[] { "UserId", });
     internal_static_pushplat_v1_PresenceDevice_descriptor =
-      getDescriptor().getMessageType(10);
+      getDescriptor().getMessageType(16);
     internal_static_pushplat_v1_PresenceDevice_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_PresenceDevice_descriptor,
         new java.lang.String[] { "DeviceId", "EdgeId", "SessionId", });
     internal_static_pushplat_v1_GetPresenceResponse_descriptor =
-      getDescriptor().getMessageType(11);
+      getDescriptor().getMessageType(17);
     internal_static_pushplat_v1_GetPresenceResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_pushplat_v1_GetPresenceResponse_descriptor,

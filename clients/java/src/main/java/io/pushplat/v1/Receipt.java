@@ -39,6 +39,7 @@ private static final long serialVersionUID = 0L;
     edgeId_ = "";
     detail_ = "";
     senderId_ = "";
+    topic_ = "";
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -431,6 +432,66 @@ java.lang.String defaultValue) {
     }
   }
 
+  public static final int TOPIC_FIELD_NUMBER = 10;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object topic_ = "";
+  /**
+   * <pre>
+   * A topic message's events are aggregates: the topic, and how many devices this event counts
+   * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The topic.
+   */
+  @java.lang.Override
+  public java.lang.String getTopic() {
+    java.lang.Object ref = topic_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      topic_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * A topic message's events are aggregates: the topic, and how many devices this event counts
+   * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The bytes for topic.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getTopicBytes() {
+    java.lang.Object ref = topic_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      topic_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
+  public static final int COUNT_FIELD_NUMBER = 11;
+  private long count_ = 0L;
+  /**
+   * <code>int64 count = 11;</code>
+   * @return The count.
+   */
+  @java.lang.Override
+  public long getCount() {
+    return count_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -475,6 +536,12 @@ java.lang.String defaultValue) {
     if (!com.google.protobuf.GeneratedMessage.isStringEmpty(senderId_)) {
       com.google.protobuf.GeneratedMessage.writeString(output, 9, senderId_);
     }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(topic_)) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 10, topic_);
+    }
+    if (count_ != 0L) {
+      output.writeInt64(11, count_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -514,6 +581,13 @@ java.lang.String defaultValue) {
     }
     if (!com.google.protobuf.GeneratedMessage.isStringEmpty(senderId_)) {
       size += com.google.protobuf.GeneratedMessage.computeStringSize(9, senderId_);
+    }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(topic_)) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(10, topic_);
+    }
+    if (count_ != 0L) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeInt64Size(11, count_);
     }
     return size;
   }
@@ -556,6 +630,10 @@ java.lang.String defaultValue) {
         .equals(other.getDetail())) return false;
     if (!getSenderId()
         .equals(other.getSenderId())) return false;
+    if (!getTopic()
+        .equals(other.getTopic())) return false;
+    if (getCount()
+        != other.getCount()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -588,6 +666,11 @@ java.lang.String defaultValue) {
     hash = (53 * hash) + getDetail().hashCode();
     hash = (37 * hash) + SENDER_ID_FIELD_NUMBER;
     hash = (53 * hash) + getSenderId().hashCode();
+    hash = (37 * hash) + TOPIC_FIELD_NUMBER;
+    hash = (53 * hash) + getTopic().hashCode();
+    hash = (37 * hash) + COUNT_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
+        getCount());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -754,6 +837,8 @@ java.lang.String defaultValue) {
       internalGetMutableLabels().clear();
       detail_ = "";
       senderId_ = "";
+      topic_ = "";
+      count_ = 0L;
       return this;
     }
 
@@ -815,6 +900,12 @@ java.lang.String defaultValue) {
       if (((from_bitField0_ & 0x00000100) != 0)) {
         result.senderId_ = senderId_;
       }
+      if (((from_bitField0_ & 0x00000200) != 0)) {
+        result.topic_ = topic_;
+      }
+      if (((from_bitField0_ & 0x00000400) != 0)) {
+        result.count_ = count_;
+      }
     }
 
     @java.lang.Override
@@ -867,6 +958,14 @@ java.lang.String defaultValue) {
         senderId_ = other.senderId_;
         bitField0_ |= 0x00000100;
         onChanged();
+      }
+      if (!other.getTopic().isEmpty()) {
+        topic_ = other.topic_;
+        bitField0_ |= 0x00000200;
+        onChanged();
+      }
+      if (other.getCount() != 0L) {
+        setCount(other.getCount());
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -941,6 +1040,16 @@ java.lang.String defaultValue) {
               bitField0_ |= 0x00000100;
               break;
             } // case 74
+            case 82: {
+              topic_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000200;
+              break;
+            } // case 82
+            case 88: {
+              count_ = input.readInt64();
+              bitField0_ |= 0x00000400;
+              break;
+            } // case 88
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1642,6 +1751,135 @@ java.lang.String defaultValue) {
       checkByteStringIsUtf8(value);
       senderId_ = value;
       bitField0_ |= 0x00000100;
+      onChanged();
+      return this;
+    }
+
+    private java.lang.Object topic_ = "";
+    /**
+     * <pre>
+     * A topic message's events are aggregates: the topic, and how many devices this event counts
+     * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @return The topic.
+     */
+    public java.lang.String getTopic() {
+      java.lang.Object ref = topic_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        topic_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * A topic message's events are aggregates: the topic, and how many devices this event counts
+     * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @return The bytes for topic.
+     */
+    public com.google.protobuf.ByteString
+        getTopicBytes() {
+      java.lang.Object ref = topic_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        topic_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * A topic message's events are aggregates: the topic, and how many devices this event counts
+     * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @param value The topic to set.
+     * @return This builder for chaining.
+     */
+    public Builder setTopic(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      topic_ = value;
+      bitField0_ |= 0x00000200;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * A topic message's events are aggregates: the topic, and how many devices this event counts
+     * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearTopic() {
+      topic_ = getDefaultInstance().getTopic();
+      bitField0_ = (bitField0_ & ~0x00000200);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * A topic message's events are aggregates: the topic, and how many devices this event counts
+     * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+     * </pre>
+     *
+     * <code>string topic = 10;</code>
+     * @param value The bytes for topic to set.
+     * @return This builder for chaining.
+     */
+    public Builder setTopicBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      topic_ = value;
+      bitField0_ |= 0x00000200;
+      onChanged();
+      return this;
+    }
+
+    private long count_ ;
+    /**
+     * <code>int64 count = 11;</code>
+     * @return The count.
+     */
+    @java.lang.Override
+    public long getCount() {
+      return count_;
+    }
+    /**
+     * <code>int64 count = 11;</code>
+     * @param value The count to set.
+     * @return This builder for chaining.
+     */
+    public Builder setCount(long value) {
+
+      count_ = value;
+      bitField0_ |= 0x00000400;
+      onChanged();
+      return this;
+    }
+    /**
+     * <code>int64 count = 11;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearCount() {
+      bitField0_ = (bitField0_ & ~0x00000400);
+      count_ = 0L;
       onChanged();
       return this;
     }

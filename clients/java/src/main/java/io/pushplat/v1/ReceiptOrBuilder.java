@@ -150,4 +150,32 @@ java.lang.String defaultValue);
    */
   com.google.protobuf.ByteString
       getSenderIdBytes();
+
+  /**
+   * <pre>
+   * A topic message's events are aggregates: the topic, and how many devices this event counts
+   * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The topic.
+   */
+  java.lang.String getTopic();
+  /**
+   * <pre>
+   * A topic message's events are aggregates: the topic, and how many devices this event counts
+   * (e.g. DELIVERED_TO_EDGE from one edge: the devices it wrote the message to).
+   * </pre>
+   *
+   * <code>string topic = 10;</code>
+   * @return The bytes for topic.
+   */
+  com.google.protobuf.ByteString
+      getTopicBytes();
+
+  /**
+   * <code>int64 count = 11;</code>
+   * @return The count.
+   */
+  long getCount();
 }

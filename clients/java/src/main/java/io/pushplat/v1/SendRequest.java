@@ -75,6 +75,7 @@ private static final long serialVersionUID = 0L;
           com.google.protobuf.AbstractMessage.InternalOneOfEnum {
     USER_ID(1),
     DEVICE_ID(2),
+    TOPIC(12),
     TARGET_NOT_SET(0);
     private final int value;
     private TargetCase(int value) {
@@ -94,6 +95,7 @@ private static final long serialVersionUID = 0L;
       switch (value) {
         case 1: return USER_ID;
         case 2: return DEVICE_ID;
+        case 12: return TOPIC;
         case 0: return TARGET_NOT_SET;
         default: return null;
       }
@@ -191,6 +193,69 @@ private static final long serialVersionUID = 0L;
   public com.google.protobuf.ByteString
       getDeviceIdBytes() {
     if (targetCase_ != 2) {
+      return com.google.protobuf.ByteString.copyFromUtf8("");
+    }
+    java.lang.Object ref = target_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      target_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
+  public static final int TOPIC_FIELD_NUMBER = 12;
+  /**
+   * <pre>
+   * Every device subscribed to this topic (at-most-once: those connected when the message
+   * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+   * </pre>
+   *
+   * <code>string topic = 12;</code>
+   * @return Whether the topic field is set.
+   */
+  public boolean hasTopic() {
+    return targetCase_ == 12;
+  }
+  /**
+   * <pre>
+   * Every device subscribed to this topic (at-most-once: those connected when the message
+   * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+   * </pre>
+   *
+   * <code>string topic = 12;</code>
+   * @return The topic.
+   */
+  public java.lang.String getTopic() {
+    if (targetCase_ != 12) {
+      return "";
+    }
+    java.lang.Object ref = target_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      target_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * Every device subscribed to this topic (at-most-once: those connected when the message
+   * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+   * </pre>
+   *
+   * <code>string topic = 12;</code>
+   * @return The bytes for topic.
+   */
+  public com.google.protobuf.ByteString
+      getTopicBytes() {
+    if (targetCase_ != 12) {
       return com.google.protobuf.ByteString.copyFromUtf8("");
     }
     java.lang.Object ref = target_;
@@ -574,6 +639,9 @@ java.lang.String defaultValue) {
     if (!com.google.protobuf.GeneratedMessage.isStringEmpty(requestId_)) {
       com.google.protobuf.GeneratedMessage.writeString(output, 11, requestId_);
     }
+    if (targetCase_ == 12) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 12, target_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -621,6 +689,9 @@ java.lang.String defaultValue) {
     }
     if (!com.google.protobuf.GeneratedMessage.isStringEmpty(requestId_)) {
       size += com.google.protobuf.GeneratedMessage.computeStringSize(11, requestId_);
+    }
+    if (targetCase_ == 12) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(12, target_);
     }
     return size;
   }
@@ -672,6 +743,10 @@ java.lang.String defaultValue) {
         if (!getDeviceId()
             .equals(other.getDeviceId())) return false;
         break;
+      case 12:
+        if (!getTopic()
+            .equals(other.getTopic())) return false;
+        break;
       case 0:
       default:
     }
@@ -715,6 +790,10 @@ java.lang.String defaultValue) {
       case 2:
         hash = (37 * hash) + DEVICE_ID_FIELD_NUMBER;
         hash = (53 * hash) + getDeviceId().hashCode();
+        break;
+      case 12:
+        hash = (37 * hash) + TOPIC_FIELD_NUMBER;
+        hash = (53 * hash) + getTopic().hashCode();
         break;
       case 0:
       default:
@@ -917,32 +996,32 @@ java.lang.String defaultValue) {
 
     private void buildPartial0(io.pushplat.v1.SendRequest result) {
       int from_bitField0_ = bitField0_;
-      if (((from_bitField0_ & 0x00000004) != 0)) {
+      if (((from_bitField0_ & 0x00000008) != 0)) {
         result.payload_ = payload_;
       }
-      if (((from_bitField0_ & 0x00000008) != 0)) {
+      if (((from_bitField0_ & 0x00000010) != 0)) {
         result.contentType_ = contentType_;
       }
-      if (((from_bitField0_ & 0x00000010) != 0)) {
+      if (((from_bitField0_ & 0x00000020) != 0)) {
         result.priority_ = priority_;
       }
-      if (((from_bitField0_ & 0x00000020) != 0)) {
+      if (((from_bitField0_ & 0x00000040) != 0)) {
         result.ttlSeconds_ = ttlSeconds_;
       }
-      if (((from_bitField0_ & 0x00000040) != 0)) {
+      if (((from_bitField0_ & 0x00000080) != 0)) {
         result.collapseKey_ = collapseKey_;
       }
-      if (((from_bitField0_ & 0x00000080) != 0)) {
+      if (((from_bitField0_ & 0x00000100) != 0)) {
         result.idempotencyKey_ = idempotencyKey_;
       }
-      if (((from_bitField0_ & 0x00000100) != 0)) {
+      if (((from_bitField0_ & 0x00000200) != 0)) {
         result.delivery_ = delivery_;
       }
-      if (((from_bitField0_ & 0x00000200) != 0)) {
+      if (((from_bitField0_ & 0x00000400) != 0)) {
         result.labels_ = internalGetLabels();
         result.labels_.makeImmutable();
       }
-      if (((from_bitField0_ & 0x00000400) != 0)) {
+      if (((from_bitField0_ & 0x00000800) != 0)) {
         result.requestId_ = requestId_;
       }
     }
@@ -969,7 +1048,7 @@ java.lang.String defaultValue) {
       }
       if (!other.getContentType().isEmpty()) {
         contentType_ = other.contentType_;
-        bitField0_ |= 0x00000008;
+        bitField0_ |= 0x00000010;
         onChanged();
       }
       if (other.priority_ != 0) {
@@ -980,12 +1059,12 @@ java.lang.String defaultValue) {
       }
       if (!other.getCollapseKey().isEmpty()) {
         collapseKey_ = other.collapseKey_;
-        bitField0_ |= 0x00000040;
+        bitField0_ |= 0x00000080;
         onChanged();
       }
       if (!other.getIdempotencyKey().isEmpty()) {
         idempotencyKey_ = other.idempotencyKey_;
-        bitField0_ |= 0x00000080;
+        bitField0_ |= 0x00000100;
         onChanged();
       }
       if (other.delivery_ != 0) {
@@ -993,10 +1072,10 @@ java.lang.String defaultValue) {
       }
       internalGetMutableLabels().mergeFrom(
           other.internalGetLabels());
-      bitField0_ |= 0x00000200;
+      bitField0_ |= 0x00000400;
       if (!other.getRequestId().isEmpty()) {
         requestId_ = other.requestId_;
-        bitField0_ |= 0x00000400;
+        bitField0_ |= 0x00000800;
         onChanged();
       }
       switch (other.getTargetCase()) {
@@ -1008,6 +1087,12 @@ java.lang.String defaultValue) {
         }
         case DEVICE_ID: {
           targetCase_ = 2;
+          target_ = other.target_;
+          onChanged();
+          break;
+        }
+        case TOPIC: {
+          targetCase_ = 12;
           target_ = other.target_;
           onChanged();
           break;
@@ -1052,37 +1137,37 @@ java.lang.String defaultValue) {
             } // case 18
             case 26: {
               payload_ = input.readBytes();
-              bitField0_ |= 0x00000004;
+              bitField0_ |= 0x00000008;
               break;
             } // case 26
             case 34: {
               contentType_ = input.readStringRequireUtf8();
-              bitField0_ |= 0x00000008;
+              bitField0_ |= 0x00000010;
               break;
             } // case 34
             case 40: {
               priority_ = input.readEnum();
-              bitField0_ |= 0x00000010;
+              bitField0_ |= 0x00000020;
               break;
             } // case 40
             case 48: {
               ttlSeconds_ = input.readInt64();
-              bitField0_ |= 0x00000020;
+              bitField0_ |= 0x00000040;
               break;
             } // case 48
             case 58: {
               collapseKey_ = input.readStringRequireUtf8();
-              bitField0_ |= 0x00000040;
+              bitField0_ |= 0x00000080;
               break;
             } // case 58
             case 66: {
               idempotencyKey_ = input.readStringRequireUtf8();
-              bitField0_ |= 0x00000080;
+              bitField0_ |= 0x00000100;
               break;
             } // case 66
             case 72: {
               delivery_ = input.readEnum();
-              bitField0_ |= 0x00000100;
+              bitField0_ |= 0x00000200;
               break;
             } // case 72
             case 82: {
@@ -1091,14 +1176,19 @@ java.lang.String defaultValue) {
                   LabelsDefaultEntryHolder.defaultEntry.getParserForType(), extensionRegistry);
               internalGetMutableLabels().getMutableMap().put(
                   labels__.getKey(), labels__.getValue());
-              bitField0_ |= 0x00000200;
+              bitField0_ |= 0x00000400;
               break;
             } // case 82
             case 90: {
               requestId_ = input.readStringRequireUtf8();
-              bitField0_ |= 0x00000400;
+              bitField0_ |= 0x00000800;
               break;
             } // case 90
+            case 98: {
+              targetCase_ = 12;
+              target_ = input.readStringRequireUtf8();
+              break;
+            } // case 98
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1309,6 +1399,125 @@ java.lang.String defaultValue) {
       return this;
     }
 
+    /**
+     * <pre>
+     * Every device subscribed to this topic (at-most-once: those connected when the message
+     * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+     * </pre>
+     *
+     * <code>string topic = 12;</code>
+     * @return Whether the topic field is set.
+     */
+    @java.lang.Override
+    public boolean hasTopic() {
+      return targetCase_ == 12;
+    }
+    /**
+     * <pre>
+     * Every device subscribed to this topic (at-most-once: those connected when the message
+     * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+     * </pre>
+     *
+     * <code>string topic = 12;</code>
+     * @return The topic.
+     */
+    @java.lang.Override
+    public java.lang.String getTopic() {
+      if (targetCase_ != 12) {
+        return "";
+      }
+      java.lang.Object ref = target_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+          target_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Every device subscribed to this topic (at-most-once: those connected when the message
+     * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+     * </pre>
+     *
+     * <code>string topic = 12;</code>
+     * @return The bytes for topic.
+     */
+    @java.lang.Override
+    public com.google.protobuf.ByteString
+        getTopicBytes() {
+      if (targetCase_ != 12) {
+        return com.google.protobuf.ByteString.copyFromUtf8(        "");
+      }
+      java.lang.Object ref = target_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        target_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Every device subscribed to this topic (at-most-once: those connected when the message
+     * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+     * </pre>
+     *
+     * <code>string topic = 12;</code>
+     * @param value The topic to set.
+     * @return This builder for chaining.
+     */
+    public Builder setTopic(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      targetCase_ = 12;
+      target_ = value;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Every device subscribed to this topic (at-most-once: those connected when the message
+     * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+     * </pre>
+     *
+     * <code>string topic = 12;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearTopic() {
+      if (targetCase_ == 12) {
+        targetCase_ = 0;
+        target_ = null;
+        onChanged();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Every device subscribed to this topic (at-most-once: those connected when the message
+     * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+     * </pre>
+     *
+     * <code>string topic = 12;</code>
+     * @param value The bytes for topic to set.
+     * @return This builder for chaining.
+     */
+    public Builder setTopicBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      targetCase_ = 12;
+      target_ = value;
+      onChanged();
+      return this;
+    }
+
     private com.google.protobuf.ByteString payload_ = com.google.protobuf.ByteString.EMPTY;
     /**
      * <code>bytes payload = 3;</code>
@@ -1326,7 +1535,7 @@ java.lang.String defaultValue) {
     public Builder setPayload(com.google.protobuf.ByteString value) {
       java.util.Objects.requireNonNull(value);
       payload_ = value;
-      bitField0_ |= 0x00000004;
+      bitField0_ |= 0x00000008;
       onChanged();
       return this;
     }
@@ -1335,7 +1544,7 @@ java.lang.String defaultValue) {
      * @return This builder for chaining.
      */
     public Builder clearPayload() {
-      bitField0_ = (bitField0_ & ~0x00000004);
+      bitField0_ = (bitField0_ & ~0x00000008);
       payload_ = getDefaultInstance().getPayload();
       onChanged();
       return this;
@@ -1384,7 +1593,7 @@ java.lang.String defaultValue) {
         java.lang.String value) {
       java.util.Objects.requireNonNull(value);
       contentType_ = value;
-      bitField0_ |= 0x00000008;
+      bitField0_ |= 0x00000010;
       onChanged();
       return this;
     }
@@ -1394,7 +1603,7 @@ java.lang.String defaultValue) {
      */
     public Builder clearContentType() {
       contentType_ = getDefaultInstance().getContentType();
-      bitField0_ = (bitField0_ & ~0x00000008);
+      bitField0_ = (bitField0_ & ~0x00000010);
       onChanged();
       return this;
     }
@@ -1408,7 +1617,7 @@ java.lang.String defaultValue) {
       java.util.Objects.requireNonNull(value);
       checkByteStringIsUtf8(value);
       contentType_ = value;
-      bitField0_ |= 0x00000008;
+      bitField0_ |= 0x00000010;
       onChanged();
       return this;
     }
@@ -1428,7 +1637,7 @@ java.lang.String defaultValue) {
      */
     public Builder setPriorityValue(int value) {
       priority_ = value;
-      bitField0_ |= 0x00000010;
+      bitField0_ |= 0x00000020;
       onChanged();
       return this;
     }
@@ -1449,7 +1658,7 @@ java.lang.String defaultValue) {
      */
     public Builder setPriority(io.pushplat.v1.Priority value) {
       java.util.Objects.requireNonNull(value);
-      bitField0_ |= 0x00000010;
+      bitField0_ |= 0x00000020;
       priority_ = value.getNumber();
       onChanged();
       return this;
@@ -1459,7 +1668,7 @@ java.lang.String defaultValue) {
      * @return This builder for chaining.
      */
     public Builder clearPriority() {
-      bitField0_ = (bitField0_ & ~0x00000010);
+      bitField0_ = (bitField0_ & ~0x00000020);
       priority_ = 0;
       onChanged();
       return this;
@@ -1490,7 +1699,7 @@ java.lang.String defaultValue) {
     public Builder setTtlSeconds(long value) {
 
       ttlSeconds_ = value;
-      bitField0_ |= 0x00000020;
+      bitField0_ |= 0x00000040;
       onChanged();
       return this;
     }
@@ -1503,7 +1712,7 @@ java.lang.String defaultValue) {
      * @return This builder for chaining.
      */
     public Builder clearTtlSeconds() {
-      bitField0_ = (bitField0_ & ~0x00000020);
+      bitField0_ = (bitField0_ & ~0x00000040);
       ttlSeconds_ = 0L;
       onChanged();
       return this;
@@ -1552,7 +1761,7 @@ java.lang.String defaultValue) {
         java.lang.String value) {
       java.util.Objects.requireNonNull(value);
       collapseKey_ = value;
-      bitField0_ |= 0x00000040;
+      bitField0_ |= 0x00000080;
       onChanged();
       return this;
     }
@@ -1562,7 +1771,7 @@ java.lang.String defaultValue) {
      */
     public Builder clearCollapseKey() {
       collapseKey_ = getDefaultInstance().getCollapseKey();
-      bitField0_ = (bitField0_ & ~0x00000040);
+      bitField0_ = (bitField0_ & ~0x00000080);
       onChanged();
       return this;
     }
@@ -1576,7 +1785,7 @@ java.lang.String defaultValue) {
       java.util.Objects.requireNonNull(value);
       checkByteStringIsUtf8(value);
       collapseKey_ = value;
-      bitField0_ |= 0x00000040;
+      bitField0_ |= 0x00000080;
       onChanged();
       return this;
     }
@@ -1642,7 +1851,7 @@ java.lang.String defaultValue) {
         java.lang.String value) {
       java.util.Objects.requireNonNull(value);
       idempotencyKey_ = value;
-      bitField0_ |= 0x00000080;
+      bitField0_ |= 0x00000100;
       onChanged();
       return this;
     }
@@ -1658,7 +1867,7 @@ java.lang.String defaultValue) {
      */
     public Builder clearIdempotencyKey() {
       idempotencyKey_ = getDefaultInstance().getIdempotencyKey();
-      bitField0_ = (bitField0_ & ~0x00000080);
+      bitField0_ = (bitField0_ & ~0x00000100);
       onChanged();
       return this;
     }
@@ -1678,7 +1887,7 @@ java.lang.String defaultValue) {
       java.util.Objects.requireNonNull(value);
       checkByteStringIsUtf8(value);
       idempotencyKey_ = value;
-      bitField0_ |= 0x00000080;
+      bitField0_ |= 0x00000100;
       onChanged();
       return this;
     }
@@ -1698,7 +1907,7 @@ java.lang.String defaultValue) {
      */
     public Builder setDeliveryValue(int value) {
       delivery_ = value;
-      bitField0_ |= 0x00000100;
+      bitField0_ |= 0x00000200;
       onChanged();
       return this;
     }
@@ -1719,7 +1928,7 @@ java.lang.String defaultValue) {
      */
     public Builder setDelivery(io.pushplat.v1.DeliveryMode value) {
       java.util.Objects.requireNonNull(value);
-      bitField0_ |= 0x00000100;
+      bitField0_ |= 0x00000200;
       delivery_ = value.getNumber();
       onChanged();
       return this;
@@ -1729,7 +1938,7 @@ java.lang.String defaultValue) {
      * @return This builder for chaining.
      */
     public Builder clearDelivery() {
-      bitField0_ = (bitField0_ & ~0x00000100);
+      bitField0_ = (bitField0_ & ~0x00000200);
       delivery_ = 0;
       onChanged();
       return this;
@@ -1754,7 +1963,7 @@ java.lang.String defaultValue) {
       if (!labels_.isMutable()) {
         labels_ = labels_.copy();
       }
-      bitField0_ |= 0x00000200;
+      bitField0_ |= 0x00000400;
       onChanged();
       return labels_;
     }
@@ -1814,7 +2023,7 @@ java.lang.String defaultValue) {
       return map.get(key);
     }
     public Builder clearLabels() {
-      bitField0_ = (bitField0_ & ~0x00000200);
+      bitField0_ = (bitField0_ & ~0x00000400);
       internalGetMutableLabels().getMutableMap()
           .clear();
       return this;
@@ -1835,7 +2044,7 @@ java.lang.String defaultValue) {
     @java.lang.Deprecated
     public java.util.Map<java.lang.String, java.lang.String>
         getMutableLabels() {
-      bitField0_ |= 0x00000200;
+      bitField0_ |= 0x00000400;
       return internalGetMutableLabels().getMutableMap();
     }
     /**
@@ -1848,7 +2057,7 @@ java.lang.String defaultValue) {
       java.util.Objects.requireNonNull(value, "map value");
       internalGetMutableLabels().getMutableMap()
           .put(key, value);
-      bitField0_ |= 0x00000200;
+      bitField0_ |= 0x00000400;
       return this;
     }
     /**
@@ -1858,7 +2067,7 @@ java.lang.String defaultValue) {
         java.util.Map<java.lang.String, java.lang.String> values) {
       internalGetMutableLabels().getMutableMap()
           .putAll(values);
-      bitField0_ |= 0x00000200;
+      bitField0_ |= 0x00000400;
       return this;
     }
 
@@ -1920,7 +2129,7 @@ java.lang.String defaultValue) {
         java.lang.String value) {
       java.util.Objects.requireNonNull(value);
       requestId_ = value;
-      bitField0_ |= 0x00000400;
+      bitField0_ |= 0x00000800;
       onChanged();
       return this;
     }
@@ -1935,7 +2144,7 @@ java.lang.String defaultValue) {
      */
     public Builder clearRequestId() {
       requestId_ = getDefaultInstance().getRequestId();
-      bitField0_ = (bitField0_ & ~0x00000400);
+      bitField0_ = (bitField0_ & ~0x00000800);
       onChanged();
       return this;
     }
@@ -1954,7 +2163,7 @@ java.lang.String defaultValue) {
       java.util.Objects.requireNonNull(value);
       checkByteStringIsUtf8(value);
       requestId_ = value;
-      bitField0_ |= 0x00000400;
+      bitField0_ |= 0x00000800;
       onChanged();
       return this;
     }

@@ -45,6 +45,38 @@ public interface SendRequestOrBuilder extends
       getDeviceIdBytes();
 
   /**
+   * <pre>
+   * Every device subscribed to this topic (at-most-once: those connected when the message
+   * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+   * </pre>
+   *
+   * <code>string topic = 12;</code>
+   * @return Whether the topic field is set.
+   */
+  boolean hasTopic();
+  /**
+   * <pre>
+   * Every device subscribed to this topic (at-most-once: those connected when the message
+   * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+   * </pre>
+   *
+   * <code>string topic = 12;</code>
+   * @return The topic.
+   */
+  java.lang.String getTopic();
+  /**
+   * <pre>
+   * Every device subscribed to this topic (at-most-once: those connected when the message
+   * reaches their edge). Topic names match [A-Za-z0-9_.~%-]{1,256}.
+   * </pre>
+   *
+   * <code>string topic = 12;</code>
+   * @return The bytes for topic.
+   */
+  com.google.protobuf.ByteString
+      getTopicBytes();
+
+  /**
    * <code>bytes payload = 3;</code>
    * @return The payload.
    */

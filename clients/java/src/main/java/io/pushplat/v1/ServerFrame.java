@@ -58,6 +58,7 @@ private static final long serialVersionUID = 0L;
     PUSHES(2),
     GO_AWAY(3),
     PONG(4),
+    SUBSCRIPTION(5),
     FRAME_NOT_SET(0);
     private final int value;
     private FrameCase(int value) {
@@ -79,6 +80,7 @@ private static final long serialVersionUID = 0L;
         case 2: return PUSHES;
         case 3: return GO_AWAY;
         case 4: return PONG;
+        case 5: return SUBSCRIPTION;
         case 0: return FRAME_NOT_SET;
         default: return null;
       }
@@ -218,6 +220,49 @@ private static final long serialVersionUID = 0L;
     return io.pushplat.v1.Pong.getDefaultInstance();
   }
 
+  public static final int SUBSCRIPTION_FIELD_NUMBER = 5;
+  /**
+   * <pre>
+   * The answer to one Subscribe or Unsubscribe frame.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+   * @return Whether the subscription field is set.
+   */
+  @java.lang.Override
+  public boolean hasSubscription() {
+    return frameCase_ == 5;
+  }
+  /**
+   * <pre>
+   * The answer to one Subscribe or Unsubscribe frame.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+   * @return The subscription.
+   */
+  @java.lang.Override
+  public io.pushplat.v1.SubscriptionResult getSubscription() {
+    if (frameCase_ == 5) {
+       return (io.pushplat.v1.SubscriptionResult) frame_;
+    }
+    return io.pushplat.v1.SubscriptionResult.getDefaultInstance();
+  }
+  /**
+   * <pre>
+   * The answer to one Subscribe or Unsubscribe frame.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+   */
+  @java.lang.Override
+  public io.pushplat.v1.SubscriptionResultOrBuilder getSubscriptionOrBuilder() {
+    if (frameCase_ == 5) {
+       return (io.pushplat.v1.SubscriptionResult) frame_;
+    }
+    return io.pushplat.v1.SubscriptionResult.getDefaultInstance();
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -244,6 +289,9 @@ private static final long serialVersionUID = 0L;
     if (frameCase_ == 4) {
       output.writeMessage(4, (io.pushplat.v1.Pong) frame_);
     }
+    if (frameCase_ == 5) {
+      output.writeMessage(5, (io.pushplat.v1.SubscriptionResult) frame_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -263,6 +311,10 @@ private static final long serialVersionUID = 0L;
     if (frameCase_ == 4) {
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(4, (io.pushplat.v1.Pong) frame_);
+    }
+    if (frameCase_ == 5) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(5, (io.pushplat.v1.SubscriptionResult) frame_);
     }
     return size;
   }
@@ -306,6 +358,10 @@ private static final long serialVersionUID = 0L;
         if (!getPong()
             .equals(other.getPong())) return false;
         break;
+      case 5:
+        if (!getSubscription()
+            .equals(other.getSubscription())) return false;
+        break;
       case 0:
       default:
     }
@@ -336,6 +392,10 @@ private static final long serialVersionUID = 0L;
       case 4:
         hash = (37 * hash) + PONG_FIELD_NUMBER;
         hash = (53 * hash) + getPong().hashCode();
+        break;
+      case 5:
+        hash = (37 * hash) + SUBSCRIPTION_FIELD_NUMBER;
+        hash = (53 * hash) + getSubscription().hashCode();
         break;
       case 0:
       default:
@@ -483,6 +543,9 @@ private static final long serialVersionUID = 0L;
       if (pongBuilder_ != null) {
         pongBuilder_.clear();
       }
+      if (subscriptionBuilder_ != null) {
+        subscriptionBuilder_.clear();
+      }
       frameCase_ = 0;
       frame_ = null;
       return this;
@@ -540,6 +603,10 @@ private static final long serialVersionUID = 0L;
           pongBuilder_ != null) {
         result.frame_ = pongBuilder_.build();
       }
+      if (frameCase_ == 5 &&
+          subscriptionBuilder_ != null) {
+        result.frame_ = subscriptionBuilder_.build();
+      }
     }
 
     @java.lang.Override
@@ -569,6 +636,10 @@ private static final long serialVersionUID = 0L;
         }
         case PONG: {
           mergePong(other.getPong());
+          break;
+        }
+        case SUBSCRIPTION: {
+          mergeSubscription(other.getSubscription());
           break;
         }
         case FRAME_NOT_SET: {
@@ -627,6 +698,13 @@ private static final long serialVersionUID = 0L;
               frameCase_ = 4;
               break;
             } // case 34
+            case 42: {
+              input.readMessage(
+                  internalGetSubscriptionFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              frameCase_ = 5;
+              break;
+            } // case 42
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1217,6 +1295,182 @@ private static final long serialVersionUID = 0L;
       frameCase_ = 4;
       onChanged();
       return pongBuilder_;
+    }
+
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.SubscriptionResult, io.pushplat.v1.SubscriptionResult.Builder, io.pushplat.v1.SubscriptionResultOrBuilder> subscriptionBuilder_;
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     * @return Whether the subscription field is set.
+     */
+    @java.lang.Override
+    public boolean hasSubscription() {
+      return frameCase_ == 5;
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     * @return The subscription.
+     */
+    @java.lang.Override
+    public io.pushplat.v1.SubscriptionResult getSubscription() {
+      if (subscriptionBuilder_ == null) {
+        if (frameCase_ == 5) {
+          return (io.pushplat.v1.SubscriptionResult) frame_;
+        }
+        return io.pushplat.v1.SubscriptionResult.getDefaultInstance();
+      } else {
+        if (frameCase_ == 5) {
+          return subscriptionBuilder_.getMessage();
+        }
+        return io.pushplat.v1.SubscriptionResult.getDefaultInstance();
+      }
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     */
+    public Builder setSubscription(io.pushplat.v1.SubscriptionResult value) {
+      if (subscriptionBuilder_ == null) {
+        java.util.Objects.requireNonNull(value);
+        frame_ = value;
+        onChanged();
+      } else {
+        subscriptionBuilder_.setMessage(value);
+      }
+      frameCase_ = 5;
+      return this;
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     */
+    public Builder setSubscription(
+        io.pushplat.v1.SubscriptionResult.Builder builderForValue) {
+      if (subscriptionBuilder_ == null) {
+        frame_ = builderForValue.build();
+        onChanged();
+      } else {
+        subscriptionBuilder_.setMessage(builderForValue.build());
+      }
+      frameCase_ = 5;
+      return this;
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     */
+    public Builder mergeSubscription(io.pushplat.v1.SubscriptionResult value) {
+      if (subscriptionBuilder_ == null) {
+        if (frameCase_ == 5 &&
+            frame_ != io.pushplat.v1.SubscriptionResult.getDefaultInstance()) {
+          frame_ = io.pushplat.v1.SubscriptionResult.newBuilder((io.pushplat.v1.SubscriptionResult) frame_)
+              .mergeFrom(value).buildPartial();
+        } else {
+          frame_ = value;
+        }
+        onChanged();
+      } else {
+        if (frameCase_ == 5) {
+          subscriptionBuilder_.mergeFrom(value);
+        } else {
+          subscriptionBuilder_.setMessage(value);
+        }
+      }
+      frameCase_ = 5;
+      return this;
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     */
+    public Builder clearSubscription() {
+      if (subscriptionBuilder_ == null) {
+        if (frameCase_ == 5) {
+          frameCase_ = 0;
+          frame_ = null;
+          onChanged();
+        }
+      } else {
+        if (frameCase_ == 5) {
+          frameCase_ = 0;
+          frame_ = null;
+        }
+        subscriptionBuilder_.clear();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     */
+    public io.pushplat.v1.SubscriptionResult.Builder getSubscriptionBuilder() {
+      return internalGetSubscriptionFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     */
+    @java.lang.Override
+    public io.pushplat.v1.SubscriptionResultOrBuilder getSubscriptionOrBuilder() {
+      if ((frameCase_ == 5) && (subscriptionBuilder_ != null)) {
+        return subscriptionBuilder_.getMessageOrBuilder();
+      } else {
+        if (frameCase_ == 5) {
+          return (io.pushplat.v1.SubscriptionResult) frame_;
+        }
+        return io.pushplat.v1.SubscriptionResult.getDefaultInstance();
+      }
+    }
+    /**
+     * <pre>
+     * The answer to one Subscribe or Unsubscribe frame.
+     * </pre>
+     *
+     * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+     */
+    private com.google.protobuf.SingleFieldBuilder<
+        io.pushplat.v1.SubscriptionResult, io.pushplat.v1.SubscriptionResult.Builder, io.pushplat.v1.SubscriptionResultOrBuilder> 
+        internalGetSubscriptionFieldBuilder() {
+      if (subscriptionBuilder_ == null) {
+        if (!(frameCase_ == 5)) {
+          frame_ = io.pushplat.v1.SubscriptionResult.getDefaultInstance();
+        }
+        subscriptionBuilder_ = new com.google.protobuf.SingleFieldBuilder<
+            io.pushplat.v1.SubscriptionResult, io.pushplat.v1.SubscriptionResult.Builder, io.pushplat.v1.SubscriptionResultOrBuilder>(
+                (io.pushplat.v1.SubscriptionResult) frame_,
+                getParentForChildren(),
+                isClean());
+        frame_ = null;
+      }
+      frameCase_ = 5;
+      onChanged();
+      return subscriptionBuilder_;
     }
 
     // @@protoc_insertion_point(builder_scope:pushplat.v1.ServerFrame)

@@ -70,5 +70,32 @@ public interface ServerFrameOrBuilder extends
    */
   io.pushplat.v1.PongOrBuilder getPongOrBuilder();
 
+  /**
+   * <pre>
+   * The answer to one Subscribe or Unsubscribe frame.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+   * @return Whether the subscription field is set.
+   */
+  boolean hasSubscription();
+  /**
+   * <pre>
+   * The answer to one Subscribe or Unsubscribe frame.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+   * @return The subscription.
+   */
+  io.pushplat.v1.SubscriptionResult getSubscription();
+  /**
+   * <pre>
+   * The answer to one Subscribe or Unsubscribe frame.
+   * </pre>
+   *
+   * <code>.pushplat.v1.SubscriptionResult subscription = 5;</code>
+   */
+  io.pushplat.v1.SubscriptionResultOrBuilder getSubscriptionOrBuilder();
+
   io.pushplat.v1.ServerFrame.FrameCase getFrameCase();
 }

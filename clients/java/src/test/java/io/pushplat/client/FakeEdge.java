@@ -133,6 +133,7 @@ final class FakeEdge implements AutoCloseable {
     volatile long helloAtNanos;
     final BlockingQueue<Ack> acks = new LinkedBlockingQueue<>();
     final BlockingQueue<Long> pings = new LinkedBlockingQueue<>();
+    final BlockingQueue<ClientFrame> topicFrames = new LinkedBlockingQueue<>();
     final List<String> acked = new CopyOnWriteArrayList<>();
     final CountDownLatch halfClosed = new CountDownLatch(1);
     final CountDownLatch gone = new CountDownLatch(1);
@@ -163,6 +164,10 @@ final class FakeEdge implements AutoCloseable {
             send(ServerFrame.newBuilder().setPong(Pong.getDefaultInstance()).build());
           }
           pings.add(System.nanoTime());
+          break;
+        case SUBSCRIBE:
+        case UNSUBSCRIBE:
+          topicFrames.add(f);
           break;
         default:
           break;

@@ -16,7 +16,11 @@ import io.grpc.Status;
 import io.pushplat.v1.Ack;
 import io.pushplat.v1.GoAway;
 import io.pushplat.v1.Hello;
+import io.pushplat.v1.ClientFrame;
 import io.pushplat.v1.Message;
+import io.pushplat.v1.ServerFrame;
+import io.pushplat.v1.SubscriptionResult;
+import io.pushplat.v1.TopicRefusal;
 import java.net.ServerSocket;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -139,6 +143,55 @@ class PushClientTest {
     assertEquals("hello", got.get(0).getPayload().toStringUtf8());
     assertEquals("text/plain", got.get(0).getContentType());
     assertEquals("v", got.get(0).getLabelsMap().get("k"));
+  }
+
+  @Test
+  void subscribeSendsAFrameAndReturnsTheEdgesAnswer() throws Exception {
+    FakeEdge e = edge();
+    PushClient c = start(clientFor(e));
+    FakeEdge.Conn conn = e.nextConn();
+    conn.welcome("s0", 0);
+    waitConnected(c);
+    CompletableFuture<SubscriptionResult> answer =
+        CompletableFuture.supplyAsync(() -> unchecked(() -> c.subscribe(WAIT, "news", "bad name")));
+    ClientFrame frame = conn.topicFrames.poll(WAIT.toMillis(), TimeUnit.MILLISECONDS);
+    assertNotNull(frame, "no Subscribe frame");
+    assertEquals(List.of("news", "bad name"), frame.getSubscribe().getTopicsList());
+    String id = frame.getSubscribe().getRequestId();
+    conn.send(ServerFrame.newBuilder()
+        .setSubscription(SubscriptionResult.newBuilder()
+            .setRequestId(id)
+            .addApplied("news")
+            .addRefused(TopicRefusal.newBuilder().setTopic("bad name").setCode(3).setMessage("topic names must match"))
+            .setTopicCount(1))
+        .build());
+    SubscriptionResult result = answer.get(WAIT.toMillis(), TimeUnit.MILLISECONDS);
+    assertEquals(List.of("news"), result.getAppliedList());
+    assertEquals(3, result.getRefused(0).getCode());
+
+    // The stream ends before the edge answers an Unsubscribe: the call fails with UNAVAILABLE.
+    CompletableFuture<SubscriptionResult> pending =
+        CompletableFuture.supplyAsync(() -> unchecked(() -> c.unsubscribe(WAIT, "news")));
+    ClientFrame unsub = conn.topicFrames.poll(WAIT.toMillis(), TimeUnit.MILLISECONDS);
+    assertNotNull(unsub, "no Unsubscribe frame");
+    assertEquals(List.of("news"), unsub.getUnsubscribe().getTopicsList());
+    conn.abort(Status.Code.UNAVAILABLE, "edge went away");
+    ExecutionException failed = assertThrows(ExecutionException.class, () -> pending.get(WAIT.toMillis(), TimeUnit.MILLISECONDS));
+    PushError error = assertInstanceOf(PushError.class, failed.getCause());
+    assertEquals(Status.Code.UNAVAILABLE, error.code());
+    assertThrows(IllegalArgumentException.class, () -> c.subscribe(WAIT));
+  }
+
+  private interface Call<T> {
+    T call() throws Exception;
+  }
+
+  private static <T> T unchecked(Call<T> call) {
+    try {
+      return call.call();
+    } catch (Exception ex) {
+      throw new java.util.concurrent.CompletionException(ex);
+    }
   }
 
   @Test

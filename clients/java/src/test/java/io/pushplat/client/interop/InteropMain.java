@@ -9,6 +9,7 @@ import io.pushplat.client.PushSender;
 import io.pushplat.client.SendOptions;
 import io.pushplat.client.Tls;
 import io.pushplat.v1.Message;
+import io.pushplat.v1.SubscriptionResult;
 import io.pushplat.v1.SendResponse;
 import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
@@ -143,6 +144,14 @@ public final class InteropMain {
         connected.put("session_id", client.sessionId());
         connected.put("edge_id", client.edgeId());
         emit(connected);
+        String topic = a.get("topic", "");
+        if (!topic.isEmpty()) {
+          SubscriptionResult result = client.subscribe(timeout, topic);
+          Map<String, Object> subscribed = event("subscribed");
+          subscribed.put("applied", new ArrayList<>(result.getAppliedList()));
+          subscribed.put("refused", result.getRefusedCount());
+          emit(subscribed);
+        }
         for (int received = 0; received < count; received++) {
           Message m = client.receive(Duration.ofNanos(Math.max(0, deadline - System.nanoTime())));
           if (m == null) {
@@ -156,6 +165,7 @@ public final class InteropMain {
           e.put("created_at_ms", m.getCreatedAtMs());
           e.put("requires_ack", m.getRequiresAck());
           e.put("labels", new TreeMap<>(m.getLabelsMap()));
+          e.put("topic", m.getTopic());
           e.put("session_id", client.sessionId());
           e.put("connects", client.connects());
           byte[] payload = m.getPayload().toByteArray();
@@ -206,7 +216,11 @@ public final class InteropMain {
     }
     String user = a.get("user", "");
     String device = a.get("device", "");
-    SendOptions message = user.isEmpty() ? SendOptions.toDevice(device) : SendOptions.toUser(user);
+    String topic = a.get("topic", "");
+    SendOptions message =
+        !topic.isEmpty()
+            ? SendOptions.toTopic(topic)
+            : user.isEmpty() ? SendOptions.toDevice(device) : SendOptions.toUser(user);
     message.payload(a.positional.get(0))
         .contentType(a.get("content-type", "text/plain"))
         .priority(a.get("priority", "normal"))
