@@ -235,11 +235,19 @@ async def test_metrics_endpoint_reports_open_connections(start_platform, clients
     await device.hello(device_id="m-traffic")
     sent = [(await api.send(device_id="m-traffic", payload=b"x")).message_id for _ in range(5)]
     assert [m.message_id for m in await device.read_messages(5)] == sent
-    after = samples(await asyncio.to_thread(scrape))
+    after: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
+
+    async def acked() -> bool:
+        # The edge counts acks in bulk, off the read path: wait for the device's five.
+        after.clear()
+        after.update(samples(await asyncio.to_thread(scrape)))
+        return grew("pushplat_acks_total") >= 5
+
+    await eventually(acked, 10, what="the edge to count the device's acks")
 
     # Values the traffic above produced, not names that exist from import on.
     assert after[("pushplat_open_connections", ())] == 4.0
