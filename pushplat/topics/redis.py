@@ -3,7 +3,9 @@
 Fields are the topic names (value: when subscribed, ms) plus ``#v``, the device's change
 counter ('#' is not allowed in topic names). One key per device, hash-tagged by the device, so
 every change is one single-slot script, and a device's topics are one HGETALL. The key's TTL is
-the device memory window, extended on every change and every connect.
+the device memory window, extended on every change and every connect. Versions only order a
+device's changes: a batch that is re-run after NOSCRIPT (one cluster node had not cached the
+script) counts its changes twice, and every set operation in it is idempotent.
 """
 
 from __future__ import annotations
