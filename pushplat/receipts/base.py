@@ -148,6 +148,7 @@ class Receipts(ABC):
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._full_log = LogLimiter(10.0)
 
     # -- the hot path ------------------------------------------------------------------
@@ -195,7 +196,7 @@ class Receipts(ABC):
             self._task = asyncio.create_task(self._run(), name="receipts-flush")
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await wait_event(self._wake, self.flush_seconds)
             self._wake.clear()
             if self._pending:
@@ -242,8 +243,14 @@ class Receipts(ABC):
     async def close(self) -> None:
         """Stop the flusher and write what is still buffered (shutdown keeps its receipts)."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # A flag as well as a cancel: a cancel swallowed on its way (seen in a store
+            # client's wait) must not leave the flusher running and stop() hung.
+            self._closing = True
+            self._wake.set()
+            done, _ = await asyncio.wait({self._task}, timeout=1.0)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=5.0)
             self._task = None
         await self.flush()
         await self._close()
