@@ -54,7 +54,9 @@ def check_row(row: dict[str, Any], *, processes: set[str]) -> None:
     assert row["lost"] == 0 and row["duplicates"] == 0 and row["send_errors"] == 0, row
     assert row["delivered_per_s"] > 0, row
     assert row["p50_ms"] is not None and row["p99_ms"] >= row["p50_ms"], row
-    assert row["server_cpu_us_per_msg"] > 0, row
+    # /proc counts CPU in 10 ms ticks, so one tiny row (200 batched messages, ~40 ms) can read 0
+    # under load; callers check that their rows together measured some CPU.
+    assert row["server_cpu_us_per_msg"] >= 0, row
     assert set(row["server_cpu_us_per_msg_by_process"]) == processes, row
     assert row["rss_per_conn_kib"] is not None, row
 
@@ -69,6 +71,7 @@ def test_embedded_modes_print_one_table_and_json() -> None:
     assert set(rows) == {"single", "batch", "stream", "fanout", "single@400/s"}
     for mode in ("single", "batch", "fanout", "single@400/s"):
         check_row(rows[mode], processes={"dev"})
+    assert sum(rows[mode]["server_cpu_us_per_msg"] for mode in rows) > 0, "no server CPU measured at all"
     assert rows["single"]["messages"] == 200 and rows["fanout"]["messages"] == 5
     # Fan-out: each of the 5 sends reached all 20 devices.
     fanout_run = report["runs"][[r["mode"] for r in report["rows"]].index("fanout")][0]
@@ -92,6 +95,7 @@ def test_distributed_reports_every_server_process(internal_auth: str) -> None:
     assert row["setup"] == "distributed"
     assert report["runs"][0][0]["internal_auth"] == internal_auth
     check_row(row, processes={"api", "router", "edge"})
+    assert row["server_cpu_us_per_msg"] > 0, row
     assert set(row["services_cpu_us_per_msg"]) == {"redis", "kafka"}
 
 
@@ -102,6 +106,7 @@ def test_ws_transport_measures_websocket_devices_beside_grpc() -> None:
     assert "unsupported" not in row, row
     assert row["transport"] == "ws"
     check_row(row, processes={"dev"})
+    assert row["server_cpu_us_per_msg"] > 0, row
 
 
 def test_load_generator_unit_tests() -> None:
