@@ -13,7 +13,9 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { performance } from "node:perf_hooks";
+import { afterEach, beforeEach } from "node:test";
 
+import { PushSender } from "../src/index";
 import { type Ack, type ClientFrame, EdgeService, GoAway_Reason, type Hello, type ServerFrame } from "../src/gen/pushplat/v1/edge";
 import type { Message } from "../src/gen/pushplat/v1/message";
 import { PushService, type SendBatchRequest, type SendBatchResponse, type SendRequest, type SendResponse } from "../src/gen/pushplat/v1/push";
@@ -285,5 +287,36 @@ export class FakePush {
 
   async stop(): Promise<void> {
     this.server.forceShutdown();
+  }
+}
+
+/** One FakePush per test (started before, stopped after) and the senders made against it,
+ * closed after each test. */
+export function useFakePush(): { api: () => FakePush; makeSender: (apiKey?: string) => PushSender } {
+  let api: FakePush;
+  const senders: PushSender[] = [];
+  beforeEach(async () => {
+    api = await new FakePush().start();
+  });
+  afterEach(async () => {
+    for (const s of senders.splice(0)) s.close();
+    await api.stop();
+  });
+  return {
+    api: () => api,
+    makeSender(apiKey?: string): PushSender {
+      const sender = new PushSender(api.address, { apiKey });
+      senders.push(sender);
+      return sender;
+    },
+  };
+}
+
+/** Poll `condition` every 5 ms until it holds; fail after `ms`. */
+export async function until(condition: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }

@@ -2,28 +2,13 @@
 
 import { status } from "@grpc/grpc-js";
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { AuthError, DeliveryMode, Priority, PushError, PushSender, makeRequest } from "../src/index";
-import { FakePush } from "./fakes";
+import { useFakePush } from "./fakes";
 
-let api: FakePush;
-const senders: PushSender[] = [];
-
-beforeEach(async () => {
-  api = await new FakePush().start();
-});
-
-afterEach(async () => {
-  for (const s of senders.splice(0)) s.close();
-  await api.stop();
-});
-
-function makeSender(apiKey?: string): PushSender {
-  const sender = new PushSender(api.address, { apiKey });
-  senders.push(sender);
-  return sender;
-}
+const fake = useFakePush();
+const makeSender = fake.makeSender;
 
 describe("PushSender", () => {
   test("send builds the request and returns the response", async () => {
@@ -39,7 +24,7 @@ describe("PushSender", () => {
       labels: { campaign: "c1" },
     });
     assert.deepEqual(response, { messageId: "m1", duplicate: true, requestId: "", error: undefined });
-    const r = api.requests[0];
+    const r = fake.api().requests[0];
     assert.equal(r.userId, "u1");
     assert.equal(r.deviceId, undefined);
     assert.equal(Buffer.from(r.payload).toString(), "hi");
@@ -50,14 +35,14 @@ describe("PushSender", () => {
     assert.equal(r.idempotencyKey, "dup");
     assert.equal(r.delivery, DeliveryMode.AT_LEAST_ONCE);
     assert.deepEqual(r.labels, { campaign: "c1" });
-    assert.deepEqual(api.metadata[0].get("authorization"), []);
+    assert.deepEqual(fake.api().metadata[0].get("authorization"), []);
     // A deadline travels with the call.
-    assert.ok(api.deadlines[0] > 0 && api.deadlines[0] <= 10_000, `deadline ${api.deadlines[0]}`);
+    assert.ok(fake.api().deadlines[0] > 0 && fake.api().deadlines[0] <= 10_000, `deadline ${fake.api().deadlines[0]}`);
   });
 
   test("send to a device with defaults", async () => {
     await makeSender().send({ deviceId: "d1", payload: new Uint8Array([1, 2]) });
-    const r = api.requests[0];
+    const r = fake.api().requests[0];
     assert.equal(r.deviceId, "d1");
     assert.equal(r.userId, undefined);
     assert.equal(r.priority, Priority.PRIORITY_NORMAL);
@@ -67,7 +52,7 @@ describe("PushSender", () => {
 
   test("the API key is sent as bearer metadata", async () => {
     await makeSender("k-123").send({ userId: "u1" });
-    assert.deepEqual(api.metadata[0].get("authorization"), ["Bearer k-123"]);
+    assert.deepEqual(fake.api().metadata[0].get("authorization"), ["Bearer k-123"]);
   });
 
   test("sendBatch keeps order", async () => {
@@ -76,8 +61,8 @@ describe("PushSender", () => {
       makeRequest({ deviceId: "d2", payload: "b" }),
     ]);
     assert.deepEqual(responses.map((r) => r.messageId), ["m1", "m2"]);
-    assert.equal(api.requests[1].deviceId, "d2");
-    assert.deepEqual(api.metadata[0].get("authorization"), ["Bearer k"]);
+    assert.equal(fake.api().requests[1].deviceId, "d2");
+    assert.deepEqual(fake.api().metadata[0].get("authorization"), ["Bearer k"]);
   });
 
   for (const [code, retriable] of [
@@ -87,7 +72,7 @@ describe("PushSender", () => {
     [status.UNAVAILABLE, true],
   ] as const) {
     test(`gRPC ${status[code]} becomes a PushError`, async () => {
-      api.fail = { code, details: "because" };
+      fake.api().fail = { code, details: "because" };
       await assert.rejects(makeSender().send({ userId: "u1" }), (err: unknown) => {
         assert.ok(err instanceof PushError);
         assert.equal(err.code, code);
@@ -100,7 +85,7 @@ describe("PushSender", () => {
   }
 
   test("a rate limit carries the retry hint", async () => {
-    api.fail = { code: status.RESOURCE_EXHAUSTED, details: "slow down", trailer: { "retry-after-ms": "250" } };
+    fake.api().fail = { code: status.RESOURCE_EXHAUSTED, details: "slow down", trailer: { "retry-after-ms": "250" } };
     await assert.rejects(makeSender().send({ userId: "u1" }), (err: unknown) => {
       assert.ok(err instanceof PushError);
       assert.equal(err.retryAfterMs, 250);
@@ -113,7 +98,7 @@ describe("PushSender", () => {
     const sender = makeSender();
     assert.throws(() => makeRequest({}), /exactly one/);
     await assert.rejects(async () => sender.send({ userId: "u", deviceId: "d" }), /exactly one/);
-    assert.equal(api.requests.length, 0);
+    assert.equal(fake.api().requests.length, 0);
     assert.throws(() => new PushSender(""), /api address/);
   });
 });

@@ -3,36 +3,13 @@
 
 import { status } from "@grpc/grpc-js";
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { AuthError, PushError, PushSender } from "../src/index";
-import { Deferred, FakePush, within } from "./fakes";
+import { Deferred, until, useFakePush, within } from "./fakes";
 
-let api: FakePush;
-const senders: PushSender[] = [];
-
-beforeEach(async () => {
-  api = await new FakePush().start();
-});
-
-afterEach(async () => {
-  for (const s of senders.splice(0)) s.close();
-  await api.stop();
-});
-
-function makeSender(apiKey?: string): PushSender {
-  const sender = new PushSender(api.address, { apiKey });
-  senders.push(sender);
-  return sender;
-}
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
+const fake = useFakePush();
+const makeSender = fake.makeSender;
 
 describe("SendStream", () => {
   test("answers are matched to their sends", async () => {
@@ -40,23 +17,23 @@ describe("SendStream", () => {
     const replies = await within(
       Promise.all(Array.from({ length: 40 }, (_, i) => stream.send({ deviceId: "d", payload: `p${i}` }))),
     );
-    assert.equal(new Set(api.requests.map((r) => r.requestId)).size, 40);
+    assert.equal(new Set(fake.api().requests.map((r) => r.requestId)).size, 40);
     for (const reply of replies) assert.equal(reply.messageId, `m-${reply.requestId}`);
-    assert.equal(api.metadata[0].get("authorization")[0], "Bearer k");
+    assert.equal(fake.api().metadata[0].get("authorization")[0], "Bearer k");
     await stream.close();
   });
 
   test("the window bounds unanswered requests", async () => {
     const gate = new Deferred();
-    api.answering = gate.promise;
+    fake.api().answering = gate.promise;
     const stream = makeSender().stream({ window: 3 });
     const sends = Array.from({ length: 10 }, () => stream.send({ deviceId: "d", payload: "x" }));
-    await until(() => api.requests.length === 3, "3 requests at the api");
+    await until(() => fake.api().requests.length === 3, "3 requests at the api");
     assert.equal(stream.unanswered, 3);
-    assert.equal(api.requests.length, 3, "the other 7 wait on the client");
+    assert.equal(fake.api().requests.length, 3, "the other 7 wait on the client");
     gate.resolve();
     assert.equal((await within(Promise.all(sends))).length, 10);
-    assert.equal(api.requests.length, 10);
+    assert.equal(fake.api().requests.length, 10);
     await stream.close();
     assert.equal(stream.unanswered, 0);
   });
@@ -78,7 +55,7 @@ describe("SendStream", () => {
   });
 
   test("a refused stream rejects every send", async () => {
-    api.fail = { code: status.UNAUTHENTICATED, details: "unknown API key" };
+    fake.api().fail = { code: status.UNAUTHENTICATED, details: "unknown API key" };
     const stream = makeSender("wrong").stream();
     await assert.rejects(within(stream.send({ deviceId: "d", payload: "x" })), AuthError);
     await assert.rejects(stream.send({ deviceId: "d", payload: "y" }), AuthError);
