@@ -310,7 +310,7 @@ class Server:
         config = self.config
         assert self.edge is not None
         host = config.ws_host or config.host
-        free_or_fail(host, config.ws_port, "ws")
+        free_or_fail(host, config.ws_port, "ws", reuse_port=config.reuse_port)
         tls = ws_tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
         self.ws = WebSocketEdge(config, self.edge.lifecycle)
         try:

@@ -112,6 +112,8 @@ def shared_ports(config: Config) -> dict[str, int]:
     ports: dict[str, int] = {}
     if role == "edge":
         ports["--edge-port"] = config.edge_port or pick_free_port(config.host)
+        if config.ws_port:
+            ports["--ws-port"] = config.ws_port
     if role == "api":
         ports["--api-port"] = config.api_port or pick_free_port(config.host)
     if role in ("edge", "api") and config.health_port:

@@ -3,8 +3,8 @@
 The registration handler re-creates the entries (registration.py). Messages routed while they
 were missing found no route: at-least-once ones went only to the device's inbox. So for each
 healed session this binds the device to its user again (the inbox's enrollment was lost with
-the rest) and pushes what its inbox holds that this session has not been pushed yet. A message
-that is also still queued on the session arrives twice; the SDKs drop the second copy.
+the rest) and has the session catch up from its inbox, as a replay does (ids queued or in
+flight are skipped there).
 """
 
 from __future__ import annotations
@@ -39,13 +39,16 @@ class InboxRecheck:
                     log.warning(kv("inbox.recheck_failed", device=session.device_id, error=repr(result)))
                 else:
                     replayed += result
-        log.info(kv("inbox.rechecked", sessions=len(sessions), replayed=replayed))
+        log.info(kv("inbox.rechecked", sessions=len(sessions), catching_up=replayed))
 
     async def _recheck(self, session: Session) -> int:
         owner = await self.inbox.enroll(session.user_id, session.device_id, self.device_memory_seconds)
         if owner is not None:
             log.warning(kv("inbox.recheck_owned", device=session.device_id, user=session.user_id, owner=owner))
             return 0
-        pushed = session.in_flight
-        fresh = [m for m in await self.inbox.pending(session.device_id) if m.message_id not in pushed]
-        return sum(session.outbound.push(m) for m in fresh)
+        # The writer's catch-up reads the inbox with every rule a replay keeps (frame cap, ids
+        # queued or in flight skipped, replay order, the queue's budget): hand it the work.
+        session.behind = True
+        session.catch_up_stalled = False
+        session.outbound.nudge()
+        return 1

@@ -52,6 +52,8 @@ _MESSAGES_OUT = by_priority(MESSAGES_OUT)
 _PONG = edge_pb2.ServerFrame(pong=edge_pb2.Pong())  # never changed, so one object serves every stream
 # Inbox messages fetched per catch-up (and per replay): the oldest first.
 CATCH_UP_PAGE = 1000
+# After a failed inbox read, the writer tries again this much later if no ack wakes it first.
+CATCH_UP_RETRY_SECONDS = 1.0
 
 
 def _owned_message(device_id: str) -> str:
@@ -60,6 +62,12 @@ def _owned_message(device_id: str) -> str:
         "has not connected for the device memory window (--device-memory-seconds)"
     )
 
+
+
+def _retry_catch_up(session: Session) -> None:
+    if not session.closed and session.catch_up_stalled:
+        session.catch_up_stalled = False
+        session.outbound.nudge()
 
 class SessionLifecycle:
     def __init__(
@@ -353,7 +361,10 @@ class SessionLifecycle:
             page = await self.inbox.pending(session.device_id, CATCH_UP_PAGE)
         except Exception as exc:
             session.behind = True
-            session.catch_up_stalled = True  # retried after the next ack, not in a tight loop
+            # Not in a tight loop: again after the next ack, or in CATCH_UP_RETRY_SECONDS when no
+            # ack is coming (nothing in flight would otherwise leave the session stuck).
+            session.catch_up_stalled = True
+            asyncio.get_running_loop().call_later(CATCH_UP_RETRY_SECONDS, _retry_catch_up, session)
             log.warning(kv("inbox.catch_up_failed", device=session.device_id, error=repr(exc)))
             return
         if session.closed:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from pushplat_client.v1 import edge_pb2, message_pb2
 
 from pushplat.messages import is_expired, now_ms
-from pushplat.metrics import DROPPED
+from pushplat.metrics import DROPPED, LIMITS_HIT
 
 if TYPE_CHECKING:
     from pushplat.edge.stream import DeviceStream
@@ -26,6 +26,10 @@ MESSAGE_OVERHEAD = 512
 # Bytes a PushBatch frame adds around its messages: the ServerFrame field tag and length.
 FRAME_OVERHEAD = 6
 # Per-session memory of pushed, unacked ids: what an ack needs to find its message's labels.
+# Control frames (pongs, subscription answers, GoAway) waiting for a writer. A device that pings
+# or subscribes without reading would otherwise grow this list without end; past the cap its
+# answers are dropped (and counted): it is not reading them anyway.
+MAX_CONTROL_FRAMES = 64
 IN_FLIGHT_ENTRY_OVERHEAD = 200  # an OrderedDict slot, the id string and the entry tuple (measured)
 
 _LANE_INDEX = {
@@ -189,12 +193,17 @@ class OutboundQueue:
         """Ids of every message waiting here (for a catch-up to skip)."""
         return {entry[0].message_id for queue in (self._replay, *self._lanes) if queue for entry in queue}
 
-    def control(self, frame: edge_pb2.ServerFrame) -> None:
+    def control(self, frame: edge_pb2.ServerFrame) -> bool:
+        """Queue a control frame; False (counted) when MAX_CONTROL_FRAMES already wait."""
         if self._control is None:
             self._control = [frame]
+        elif len(self._control) >= MAX_CONTROL_FRAMES:
+            LIMITS_HIT.labels("session_control_frames").inc()
+            return False
         else:
             self._control.append(frame)
         self._wake()
+        return True
 
     def close(self) -> None:
         """Stop taking messages; frames already queued as control still go out."""

@@ -121,6 +121,8 @@ class WebSocketEdge:
             self._handle,
             host,
             port,
+            # --workers: every edge worker listens on the same WebSocket port, as on the gRPC one.
+            reuse_port=config.reuse_port or None,
             ssl=tls,
             process_request=self._process_request,
             subprotocols=[SUBPROTOCOL],

@@ -20,9 +20,9 @@ from pushplat.receipts.status_redis import RedisStatusStore
 
 log = logging.getLogger("pushplat.receipts")
 
-# Receipts waiting for Kafka beyond this are dropped (and counted) rather than buffered
-# without bound while Kafka is down.
-MAX_PENDING_EVENTS = 10_000
+# Receipts waiting for Kafka beyond --receipt-buffer-entries are dropped (and counted) rather
+# than buffered without bound while Kafka is down. The same bound as the buffer, so one full
+# flush of a healthy process always fits.
 
 
 class KafkaReceiptEvents:
@@ -42,6 +42,7 @@ class KafkaReceiptEvents:
         self._producer = KafkaLaneProducer(settings) if self._owned else producer
         self._pending: set[asyncio.Task[None]] = set()
         self._backlog = 0  # receipts handed over and not yet acked or failed
+        self._max_backlog = max(1, int(config.receipt_buffer_entries))
 
     async def start(self) -> None:
         if self._owned:
@@ -56,9 +57,13 @@ class KafkaReceiptEvents:
             raise self._settings.unreachable(exc) from exc
 
     def publish(self, receipts: Sequence[ReceiptEvent]) -> None:
-        if self._backlog + len(receipts) > MAX_PENDING_EVENTS:
-            RECEIPT_ERRORS.labels("events_backlog").inc(len(receipts))
-            return
+        room = self._max_backlog - self._backlog
+        if room < len(receipts):
+            # Keep what fits (oldest first); count the rest.
+            RECEIPT_ERRORS.labels("events_backlog").inc(len(receipts) - max(room, 0))
+            receipts = receipts[: max(room, 0)]
+            if not receipts:
+                return
         # One background task per flush, not per receipt: one hop to the producer thread,
         # and a slow Kafka does not hold up the status table.
         self._backlog += len(receipts)

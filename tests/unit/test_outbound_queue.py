@@ -1,7 +1,15 @@
 from pushplat_client.v1 import edge_pb2, message_pb2
 
-from pushplat.edge.session import FRAME_OVERHEAD, MESSAGE_OVERHEAD, InFlight, OutboundQueue, wire_size
+from pushplat.edge.session import (
+    FRAME_OVERHEAD,
+    MAX_CONTROL_FRAMES,
+    MESSAGE_OVERHEAD,
+    InFlight,
+    OutboundQueue,
+    wire_size,
+)
 from pushplat.messages import now_ms
+from pushplat.metrics import LIMITS_HIT
 
 
 def msg(i: int, priority: int = 0, expires_at_ms: int = 0, payload: bytes = b"", **fields) -> message_pb2.Message:
@@ -138,3 +146,17 @@ def test_in_flight_is_bounded_in_bytes_and_forgets_the_oldest():
     labelled = msg(500, labels={"variant": "B"})
     flight.add([labelled])
     assert flight.pop("500") == (False, {"variant": "B"})
+
+
+def test_control_frames_are_capped_for_a_device_that_pings_without_reading():
+    q = OutboundQueue(limit=10)
+    pong = edge_pb2.ServerFrame(pong=edge_pb2.Pong())
+    hits = LIMITS_HIT.labels("session_control_frames")
+    before = hits._value.get()
+    accepted = [q.control(pong) for _ in range(MAX_CONTROL_FRAMES + 500)]
+    assert accepted.count(True) == MAX_CONTROL_FRAMES
+    assert hits._value.get() - before == 500
+    frames, _ = q.take()
+    assert len(frames) == MAX_CONTROL_FRAMES
+    # Once written, there is room again.
+    assert q.control(pong)
