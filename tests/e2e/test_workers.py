@@ -196,3 +196,32 @@ async def test_a_worker_that_cannot_start_stops_the_group(deployment):
     text = role.log()
     assert code == 2, text[-3000:]
     assert "event=workers.worker_failed_to_start" in text and "metrics" in text
+
+
+async def test_edge_workers_share_the_websocket_port(deployment):
+    """--ws-port with --workers: every worker listens on it (SO_REUSEPORT), as on the gRPC port,
+    and WebSocket devices land on both."""
+    from websockets.asyncio.client import connect
+
+    metrics = two_free_ports()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        ws_port = probe.getsockname()[1]
+    await edge_with_workers(deployment, metrics, "--ws-port", str(ws_port))
+    connections = []
+    try:
+        for i in range(40):
+            ws = await connect(f"ws://127.0.0.1:{ws_port}/connect", subprotocols=["pushplat.v1"])
+            connections.append(ws)
+            hello = edge_pb2.Hello(user_id=f"u-ws-{i}", device_id=f"ws-{i}")
+            await ws.send(edge_pb2.ClientFrame(hello=hello).SerializeToString())
+            frame = edge_pb2.ServerFrame.FromString(await asyncio.wait_for(ws.recv(), 30))
+            assert frame.HasField("welcome"), frame
+        open_per_worker = [
+            gauge(await asyncio.to_thread(scrape, metrics + i), 'pushplat_open_connections_by_transport{transport="websocket"}')
+            for i in range(2)
+        ]
+        assert sum(open_per_worker) == 40 and min(open_per_worker) > 0, open_per_worker
+    finally:
+        for ws in connections:
+            await ws.close()
