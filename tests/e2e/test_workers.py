@@ -217,10 +217,8 @@ async def test_edge_workers_share_the_websocket_port(deployment):
             await ws.send(edge_pb2.ClientFrame(hello=hello).SerializeToString())
             frame = edge_pb2.ServerFrame.FromString(await asyncio.wait_for(ws.recv(), 30))
             assert frame.HasField("welcome"), frame
-        open_per_worker = [
-            gauge(await asyncio.to_thread(scrape, metrics + i), 'pushplat_open_connections_by_transport{transport="websocket"}')
-            for i in range(2)
-        ]
+        websocket_open = 'pushplat_open_connections_by_transport{transport="websocket"}'
+        open_per_worker = [gauge(await asyncio.to_thread(scrape, metrics + i), websocket_open) for i in range(2)]
         assert sum(open_per_worker) == 40 and min(open_per_worker) > 0, open_per_worker
     finally:
         for ws in connections:
