@@ -1071,17 +1071,20 @@ def message_json(message: Any) -> dict[str, Any]:
 
 async def _listen(args: argparse.Namespace) -> int:
     from pushplat_client import PushClient, PushError
+    from pushplat_client.client import MAX_TOPICS_PER_FRAME
 
     if not args.token and not args.device:
         print("pushplat listen: give --token, or --device when auth is off", file=sys.stderr)
         return 2
+    topics = list(dict.fromkeys(args.topic or ()))
     received = 0
     try:
         async with PushClient(
             args.edge, token=args.token or None, user_id=args.user, device_id=args.device, tls=args.tls_settings
         ) as client:
-            if args.topic:
-                result = await client.subscribe(*args.topic)
+            # One Subscribe frame takes at most MAX_TOPICS_PER_FRAME topics: send as many as needed.
+            for start in range(0, len(topics), MAX_TOPICS_PER_FRAME):
+                result = await client.subscribe(*topics[start : start + MAX_TOPICS_PER_FRAME])
                 for refused in result.refused:
                     print(f"pushplat listen: topic {refused.topic!r} refused: {refused.message}", file=sys.stderr)
                 if result.refused:

@@ -55,6 +55,10 @@ _LIMIT_KEY_REUSED = LIMITS_HIT.labels("idempotency_key_reused")
 BATCH_STEP = 64
 
 
+# A SendStream request_id refused as too long is still echoed up to this size (so the caller
+# can match its answer); beyond it the answer carries an empty id.
+ECHO_ID_BYTES = 8 * MAX_ID_BYTES
+
 class InvalidSend(ValueError):
     """A SendRequest that can never succeed; the message says which field is wrong."""
 
@@ -268,6 +272,8 @@ class PushServicer(push_pb2_grpc.PushServicer):
         responses: list[push_pb2.SendResponse | None] = [None] * len(raws)
         valid: list[tuple[int, push_pb2.SendRequest, delivery_pb2.Envelope]] = []
         for index, raw in enumerate(raws):
+            if index and index % BATCH_STEP == 0:
+                await asyncio.sleep(0)  # as SendBatch does: a full window never holds the loop
             try:
                 request = push_pb2.SendRequest.FromString(raw)
             except DecodeError:
@@ -276,14 +282,17 @@ class PushServicer(push_pb2_grpc.PushServicer):
                 )
                 continue
             request_id = request.request_id
-            if not request_id or (len(request_id) > MAX_ID_BYTES // 4 and len(request_id.encode()) > MAX_ID_BYTES):
-                LIMITS_HIT.labels("id").inc()
+            try:
+                check_id("request_id", request_id)
+            except LimitExceeded as exc:
+                exc.count()
+                # Echo a bad id back so the caller can match it, but never a hostile one whole.
+                echoed = request_id if len(request_id.encode("utf-8", "surrogatepass")) <= ECHO_ID_BYTES else ""
                 responses[index] = _error_response(
-                    request_id,
+                    echoed,
                     Refusal(
                         grpc.StatusCode.INVALID_ARGUMENT,
-                        f"request_id is required on SendStream: 1-{MAX_ID_BYTES} bytes of your choosing, "
-                        "echoed in the response",
+                        f"{exc} (request_id is required on SendStream, of your choosing, echoed in the response)",
                     ),
                 )
                 continue
@@ -381,10 +390,26 @@ class PushServicer(push_pb2_grpc.PushServicer):
         self, request: push_pb2.SubscribeRequest, context: grpc.aio.ServicerContext, subscribe: bool
     ) -> push_pb2.SubscribeResponse:
         sender = await self.api_keys.require(context)
-        # One change per named device or user counts against the sender's send rate.
-        await self._throttle(sender, max(1, len(request.device_ids) + len(request.user_ids)), context)
+        # Checked before the rate limit is charged: a request that can never succeed says why
+        # (INVALID_ARGUMENT), not "retry after", and spends none of the sender's tokens.
         try:
-            return await self.topics.change(request, subscribe)
+            topics = self.topics.validate(request)
+        except LimitExceeded as exc:
+            await self._invalid(exc, context)
+        # One change per named device or user counts against the sender's send rate.
+        count = len(request.device_ids) + len(request.user_ids)
+        if not self.rate.fits(count):
+            await self._invalid(
+                LimitExceeded(
+                    "send_rate",
+                    f"the request names {count} devices and users, more than this sender's burst of "
+                    f"{self.rate.burst:g} (--send-burst) allows at once: split it into smaller requests",
+                ),
+                context,
+            )
+        await self._throttle(sender, count, context)
+        try:
+            return await self.topics.change(request, subscribe, topics)
         except LimitExceeded as exc:
             await self._invalid(exc, context)
         except TopicCallError as exc:

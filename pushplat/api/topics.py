@@ -65,8 +65,12 @@ class TopicCalls:
             check_id(f"user_ids[{index}]", user_id)
         return list(dict.fromkeys(request.topics))
 
-    async def change(self, request: push_pb2.SubscribeRequest, subscribe: bool) -> push_pb2.SubscribeResponse:
-        topics = self.validate(request)
+    async def change(
+        self, request: push_pb2.SubscribeRequest, subscribe: bool, topics: list[str] | None = None
+    ) -> push_pb2.SubscribeResponse:
+        """Apply the change; `topics` is what validate() returned, when the caller ran it first."""
+        if topics is None:
+            topics = self.validate(request)
         targets = await self._targets(request)
         response = push_pb2.SubscribeResponse(
             users_without_devices=[u for u in dict.fromkeys(request.user_ids) if not any(t[1] == u for t in targets)]

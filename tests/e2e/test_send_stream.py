@@ -73,25 +73,32 @@ async def test_each_bad_request_gets_its_own_error_and_the_stream_carries_on(sta
         request("labels", device_id="d", labels={f"k{i}": "v" for i in range(17)}),
         request("", device_id="d"),
         request("x" * 200, device_id="d"),
+        request(" \t", device_id="d"),  # only whitespace
+        request("x" * 100_000, device_id="d"),  # echoed as "" (never a hostile id whole)
         b"\xff\xff\xff",  # not a SendRequest at all
         request("dup", device_id="d", idempotency_key="order-1"),  # the same request again
         request("reused", device_id="other", idempotency_key="order-1"),  # the key, another request
         request("ok-2", user_id="u"),
     ]
-    answers = {a.request_id: a for a in await exchange(platform.ports.api, items)}
+    raw = await exchange(platform.ports.api, items)
+    # Every item is answered once; the empty id and the undecodable item both answer with "".
+    assert len(raw) == len(items) and sum(a.request_id == "" for a in raw) == 3, raw
+    answers = {a.request_id: a for a in raw}
     refused = {rid: CODE[a.error.code] for rid, a in answers.items() if a.error.code}
     assert refused == {
         "no-target": grpc.StatusCode.INVALID_ARGUMENT,
         "big": grpc.StatusCode.INVALID_ARGUMENT,
         "ttl": grpc.StatusCode.INVALID_ARGUMENT,
         "labels": grpc.StatusCode.INVALID_ARGUMENT,
-        "": grpc.StatusCode.INVALID_ARGUMENT,  # the empty id, and the undecodable item
+        "": grpc.StatusCode.INVALID_ARGUMENT,  # the empty id, the 100,000-byte one, the undecodable item
         "x" * 200: grpc.StatusCode.INVALID_ARGUMENT,
+        " \t": grpc.StatusCode.INVALID_ARGUMENT,
         "reused": grpc.StatusCode.ALREADY_EXISTS,
     }
     assert "target is required" in answers["no-target"].error.message
     assert "payload is 2000 bytes" in answers["big"].error.message
     assert "request_id is required" in answers["x" * 200].error.message
+    assert "only whitespace" in answers[" \t"].error.message
     assert all(not answers[rid].message_id for rid in refused), "a refused request has no message id"
     assert answers["ok-1"].message_id and answers["ok-2"].message_id and not answers["ok-1"].duplicate
     assert (answers["dup"].message_id, answers["dup"].duplicate) == (first[0].message_id, True)

@@ -246,6 +246,23 @@ async def test_backend_subscribe_limits(start_platform):
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_backend_subscribe_is_checked_before_the_send_rate_is_charged(start_platform):
+    """A request that can never succeed says why, spends none of the sender's tokens, and a
+    request bigger than the burst is told to split, not to retry."""
+    platform = await start_platform(send_rate=1, send_burst=5)
+    async with PushSender(addr(platform.ports.api), rate_limit_retries=0) as sender:
+        for _ in range(10):  # twice the burst, each refused for its bad name
+            with pytest.raises(PushError) as err:
+                await sender.subscribe(["no spaces"], device_ids=["d"])
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, err.value.details
+        with pytest.raises(PushError) as err:
+            await sender.subscribe(["t"], device_ids=[f"d{i}" for i in range(6)])
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "split it" in err.value.details
+        # The burst is still whole: five devices at once pass.
+        reply = await sender.subscribe(["t"], device_ids=[f"d{i}" for i in range(5)])
+        assert [r.device_id for r in reply.results] == [f"d{i}" for i in range(5)]
+
+
 async def test_topic_and_direct_messages_to_one_device_keep_priority_overtaking(start_platform, clients):
     # Large limits so the slow device's backlog is kept, not dropped, and it is not disconnected.
     platform = await start_platform(

@@ -44,3 +44,19 @@ async def test_topic_errors_are_one_line_and_exit_codes(processes):
     assert code == 2 and "--topic needs an id" in err
     code, _out, err = await run("listen", "--edge", server.edge, "--device", "d", "--topic", "bad name", "--count", "1")
     assert code == 1 and "refused" in err and "bad name" in err
+
+
+async def test_listen_takes_more_topics_than_one_frame_and_says_when_no_edge_answers(processes):
+    server = await processes.dev()
+    many = [arg for i in range(150) for arg in ("--topic", f"t{i}")]
+    listener = await processes.client("listen", "--edge", server.edge, "--device", "cli-many", *many, "--count", "1")
+
+    async def all_subscribed() -> bool:
+        code, out, _ = await run("topics", "--api", server.api, "cli-many")
+        return code == 0 and len(json.loads(out).get("topics", [])) == 150
+
+    await eventually(all_subscribed, 30, what="all 150 topics subscribed over two Subscribe frames")
+    listener.kill()
+    # Nothing listens on port 1: the subscribe waits its 10 s for a connection, then one line.
+    code, _out, err = await run("listen", "--edge", "127.0.0.1:1", "--device", "d", "--topic", "x", "--count", "1")
+    assert code == 1 and "DEADLINE_EXCEEDED" in err and "Traceback" not in err, err

@@ -309,21 +309,29 @@ class PushClient:
             raise ValueError(f"{kind} needs at least one topic")
         if len(topics) > MAX_TOPICS_PER_FRAME:
             raise ValueError(f"{kind} takes at most {MAX_TOPICS_PER_FRAME} topics per call, got {len(topics)}")
-        async with asyncio.timeout(timeout):
-            await self.wait_connected()
-            out = self._out
-            if out is None:
-                raise PushError(grpc.StatusCode.UNAVAILABLE, "not connected; retry")
-            self._topic_requests += 1
-            request_id = str(self._topic_requests)
-            waiter = asyncio.get_running_loop().create_future()
-            self._topic_waiters[request_id] = waiter
-            body = edge_pb2.Subscribe if kind == "subscribe" else edge_pb2.Unsubscribe
-            out.put_nowait(edge_pb2.ClientFrame(**{kind: body(topics=list(topics), request_id=request_id)}))
-            try:
-                return await waiter
-            finally:
-                self._topic_waiters.pop(request_id, None)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._send_topic_frame(kind, topics)
+        except TimeoutError:
+            raise PushError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"no {kind} answer from the edge within {timeout:g}s"
+            ) from None
+
+    async def _send_topic_frame(self, kind: str, topics: Sequence[str]) -> edge_pb2.SubscriptionResult:
+        await self.wait_connected()
+        out = self._out
+        if out is None:
+            raise PushError(grpc.StatusCode.UNAVAILABLE, "not connected; retry")
+        self._topic_requests += 1
+        request_id = str(self._topic_requests)
+        waiter = asyncio.get_running_loop().create_future()
+        self._topic_waiters[request_id] = waiter
+        body = edge_pb2.Subscribe if kind == "subscribe" else edge_pb2.Unsubscribe
+        out.put_nowait(edge_pb2.ClientFrame(**{kind: body(topics=list(topics), request_id=request_id)}))
+        try:
+            return await waiter
+        finally:
+            self._topic_waiters.pop(request_id, None)
 
     def _fail_topic_waiters(self) -> None:
         waiters, self._topic_waiters = self._topic_waiters, {}
