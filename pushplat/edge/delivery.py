@@ -87,7 +87,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
             return Outcome.NO_SESSION
         return self.push(session, message)
 
-    def push(self, session: Session, message: message_pb2.Message) -> int:
+    def push(self, session: Session, message: message_pb2.Message, size: int | None = None) -> int:
         """Queue one message on one session, as every message is (byte budget, frame cap,
         priorities; the topic fan-out queues each copy through here too)."""
         if session.closed:
@@ -99,7 +99,8 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
             # one waits behind them, in order (or it was already pushed on this session).
             return Outcome.IN_INBOX
         outbound = session.outbound
-        size = wire_size(message)
+        if size is None:
+            size = wire_size(message)
         if size > outbound.frame_room:
             self._dropped["too_large"].inc()
             self._log_drop("too_large", session, message, size=size, limit=outbound.frame_room)

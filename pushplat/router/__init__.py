@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pushplat_client.v1 import message_pb2
 
@@ -280,8 +280,11 @@ class RouterNode:
                     )
                 )
             count = 0
+            size = message.ByteSize() if routes else 0
             for route in routes:
-                per_edge[route.edge_id].append(Delivery(entry.lane, route.device_id, route.session_id, message, entry))
+                per_edge[route.edge_id].append(
+                    Delivery(entry.lane, route.device_id, route.session_id, message, entry, size=size)
+                )
                 count += 1
             if count:
                 plans.append((entry, count))
@@ -304,7 +307,8 @@ class RouterNode:
             plans += topic_plan.plans
             finished += topic_plan.finished
             events += topic_plan.events
-        addresses = await self._edge_addresses(per_edge) if per_edge else {}
+        known = topic_plan.addresses if topic_plan is not None else {}
+        addresses = await self._edge_addresses(per_edge, known) if per_edge else {}
 
         # -- no await below this line: each entry settles, or goes to its edges, exactly once.
         for entry in finished:
@@ -338,11 +342,16 @@ class RouterNode:
             stored[user].update(devices)  # now in the inbox: offline if the fresh lookup missed them
         return routes
 
-    async def _edge_addresses(self, edge_ids: Iterable[str]) -> dict[str, str]:
+    async def _edge_addresses(self, edge_ids: Iterable[str], known: Mapping[str, str]) -> dict[str, str]:
+        """Each edge's delivery address: from `known` (the live-edge list topics read), the
+        cache, or one registry read for the rest."""
         now = time.monotonic()
         found: dict[str, str] = {}
         missing = []
         for edge_id in edge_ids:
+            if edge_id in known:
+                found[edge_id] = known[edge_id]
+                continue
             cached = self._addresses.get(edge_id)
             if cached is not None and cached[1] > now:
                 found[edge_id] = cached[0]

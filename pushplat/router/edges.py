@@ -101,6 +101,7 @@ class Delivery:
         entry: Entry,
         topic_change: delivery_pb2.TopicChange = NO_CHANGE,
         topic: str = "",
+        size: int | None = None,
     ) -> None:
         self.lane = lane
         self.device_id = device_id
@@ -109,7 +110,11 @@ class Delivery:
         self.entry = entry
         self.topic = topic
         self.topic_change = topic_change
-        self.size = message.ByteSize() + (topic_change.ByteSize() if topic_change.version else 0)
+        # `size`: the message's ByteSize() when the caller already has it (one message, many
+        # deliveries: a user's devices, a topic's edges).
+        if size is None:
+            size = message.ByteSize()
+        self.size = size + (topic_change.ByteSize() if topic_change.version else 0)
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,9 @@ class TopicRouting:
                     )
                 )
                 continue
+            size = message.ByteSize()
             for edge_id in edges:
-                per_edge[edge_id].append(Delivery(entry.lane, "", "", message, entry, topic=envelope.topic))
+                per_edge[edge_id].append(Delivery(entry.lane, "", "", message, entry, topic=envelope.topic, size=size))
             plans.append((entry, len(edges)))
         for entry in controls:
             envelope = entry.record.envelope  # type: ignore[union-attr]
