@@ -159,6 +159,9 @@ class FakePush(push_pb2_grpc.PushServicer):
         # SendStream answers only while this is set (clear it to hold answers back).
         self.answering = asyncio.Event()
         self.answering.set()
+        # SendStream answers each pair of requests in reverse order (answers may come in any
+        # order); message ids then name the device, so a mismatched answer shows.
+        self.reverse_pairs = False
         self.rate_limited_once: set[bytes] = set()
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
@@ -200,9 +203,18 @@ class FakePush(push_pb2_grpc.PushServicer):
             queue.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        held: list[push_pb2.SendRequest] = []
         try:
             while (item := await queue.get()) is not None:
                 await self.answering.wait()
+                if self.reverse_pairs:
+                    held.append(item)
+                    if len(held) == 2:
+                        for request in reversed(held):
+                            message_id = f"m-{request.device_id}"
+                            yield push_pb2.SendResponse(message_id=message_id, request_id=request.request_id)
+                        held.clear()
+                    continue
                 if item.payload == b"refuse":
                     error = push_pb2.SendError(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="refused")
                     yield push_pb2.SendResponse(request_id=item.request_id, error=error)

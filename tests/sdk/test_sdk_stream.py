@@ -16,12 +16,14 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_sends_are_matched_to_their_answers(push_api: FakePush) -> None:
+    push_api.reverse_pairs = True  # each pair answered in reverse: only matching by id gets them right
     async with PushSender(push_api.address, api_key="k") as sender, sender.stream(window=8) as stream:
         replies = await asyncio.gather(*(stream.send(device_id=f"d{i}", payload=f"p{i}") for i in range(40)))
     by_request = {r.request_id: r.device_id for r in push_api.requests}
     assert len(by_request) == 40, "every request has its own request_id"
+    assert [reply.message_id for reply in replies] == [f"m-d{i}" for i in range(40)]
     for reply in replies:
-        assert reply.message_id and by_request[reply.request_id].startswith("d")
+        assert by_request[reply.request_id] == reply.message_id.removeprefix("m-")
     assert {r.payload for r in push_api.requests} == {f"p{i}".encode() for i in range(40)}
     assert push_api.metadata[0]["authorization"] == "Bearer k"
 
@@ -85,3 +87,16 @@ async def test_the_window_must_be_positive() -> None:
     async with PushSender("127.0.0.1:1") as sender:
         with pytest.raises(ValueError, match="window"):
             sender.stream(window=0)
+
+
+async def test_close_waits_a_bounded_time_for_answers(push_api: FakePush) -> None:
+    push_api.answering.clear()  # the api reads but never answers
+    async with PushSender(push_api.address) as sender:
+        stream = sender.stream(window=4)
+        send = asyncio.create_task(stream.send(device_id="d", payload="x"))
+        await eventually(lambda: len(push_api.requests) == 1, timeout=5, what="the request at the api")
+        await asyncio.wait_for(stream.close(timeout=0.2), 5)
+        with pytest.raises(PushError) as err:
+            await send
+        assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        push_api.answering.set()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -11,6 +9,7 @@ import grpc
 
 from .errors import error_from_rpc
 from .request import make_request
+from .retry import retry_rate_limited
 from .stream import SendStream
 from .tls import TLS, ChannelFactory
 from .v1 import push_pb2, push_pb2_grpc
@@ -184,26 +183,15 @@ class PushSender:
         return await self._unary("GetSubscriptions", push_pb2.GetSubscriptionsRequest(device_id=device_id), timeout)
 
     async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        for attempt in range(self._rate_limit_retries + 1):
-            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+        async def once(remaining: float | None) -> Any:
             try:
                 return await getattr(self._get_stub(), method)(request, timeout=remaining, metadata=self._metadata)
             except grpc.aio.AioRpcError as err:
-                error = error_from_rpc(err)
-            wait = error.retry_after
-            if (
-                error.code != grpc.StatusCode.RESOURCE_EXHAUSTED
-                or wait is None
-                or attempt == self._rate_limit_retries
-                or wait > self._max_retry_wait
-                or (deadline is not None and loop.time() + wait >= deadline)
-            ):
-                raise error
-            # A little jitter, so that senders throttled together do not come back together.
-            await asyncio.sleep(wait * (1.0 + random.uniform(0.0, 0.1)))
-        raise AssertionError("unreachable")
+                raise error_from_rpc(err) from None
+
+        return await retry_rate_limited(
+            once, retries=self._rate_limit_retries, max_wait=self._max_retry_wait, timeout=timeout
+        )
 
     def __repr__(self) -> str:
         tls = self._channels.tls

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from typing import Any
 
 import grpc
 
 from .errors import AuthError, PushError, error_from_rpc
 from .request import make_request
+from .retry import retry_rate_limited
 from .v1 import push_pb2, push_pb2_grpc
 
 __all__ = ["SendStream"]
@@ -99,26 +99,16 @@ class SendStream:
         SendRequest). Waits for a window slot, then for the answer. A rate-limited request is
         retried after the server's hint, as PushSender.send does."""
         request = message.pop("request", None) or make_request(**message)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        for attempt in range(self._rate_limit_retries + 1):
+
+        async def once(remaining: float | None) -> push_pb2.SendResponse:
             try:
-                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
                 return await asyncio.wait_for(self._send_once(request), remaining)
             except TimeoutError:
                 raise PushError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout}s") from None
-            except PushError as error:
-                wait = error.retry_after
-                if (
-                    error.code != grpc.StatusCode.RESOURCE_EXHAUSTED
-                    or wait is None
-                    or attempt == self._rate_limit_retries
-                    or wait > self._max_retry_wait
-                    or (deadline is not None and loop.time() + wait >= deadline)
-                ):
-                    raise
-                await asyncio.sleep(wait * (1.0 + random.uniform(0.0, 0.1)))
-        raise AssertionError("unreachable")
+
+        return await retry_rate_limited(
+            once, retries=self._rate_limit_retries, max_wait=self._max_retry_wait, timeout=timeout
+        )
 
     async def _send_once(self, request: push_pb2.SendRequest) -> push_pb2.SendResponse:
         await self._slots.acquire()
@@ -175,21 +165,31 @@ class SendStream:
             if not answer.done():
                 answer.set_exception(self._failure)
 
-    async def close(self) -> None:
-        """Wait for the answers still due, then end the stream."""
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Wait (at most `timeout` seconds) for the answers still due, then end the stream.
+        Sends still unanswered then fail with PushError(DEADLINE_EXCEEDED): they may or may not
+        have been accepted (GetStatus, or a retry with the same idempotency key, tells)."""
         if self._closed:
             return
         self._closed = True
         if self._call is None:
             return
         pending = [a for a in self._waiting.values() if not a.done()]
+        late: set[asyncio.Future[push_pb2.SendResponse]] = set()
         if pending:
-            await asyncio.wait(pending)
-        async with self._write_lock:
-            try:
-                await self._call.done_writing()
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                pass
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for answer in late:
+                answer.set_exception(
+                    PushError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout}s of close()")
+                )
+        if late:
+            self._call.cancel()  # an api that does not answer would not end the stream either
+        else:
+            async with self._write_lock:
+                try:
+                    await self._call.done_writing()
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    pass
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
