@@ -66,5 +66,11 @@ class LaneConsumer(ABC):
     async def commit(self, records: Sequence[Record]) -> None:
         """Mark records as done so they are not redelivered."""
 
+    async def keep_alive(self) -> None:
+        """Called on every turn of a router's loop, also while it fetches nothing (at its
+        in-flight cap, or retrying a failed batch): a queue whose group membership needs
+        regular polls gets them here. Cheap when nothing is due."""
+        return None
+
     async def close(self) -> None:
         return None

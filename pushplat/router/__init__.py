@@ -135,6 +135,8 @@ class RouterNode:
         at_cap = False
         batch_size = self.config.router_batch_size
         while True:
+            # Fetching may pause for a while below; the consumer's group membership may not.
+            await self.consumer.keep_alive()
             room = self.max_in_flight - self.tracker.size
             ROUTER_IN_FLIGHT.set(self.tracker.size)
             if room <= 0 and not self.scheduler.buffered():

@@ -147,11 +147,12 @@ async def every_router_holds_partitions(routers: list[Role]) -> None:
     every member has rejoined at its next poll; kafka-python bounds that by max_poll_interval_ms
     (300 s), and on an idle group it takes a few heartbeats. 20 heartbeat intervals leaves room
     for a CI machine at load average 25 (18 s was seen to fall short there once)."""
-    await eventually(
-        lambda: all(r.running and assignment(r) for r in routers),
-        SESSION_TIMEOUT_MS / 1000 + 20 * HEARTBEAT_INTERVAL_MS / 1000,
-        what="every router to hold partitions",
-    )
+    timeout = SESSION_TIMEOUT_MS / 1000 + 20 * HEARTBEAT_INTERVAL_MS / 1000
+    try:
+        await eventually(lambda: all(r.running and assignment(r) for r in routers), timeout)
+    except pytest.fail.Exception:
+        states = router_states(routers)
+        pytest.fail(f"timed out after {timeout}s waiting for every router to hold partitions:\n{states}")
 
 
 def router_states(routers: list[Role]) -> str:

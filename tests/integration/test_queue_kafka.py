@@ -326,14 +326,20 @@ async def test_uncommitted_records_are_delivered_again(lanes: Lanes) -> None:
         assert [i for i in ids(again) if i in set(expected_order)] == expected_order, partition
 
 
+async def publish_to_16_users(producer: KafkaLaneProducer, seqs: range) -> list[delivery_pb2.Envelope]:
+    """Normal-lane messages for users u0..u15, so that they spread over the partitions."""
+    sent = [envelope("normal", user=f"u{i % 16}", seq=i) for i in seqs]
+    for env in sent:
+        await producer.publish("normal", env)
+    return sent
+
+
 async def test_rebalance_moves_partitions_and_close_hands_them_over(lanes_factory: Callable[..., Lanes]) -> None:
     # A long session timeout: if close() did not leave the group, the survivor would wait 30 s.
     lanes = lanes_factory(kafka_partitions=4, kafka_session_timeout_ms=30_000, kafka_heartbeat_interval_ms=300)
     producer = await lanes.producer()
     first = await lanes.consumer()
-    sent = [envelope("normal", user=f"u{i % 16}", seq=i) for i in range(64)]
-    for env in sent:
-        await producer.publish("normal", env)
+    sent = await publish_to_16_users(producer, range(64))
     records = await fetch_until(first, len(sent))
 
     # A second router joins; the first must keep polling for the group to rebalance.
@@ -363,13 +369,55 @@ async def test_rebalance_moves_partitions_and_close_hands_them_over(lanes_factor
 
     # The first leaves; the second takes all partitions well before the session timeout.
     await first.close()
-    later = [envelope("normal", user=f"u{i % 16}", seq=100 + i) for i in range(32)]
-    for env in later:
-        await producer.publish("normal", env)
+    later = await publish_to_16_users(producer, range(100, 132))
     started = time.monotonic()
     got = await fetch_until(second, len(later), timeout=15)
     assert sorted(ids(got)) == sorted(e.message.message_id for e in later)
     assert time.monotonic() - started < 15
+
+
+async def test_a_member_that_fetches_nothing_still_lets_others_join(lanes_factory: Callable[..., Lanes]) -> None:
+    # A router at its in-flight cap fetches nothing, but calls keep_alive() every turn. A
+    # joining router's rebalance waits for every member to rejoin, which a member does only in
+    # a poll: without keep_alive() it would wait the rebalance timeout (30 s, at least 3x the
+    # session timeout) for the silent one.
+    lanes = lanes_factory(kafka_partitions=4, kafka_session_timeout_ms=6_000, kafka_heartbeat_interval_ms=300)
+    producer = await lanes.producer()
+    silent = await lanes.consumer()
+    sent = await publish_to_16_users(producer, range(32))
+    assert silent.settings.rebalance_timeout_ms >= 30_000
+
+    stop = asyncio.Event()
+
+    async def at_cap() -> None:
+        while not stop.is_set():
+            await silent.keep_alive()
+            await asyncio.sleep(0.05)
+
+    capped = asyncio.create_task(at_cap())
+    try:
+        joiner = await lanes.consumer(start=False)
+        started = time.monotonic()
+        await joiner.start()
+        # Within the session timeout, well inside the rebalance timeout.
+        took = time.monotonic() - started
+        assert took < silent.settings.session_timeout_ms / 1000, f"joined after {took:.1f}s"
+        stop.set()
+        await capped
+        # Keep-alive polls consumed nothing: between them, the two read every record once.
+        # Each fetches on its own, as two routers would (a member's rejoin waits for the other's).
+        got: list[Record] = []
+        deadline = time.monotonic() + 15
+
+        async def collect(consumer: KafkaLaneConsumer) -> None:
+            while len(got) < len(sent) and time.monotonic() < deadline:
+                got.extend(await consumer.fetch(LANES, 100, 0.2))
+
+        await asyncio.gather(collect(joiner), collect(silent))
+        assert sorted(ids(got)) == sorted(e.message.message_id for e in sent)
+    finally:
+        stop.set()
+        await capped
 
 
 def kafka_io_threads() -> int:

@@ -25,6 +25,11 @@ from pushplat.queue.kafka.settings import KafkaSettings, describe
 from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.queue.kafka")
+# A member that does not poll cannot rejoin, and a rebalance waits for every member: a router
+# that fetches nothing for a while (at its in-flight cap) still polls this often.
+KEEP_ALIVE_SECONDS = 1.0
+# Poll length while rejoining (see _finish_rebalance): long, so the answer lands inside a poll.
+REJOIN_POLL_SECONDS = 0.5
 
 
 class KafkaLaneConsumer(LaneConsumer):
@@ -58,6 +63,8 @@ class KafkaLaneConsumer(LaneConsumer):
         self._committed: dict[TopicPartition, int] = {}
         # Offsets whose commit failed for a transient reason; retried with the next commit.
         self._pending: dict[TopicPartition, int] = {}
+        # When the consumer thread last started or finished a poll (time.monotonic()).
+        self._polled_at = 0.0
 
     @classmethod
     def from_config(cls, config: Any) -> KafkaLaneConsumer:
@@ -112,6 +119,7 @@ class KafkaLaneConsumer(LaneConsumer):
                 # A crashed router's partitions move within this; a closed one leaves at once.
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
+                max_poll_interval_ms=settings.rebalance_timeout_ms,
                 request_timeout_ms=max(settings.connect_timeout_ms, 5000),
                 reconnect_backoff_max_ms=2000,
                 kafka_client=factory,
@@ -170,10 +178,52 @@ class KafkaLaneConsumer(LaneConsumer):
     def _fetch_sync(self, wanted: frozenset[str], max_records: int, timeout: float) -> list[Record]:
         return self._poll(self._require(), wanted, max_records, timeout)
 
+    async def keep_alive(self) -> None:
+        if self._consumer is None or time.monotonic() - self._polled_at < KEEP_ALIVE_SECONDS:
+            return
+        # A poll with every lane paused: it heartbeats and rejoins a rebalance, and consumes
+        # nothing (whatever it returns is rewound).
+        job = self._executor.submit(self._keep_alive_sync)
+        try:
+            await asyncio.wrap_future(job)
+        except (kafka_errors.KafkaError, QueueUnavailable) as exc:
+            # The next fetch meets the same trouble and reports it.
+            log.debug(kv("kafka.keep_alive_failed", group=self.settings.group_id, error=describe(exc)))
+
+    def _keep_alive_sync(self) -> None:
+        if self._consumer is not None and time.monotonic() - self._polled_at >= KEEP_ALIVE_SECONDS:
+            self._poll(self._consumer, frozenset(), 1, 0.0)
+
     def _poll(self, consumer: KafkaConsumer, wanted: frozenset[str], max_records: int, timeout: float) -> list[Record]:
         """One poll on the consumer thread: records of the wanted lanes, high lane first."""
+        self._finish_rebalance(consumer)
+        records = self._poll_once(consumer, wanted, max_records, timeout)
+        # A rejoin this poll began must end inside a poll too (see _finish_rebalance).
+        self._finish_rebalance(consumer)
+        return records
+
+    def _finish_rebalance(self, consumer: KafkaConsumer) -> None:
+        """While this member is rejoining the group, poll back to back until it is done.
+
+        kafka-python (3.0.12) keeps a JoinGroup in flight across polls, but when its answer
+        arrives between two polls it drops it and sends a new JoinGroup: the whole group
+        rebalances again. With short polls on a loaded machine that repeats without end (seen
+        in CI: no assignment for 50 s). Bounded by the session timeout, after which the broker
+        has dropped any member the group was waiting for.
+        """
+        deadline = time.monotonic() + self.settings.session_timeout_ms / 1000
+        while consumer.group_metadata().state == MemberState.REBALANCING and time.monotonic() < deadline:
+            self._poll_once(consumer, frozenset(), 1, REJOIN_POLL_SECONDS)
+
+    def _poll_once(
+        self, consumer: KafkaConsumer, wanted: frozenset[str], max_records: int, timeout: float
+    ) -> list[Record]:
         self._apply_pauses(consumer, wanted)
-        batches = consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        self._polled_at = time.monotonic()
+        try:
+            batches = consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        finally:
+            self._polled_at = time.monotonic()
         by_lane: dict[str, list[Record]] = {lane: [] for lane in LANES}
         stray: dict[TopicPartition, int] = {}
         for tp, messages in batches.items():
