@@ -55,8 +55,7 @@ def check_row(row: dict[str, Any], *, processes: set[str]) -> None:
     assert row["delivered_per_s"] > 0, row
     assert row["p50_ms"] is not None and row["p99_ms"] >= row["p50_ms"], row
     # /proc counts CPU in 10 ms ticks, so one tiny row (200 batched messages, ~40 ms) can read 0
-    # under load; callers check that their rows together measured some CPU.
-    assert row["server_cpu_us_per_msg"] >= 0, row
+    # under load: callers check that their rows together measured some CPU, not each row.
     assert set(row["server_cpu_us_per_msg_by_process"]) == processes, row
     assert row["rss_per_conn_kib"] is not None, row
 
