@@ -83,7 +83,10 @@ async def test_slow_consumers_are_disconnected_and_their_memory_is_reused(proces
                 await device.hello(user_id=user_id, device_id=device_id)
                 stuck.append(device)
             if round_ == ROUNDS:
-                at_least_once = await api.send_many([{"device_id": "alone", "payload": PAYLOAD, "delivery": ALO}] * 20)
+                # One at a time: concurrent Sends have no order, and the device must get these in order.
+                at_least_once = await api.send_many(
+                    [{"device_id": "alone", "payload": PAYLOAD, "delivery": ALO}] * 20, concurrency=1
+                )
             await asyncio.gather(
                 api.send_many([{"device_id": "alone", "payload": PAYLOAD}] * 3000, concurrency=50),
                 api.send_many([{"user_id": "b", "payload": PAYLOAD}] * 150, concurrency=10),

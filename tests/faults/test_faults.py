@@ -144,8 +144,9 @@ async def every_router_holds_partitions(routers: list[Role]) -> None:
     """The premise of a router fault: each router serves a share of the lanes, so that killing
     one leaves a live member to take its share. (A router still joining when the traffic starts
     would take its share in a rebalance of its own.) A joining member's rebalance ends once
-    every member has rejoined at its next poll; kafka-python bounds that by max_poll_interval_ms
-    (300 s), and on an idle group it takes a few heartbeats. 20 heartbeat intervals leaves room
+    every member has rejoined at its next poll (routers poll at least every second; the wait is
+    bounded by the rebalance timeout, max(30 s, 3 x session)), and on an idle group it takes a
+    few heartbeats. 20 heartbeat intervals leaves room
     for a CI machine at load average 25 (18 s was seen to fall short there once)."""
     timeout = SESSION_TIMEOUT_MS / 1000 + 20 * HEARTBEAT_INTERVAL_MS / 1000
     try:

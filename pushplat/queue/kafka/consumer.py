@@ -205,14 +205,23 @@ class KafkaLaneConsumer(LaneConsumer):
     def _finish_rebalance(self, consumer: KafkaConsumer) -> None:
         """While this member is rejoining the group, poll back to back until it is done.
 
-        kafka-python (3.0.12) keeps a JoinGroup in flight across polls, but when its answer
-        arrives between two polls it drops it and sends a new JoinGroup: the whole group
-        rebalances again. With short polls on a loaded machine that repeats without end (seen
-        in CI: no assignment for 50 s). Bounded by the session timeout, after which the broker
-        has dropped any member the group was waiting for.
+        Works around two kafka-python (3.0.12) faults with a join that outlives one poll:
+        - a join answer that arrives between two polls is dropped and a new JoinGroup sent, so
+          the whole group rebalances again; back-to-back polls leave it no gap to land in;
+        - a rejoin that a metadata change started (every router's second join: its first runs
+          before it has the topics' partitions) is forgotten once the leader has assigned, and
+          the member stays REBALANCING, without heartbeats, until the group drops it. Seen in
+          CI under load: a router with no partitions for 70 s. request_rejoin() makes the
+          next poll finish that join instead.
+        Bounded by the session timeout, after which the broker has dropped any member the
+        group was waiting for.
         """
+        coordinator = getattr(consumer, "_coordinator", None)
         deadline = time.monotonic() + self.settings.session_timeout_ms / 1000
         while consumer.group_metadata().state == MemberState.REBALANCING and time.monotonic() < deadline:
+            if coordinator is not None and not coordinator.need_rejoin():
+                coordinator.request_rejoin()
+                log.info(kv("kafka.rejoin_resumed", group=self.settings.group_id))
             self._poll_once(consumer, frozenset(), 1, REJOIN_POLL_SECONDS)
 
     def _poll_once(
