@@ -7,12 +7,16 @@ and polled until it is STABLE.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
-from kafka.structs import MemberState
+import kafka.errors as kafka_errors
+import pytest
+from kafka.structs import MemberState, TopicPartition
 
 from pushplat.queue.kafka.consumer import KafkaLaneConsumer
 from pushplat.queue.kafka.settings import KafkaSettings
+from pushplat.v1 import delivery_pb2
 
 
 class WedgedCoordinator:
@@ -71,3 +75,44 @@ def test_a_stable_member_is_left_alone() -> None:
     fake = FakeConsumer(coordinator)
     consumer._poll(fake, frozenset({"high"}), 10, 0.0)  # type: ignore[arg-type]
     assert coordinator.requests == 0 and fake.polls == 1
+
+
+class RebalancingAfterFetch(FakeConsumer):
+    """The fetch poll returns records and starts a rejoin; the rejoin's poll then fails."""
+
+    def __init__(self, coordinator: WedgedCoordinator, batches: dict[TopicPartition, list[Any]]) -> None:
+        super().__init__(coordinator)
+        self.batches = batches
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.assigned = set(batches)
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, Any]:
+        self.polls += 1
+        if self.polls == 1:
+            self._coordinator.state = MemberState.REBALANCING
+            return self.batches
+        raise kafka_errors.KafkaConnectionError("coordinator went away")
+
+    def assignment(self) -> set[Any]:
+        return self.assigned
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        pass
+
+
+def test_records_fetched_before_a_failed_rejoin_are_rewound_not_lost() -> None:
+    settings = KafkaSettings(["127.0.0.1:9"], "t", session_timeout_ms=2_000)
+    consumer = KafkaLaneConsumer(settings)
+    coordinator = WedgedCoordinator()
+    coordinator.state = MemberState.STABLE
+    tp = TopicPartition(settings.topics["high"], 0)
+    value = delivery_pb2.Envelope().SerializeToString()
+    fake = RebalancingAfterFetch(coordinator, {tp: [SimpleNamespace(offset=5, value=value)]})
+    with pytest.raises(kafka_errors.KafkaConnectionError):
+        consumer._poll(fake, frozenset({"high"}), 10, 0.0)  # type: ignore[arg-type]
+    # Never returned, so read again from where they started.
+    assert fake.seeks == [(tp, 5)]
+

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import suppress
 from typing import Any
 
 import kafka.errors as kafka_errors
@@ -15,7 +16,7 @@ from google.protobuf.message import DecodeError
 from kafka import KafkaConsumer
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
-from pushplat.logs import kv
+from pushplat.logs import LogLimiter, kv
 from pushplat.messages import LANES
 from pushplat.metrics import DROPPED
 from pushplat.queue.base import LaneConsumer, QueueUnavailable, Record
@@ -65,6 +66,7 @@ class KafkaLaneConsumer(LaneConsumer):
         self._pending: dict[TopicPartition, int] = {}
         # When the consumer thread last started or finished a poll (time.monotonic()).
         self._polled_at = 0.0
+        self._keep_alive_log = LogLimiter(interval_seconds=10.0)
 
     @classmethod
     def from_config(cls, config: Any) -> KafkaLaneConsumer:
@@ -179,16 +181,26 @@ class KafkaLaneConsumer(LaneConsumer):
         return self._poll(self._require(), wanted, max_records, timeout)
 
     async def keep_alive(self) -> None:
-        if self._consumer is None or time.monotonic() - self._polled_at < KEEP_ALIVE_SECONDS:
+        if self._consumer is None or self._closed or time.monotonic() - self._polled_at < KEEP_ALIVE_SECONDS:
             return
-        # A poll with every lane paused: it heartbeats and rejoins a rebalance, and consumes
-        # nothing (whatever it returns is rewound).
-        job = self._executor.submit(self._keep_alive_sync)
+        # A poll with every lane paused: it resets kafka-python's poll timer and rejoins a
+        # rebalance (heartbeats come from its own thread), and consumes nothing (whatever it
+        # returns is rewound).
         try:
-            await asyncio.wrap_future(job)
-        except (kafka_errors.KafkaError, QueueUnavailable) as exc:
-            # The next fetch meets the same trouble and reports it.
-            log.debug(kv("kafka.keep_alive_failed", group=self.settings.group_id, error=describe(exc)))
+            await asyncio.wrap_future(self._executor.submit(self._keep_alive_sync))
+        except Exception as exc:
+            # Never fatal to the router's loop: the next fetch meets the same trouble and
+            # reports (and retries) it.
+            allowed, suppressed = self._keep_alive_log.allow("failed")
+            if allowed:
+                log.warning(
+                    kv(
+                        "kafka.keep_alive_failed",
+                        group=self.settings.group_id,
+                        error=describe(exc),
+                        suppressed=suppressed or None,
+                    )
+                )
 
     def _keep_alive_sync(self) -> None:
         if self._consumer is not None and time.monotonic() - self._polled_at >= KEEP_ALIVE_SECONDS:
@@ -199,29 +211,45 @@ class KafkaLaneConsumer(LaneConsumer):
         self._finish_rebalance(consumer)
         records = self._poll_once(consumer, wanted, max_records, timeout)
         # A rejoin this poll began must end inside a poll too (see _finish_rebalance).
-        self._finish_rebalance(consumer)
+        try:
+            self._finish_rebalance(consumer)
+        except BaseException:
+            # The positions have moved past these records: put them back before failing (a
+            # consumer too broken even for that is rebuilt from the committed offsets anyway).
+            with suppress(Exception):
+                self._rewind(consumer, first_offsets(records))
+            raise
         return records
 
     def _finish_rebalance(self, consumer: KafkaConsumer) -> None:
         """While this member is rejoining the group, poll back to back until it is done.
 
         Works around two kafka-python (3.0.12) faults with a join that outlives one poll:
-        - a join answer that arrives between two polls is dropped and a new JoinGroup sent, so
-          the whole group rebalances again; back-to-back polls leave it no gap to land in;
+        - a join answer that arrives between two polls is dropped and a new JoinGroup sent
+          (the group rebalances again if this member leads it); back-to-back polls leave it
+          little gap to land in;
         - a rejoin that a metadata change started (every router's second join: its first runs
-          before it has the topics' partitions) is forgotten once the leader has assigned, and
-          the member stays REBALANCING, without heartbeats, until the group drops it. Seen in
-          CI under load: a router with no partitions for 70 s. request_rejoin() makes the
-          next poll finish that join instead.
-        Bounded by the session timeout, after which the broker has dropped any member the
-        group was waiting for.
+          before it has the topics' partitions) is no longer wanted once the leader has
+          assigned, so no later poll finishes it: the member stays REBALANCING, without
+          heartbeats, until the group drops it. Seen in CI under load: a router with no
+          partitions for 70 s.
+        request_rejoin() on every pass keeps the join wanted (kafka-python clears it only
+        when a join succeeds), so each poll waits on the join in flight instead of skipping it.
+        Bounded by the session timeout so that a fetch is not held much longer than a
+        rebalance normally takes; a join still in flight then stays wanted, and the next poll
+        goes on waiting for it. Each _poll can so wait up to twice that (before and after).
         """
         coordinator = getattr(consumer, "_coordinator", None)
         deadline = time.monotonic() + self.settings.session_timeout_ms / 1000
-        while consumer.group_metadata().state == MemberState.REBALANCING and time.monotonic() < deadline:
-            if coordinator is not None and not coordinator.need_rejoin():
+        while (
+            consumer.group_metadata().state == MemberState.REBALANCING
+            and not self._closed
+            and time.monotonic() < deadline
+        ):
+            if coordinator is not None:
+                if not coordinator.need_rejoin():
+                    log.info(kv("kafka.rejoin_resumed", group=self.settings.group_id))
                 coordinator.request_rejoin()
-                log.info(kv("kafka.rejoin_resumed", group=self.settings.group_id))
             self._poll_once(consumer, frozenset(), 1, REJOIN_POLL_SECONDS)
 
     def _poll_once(
@@ -287,11 +315,7 @@ class KafkaLaneConsumer(LaneConsumer):
     def _rewind_unreturned(self, job: concurrent.futures.Future[list[Record]]) -> None:
         if job.cancelled() or job.exception() is not None or self._consumer is None:
             return
-        first: dict[TopicPartition, int] = {}
-        for record in job.result():
-            topic, partition, offset = record.position
-            tp = TopicPartition(topic, partition)
-            first[tp] = min(first.get(tp, offset), offset)
+        first = first_offsets(job.result())
         if first:
             self._rewind(self._consumer, first)
             log.info(kv("kafka.fetch_cancelled", rewound=len(first)))
@@ -404,3 +428,13 @@ class KafkaLaneConsumer(LaneConsumer):
         # close() sends LeaveGroup, so the surviving routers get these partitions at once
         # instead of after the session timeout. No autocommit: only commit() commits.
         consumer.close(autocommit=False, timeout_ms=self.settings.connect_timeout_ms)
+
+
+def first_offsets(records: Iterable[Record]) -> dict[TopicPartition, int]:
+    """Per partition, the offset of the first of these records: where to seek to read them again."""
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        topic, partition, offset = record.position
+        tp = TopicPartition(topic, partition)
+        first[tp] = min(first.get(tp, offset), offset)
+    return first

@@ -70,8 +70,9 @@ class KafkaSettings:
         # joining or leaving router waits for the others; Kafka's usual 3 s by default.
         self.heartbeat_interval_ms = heartbeat_interval_ms or max(500, min(3000, session_timeout_ms // 3))
         # How long a rebalance waits for every member to rejoin (kafka-python's
-        # max_poll_interval_ms, 300 s by default). Routers poll at least every
-        # KEEP_ALIVE_SECONDS, so a member silent for this long is stuck and is better left behind.
+        # max_poll_interval_ms, 300 s by default); a member that has not polled for this long
+        # also leaves the group on its own. Routers poll at least every KEEP_ALIVE_SECONDS, so
+        # a router silent for this long is stuck (its loop is) and is better left behind.
         self.rebalance_timeout_ms = max(30_000, 3 * session_timeout_ms)
         self.linger_ms = linger_ms
 
