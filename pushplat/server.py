@@ -116,7 +116,6 @@ class Server:
                 "(or --internal-tls-cert, --internal-tls-key and --internal-ca), or --insecure-internal "
                 "on a network only pushplat roles can reach"
             )
-        self._warn_unsafe_settings(roles, in_process, internal)
         # First, so a taken metrics port fails before anything else has started.
         metrics_host = config.metrics_host or config.host
         try:
@@ -237,10 +236,6 @@ class Server:
                 metrics_port=config.metrics_port or None,
             )
         )
-
-    def _warn_unsafe_settings(self, roles: set[str], in_process: bool, internal: InternalAuth) -> None:
-        """Say what is left open, once, before any port opens (and so before the process looks up)."""
-        config = self.config
         off = []
         if "edge" in roles and not config.auth_enabled:
             off.append("no --auth-secret, so Hello.user_id and Hello.device_id are trusted as sent")

@@ -178,7 +178,11 @@ async def test_internal_auth_off_only_when_the_operator_says_so(tmp_path: Path):
         router: Role = await deployment.router("--insecure-internal", metrics=True)
         edge = await deployment.edge("--insecure-internal")
         for role in (router, edge):
-            assert "event=internal.insecure" in role.log()
+            # Logged once start-up is done; a router answers on /metrics before that (it is
+            # still joining the Kafka group), so wait for the line rather than read it at once.
+            await eventually(
+                lambda r=role: "event=internal.insecure" in r.log(), 30, what=f"{role.name} to say internal auth is off"
+            )
         async with (
             PushClient(edge.address, device_id="dan-phone") as device,
             PushSender(api.address) as sender,
