@@ -53,11 +53,10 @@ _LIMIT_KEY_REUSED = LIMITS_HIT.labels("idempotency_key_reused")
 # A SendBatch's validation yields to the event loop after this many requests: 500 of them in one
 # go would stall every other client meanwhile (see tests/e2e/test_event_loop.py).
 BATCH_STEP = 64
-
-
 # A SendStream request_id refused as too long is still echoed up to this size (so the caller
 # can match its answer); beyond it the answer carries an empty id.
 ECHO_ID_BYTES = 8 * MAX_ID_BYTES
+
 
 class InvalidSend(ValueError):
     """A SendRequest that can never succeed; the message says which field is wrong."""

@@ -63,11 +63,11 @@ def _owned_message(device_id: str) -> str:
     )
 
 
-
 def _retry_catch_up(session: Session) -> None:
     if not session.closed and session.catch_up_stalled:
         session.catch_up_stalled = False
         session.outbound.nudge()
+
 
 class SessionLifecycle:
     def __init__(

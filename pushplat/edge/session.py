@@ -25,11 +25,11 @@ GoAwayReason = edge_pb2.GoAway.Reason
 MESSAGE_OVERHEAD = 512
 # Bytes a PushBatch frame adds around its messages: the ServerFrame field tag and length.
 FRAME_OVERHEAD = 6
-# Per-session memory of pushed, unacked ids: what an ack needs to find its message's labels.
 # Control frames (pongs, subscription answers, GoAway) waiting for a writer. A device that pings
 # or subscribes without reading would otherwise grow this list without end; past the cap its
 # answers are dropped (and counted): it is not reading them anyway.
 MAX_CONTROL_FRAMES = 64
+# Per-session memory of pushed, unacked ids: what an ack needs to find its message's labels.
 IN_FLIGHT_ENTRY_OVERHEAD = 200  # an OrderedDict slot, the id string and the entry tuple (measured)
 
 _LANE_INDEX = {

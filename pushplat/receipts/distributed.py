@@ -20,10 +20,6 @@ from pushplat.receipts.status_redis import RedisStatusStore
 
 log = logging.getLogger("pushplat.receipts")
 
-# Receipts waiting for Kafka beyond --receipt-buffer-entries are dropped (and counted) rather
-# than buffered without bound while Kafka is down. The same bound as the buffer, so one full
-# flush of a healthy process always fits.
-
 
 class KafkaReceiptEvents:
     """Publishes each receipt, keyed by message id, to `<prefix>.receipts` in the background.
@@ -42,6 +38,8 @@ class KafkaReceiptEvents:
         self._producer = KafkaLaneProducer(settings) if self._owned else producer
         self._pending: set[asyncio.Task[None]] = set()
         self._backlog = 0  # receipts handed over and not yet acked or failed
+        # Receipts waiting for Kafka beyond this are dropped (and counted) rather than buffered
+        # without bound while Kafka is down: the buffer's own bound, so one full flush fits.
         self._max_backlog = max(1, int(config.receipt_buffer_entries))
 
     async def start(self) -> None:
