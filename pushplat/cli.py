@@ -351,6 +351,14 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
     )
     add_option(parser, "--metrics-host", default="", help="interface for /metrics alone (default: --host)")
     add_option(parser, "--log-level", default=d.log_level, help="debug, info, warning or error")
+    add_option(
+        parser,
+        "--gc-young-objects",
+        type=int,
+        default=d.gc_young_objects,
+        help="objects allocated between young collections of Python's cycle collector (Python's own "
+        "default is 700, which makes full collections that pause every connection frequent; 0 keeps it)",
+    )
 
 
 def _kafka_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
@@ -966,15 +974,24 @@ async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
     if config.workers < 1:
         print(f"pushplat {args_command(config)}: --workers must be at least 1, got {config.workers}", file=sys.stderr)
         return 2
+    if config.gc_young_objects < 0:
+        print(
+            f"pushplat {args_command(config)}: --gc-young-objects must be 0 or more, got {config.gc_young_objects}",
+            file=sys.stderr,
+        )
+        return 2
     if config.workers > 1:
         from pushplat.workers import supervise
 
         return await supervise(config, argv)
+    from pushplat.gc_policy import GcPolicy
     from pushplat.server import Server, StartupError
     from pushplat.workers import die_with_supervisor
 
     die_with_supervisor()  # a no-op unless this process is a --workers worker
 
+    gc_policy = GcPolicy(config.gc_young_objects)
+    gc_policy.apply()
     server = Server(config)
     try:
         await server.start()
@@ -982,6 +999,7 @@ async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
         print(f"pushplat {args_command(config)}: {exc}", file=sys.stderr)
         await server.stop()
         return 2
+    gc_policy.log_started()
     await server.serve_until_signal()
     return 0
 

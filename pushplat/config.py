@@ -184,6 +184,8 @@ class Config:
     metric_topics: list[str] = field(default_factory=list)
 
     log_level: str = "info"
+    # Objects allocated between young collections of Python's cycle collector (gc_policy.py).
+    gc_young_objects: int = 50_000
     # api, router and edge as this many processes under a supervisor (pushplat.workers); each
     # worker binds the shared public ports with SO_REUSEPORT (reuse_port).
     workers: int = 1

@@ -31,6 +31,12 @@ REGISTRY_LATENCY = Histogram(
     ["op"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+GC_PAUSE = Histogram(
+    "pushplat_gc_pause_seconds",
+    "Pauses of Python's cycle collector, per generation (2: a full collection)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 LANE_LAG = Gauge("pushplat_lane_lag_seconds", "Age of the newest message a router took, per lane", ["lane"])
 
 

@@ -227,3 +227,10 @@ async def test_send_refuses_bad_arguments_with_one_line_and_exit_2():
         assert code == 2, (args, err)
         assert text in err and "Traceback" not in err, (args, err)
         assert out == ""
+
+
+@pytest.mark.parametrize("command", ["dev", "edge"])
+async def test_a_negative_gc_young_objects_is_one_line_and_exit_2(command):
+    code, out, err = await run(command, "--gc-young-objects", "-5")
+    assert code == 2 and out == ""
+    assert err.strip() == f"pushplat {command}: --gc-young-objects must be 0 or more, got -5", err

@@ -1,0 +1,79 @@
+"""Python's cycle collector, tuned for a server that holds many long-lived objects per connection.
+
+An edge keeps about 85 collector-tracked objects per open stream (the gRPC call's state, its
+reader, the session). With Python's default thresholds (700, 10, 10) the short-lived objects of a
+burst (a topic fan-out starts a writer on every subscribed session) outlive the young collections,
+are promoted, and soon trigger a full collection that walks every connection's objects: measured
+0.2-1.1 s per full collection at 5,000 streams, with no delivery meanwhile. A young generation of
+tens of thousands of objects lets a burst's objects die before any collection sees them, and
+freezing what start-up made (modules, classes, functions: never garbage) keeps it out of every
+full collection.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from typing import Any
+
+from pushplat.logs import kv
+from pushplat.metrics import GC_PAUSE
+
+log = logging.getLogger("pushplat.gc")
+
+# The older generations: a full collection needs 100 middle ones, each 20 young ones.
+MIDDLE_THRESHOLD = 20
+OLD_THRESHOLD = 100
+# A pause this long is logged as well as counted (at most one line a minute).
+SLOW_PAUSE_SECONDS = 0.1
+_LOG_INTERVAL_SECONDS = 60.0
+
+
+class GcPolicy:
+    """Sets the thresholds, freezes start-up's objects and times every collection."""
+
+    def __init__(self, young_objects: int) -> None:
+        self.young_objects = young_objects
+        self._started = 0.0
+        self._last_log = -_LOG_INTERVAL_SECONDS
+        self._pauses = [GC_PAUSE.labels(str(generation)) for generation in range(3)]
+
+    def apply(self) -> None:
+        """Called before the server starts, once everything is imported: what exists now (modules,
+        classes, functions) lives as long as the process, so it is frozen out of collections.
+        Before, not after, the start: a worker must handle SIGTERM as soon as its ports are open."""
+        if self.young_objects > 0:
+            gc.set_threshold(self.young_objects, MIDDLE_THRESHOLD, OLD_THRESHOLD)
+            gc.collect()
+            gc.freeze()
+        if self._on_collect not in gc.callbacks:
+            gc.callbacks.append(self._on_collect)
+
+    def log_started(self) -> None:
+        """Logged once the server is up, not in apply(): a refused start prints one line only."""
+        thresholds = ",".join(map(str, gc.get_threshold()))
+        log.info(kv("gc.policy", thresholds=thresholds, frozen_objects=gc.get_freeze_count()))
+
+    def remove(self) -> None:
+        if self._on_collect in gc.callbacks:
+            gc.callbacks.remove(self._on_collect)
+
+    def _on_collect(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = info["generation"]
+        self._pauses[generation].observe(pause)
+        if pause >= SLOW_PAUSE_SECONDS and self._started - self._last_log >= _LOG_INTERVAL_SECONDS:
+            self._last_log = self._started
+            log.warning(
+                kv(
+                    "gc.slow_pause",
+                    generation=generation,
+                    pause_ms=round(pause * 1000, 1),
+                    tracked=len(gc.get_objects(generation)),
+                    detail="raise --gc-young-objects if this repeats",
+                )
+            )
