@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, push_pb2
+from pushplat_client.v1 import edge_pb2, push_pb2
 
 from pushplat.api import PushServicer
 from pushplat.api.wire import add_unary_servicer
 from pushplat.config import ROLES, Config
 from pushplat.edge import EdgeNode, check_edge_limits
 from pushplat.edge.origins import OriginCheck
+from pushplat.edge.servicer import add_edge_servicer
 from pushplat.edge.websocket import MIN_MESSAGE_BYTES, WebSocketEdge, ws_tls_context
 from pushplat.edge_link import LOCAL_ADDRESS, EdgeLink, GrpcEdgeLink, LocalEdgeLink
 from pushplat.idempotency import IdempotencyStore, open_idempotency
@@ -174,7 +175,7 @@ class Server:
                 )
                 await self._serve_meta(delivery_server, [_service_name(delivery_pb2, "Delivery")])
             edge_server = self._new_server()
-            edge_pb2_grpc.add_EdgeServicer_to_server(self.edge.servicer, edge_server)
+            add_edge_servicer(self.edge.servicer, edge_server)
             self.ports.edge = self._bind(edge_server, config.host, config.edge_port, "edge", public_tls[0])
             public.append(_service_name(edge_pb2, "Edge"))
             await self._serve_meta(edge_server, public[-1:])

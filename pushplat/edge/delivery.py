@@ -87,7 +87,9 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
             return Outcome.NO_SESSION
         return self.push(session, message)
 
-    def push(self, session: Session, message: message_pb2.Message, size: int | None = None) -> int:
+    def push(
+        self, session: Session, message: message_pb2.Message, size: int | None = None, encoded: bytes | None = None
+    ) -> int:
         """Queue one message on one session, as every message is (byte budget, frame cap,
         priorities; the topic fan-out queues each copy through here too)."""
         if session.closed:
@@ -105,7 +107,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServicer):
             self._dropped["too_large"].inc()
             self._log_drop("too_large", session, message, size=size, limit=outbound.frame_room)
             return Outcome.TOO_LARGE
-        if outbound.push(message, size):
+        if outbound.push(message, size, encoded):
             return Outcome.QUEUED
         if lasting:
             session.behind = True  # it is in the inbox: the session takes it once it has room

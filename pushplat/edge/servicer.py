@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable
 import grpc
 from pushplat_client.v1 import edge_pb2, edge_pb2_grpc
 
+from pushplat.edge.frames import OutFrame, serialize
 from pushplat.edge.lifecycle import SessionLifecycle
 from pushplat.edge.stream import DeviceStream, Dropped, Refused
 
@@ -34,7 +35,7 @@ class GrpcDeviceStream(DeviceStream):
     def read(self) -> Awaitable[edge_pb2.ClientFrame | object]:
         return self._context.read()
 
-    async def write(self, frame: edge_pb2.ServerFrame) -> None:
+    async def write(self, frame: OutFrame) -> None:
         await self._context.write(frame)
 
 
@@ -69,3 +70,18 @@ def dropped_status(reason: str) -> tuple[grpc.StatusCode, str]:
             "--slow-consumer-seconds); at-least-once messages wait in the inbox: reconnect and read",
         )
     return grpc.StatusCode.UNAVAILABLE, f"the session ended ({reason or 'closed'}) while a write was stuck; reconnect"
+
+
+def add_edge_servicer(servicer: EdgeServicer, server: grpc.aio.Server) -> None:
+    """As the generated add_EdgeServicer_to_server, but a frame may already be bytes (a PushBatch
+    is written as its messages' encodings joined: edge/frames.py)."""
+    handlers = {
+        "Connect": grpc.stream_stream_rpc_method_handler(
+            servicer.Connect,
+            request_deserializer=edge_pb2.ClientFrame.FromString,
+            response_serializer=serialize,
+        )
+    }
+    service = edge_pb2.DESCRIPTOR.services_by_name["Edge"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)

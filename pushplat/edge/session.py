@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pushplat_client.v1 import edge_pb2, message_pb2
 
+from pushplat.edge.frames import OutFrame, push_batch
 from pushplat.messages import is_expired, now_ms
 from pushplat.metrics import DROPPED, LIMITS_HIT
 
@@ -40,7 +41,9 @@ _LANE_INDEX = {
 }
 LANE_NAMES = ("high", "normal", "low")
 
-_Entry = tuple[message_pb2.Message, int]  # the message and its size inside a PushBatch
+# The message, its size inside a PushBatch, and its encoding when the caller made one (a topic
+# fan-out encodes its message once for every session: edge/frames.py).
+_Entry = tuple[message_pb2.Message, int, bytes | None]
 
 
 class WriterOwner(Protocol):
@@ -49,7 +52,11 @@ class WriterOwner(Protocol):
 
 def wire_size(message: message_pb2.Message) -> int:
     """Bytes the message takes inside a PushBatch: field tag, length prefix and the message."""
-    size = message.ByteSize()
+    return framed_size(message.ByteSize())
+
+
+def framed_size(size: int) -> int:
+    """wire_size of a message whose encoding is ``size`` bytes long."""
     return size + 2 + (size >= 0x80) + (size >= 0x4000) + (size >= 0x200000) + (size >= 0x10000000)
 
 
@@ -119,10 +126,11 @@ class OutboundQueue:
         """The largest message (wire size, see wire_size) that fits in a PushBatch frame."""
         return self.frame_bytes - FRAME_OVERHEAD
 
-    def push(self, message: message_pb2.Message, size: int = 0) -> bool:
-        """Queue a message of wire ``size`` (computed if 0); False when it does not fit (the
-        caller counts the drop) or the queue is closed. An empty queue takes any one message, so
-        nothing is refused for its size alone; the caller keeps out what no frame can carry."""
+    def push(self, message: message_pb2.Message, size: int = 0, encoded: bytes | None = None) -> bool:
+        """Queue a message of wire ``size`` (computed if 0), and its ``encoded`` bytes if the
+        caller has them; False when it does not fit (the caller counts the drop) or the queue is
+        closed. An empty queue takes any one message, so nothing is refused for its size alone;
+        the caller keeps out what no frame can carry."""
         if self._closed:
             return False
         size = size or wire_size(message)
@@ -134,7 +142,7 @@ class OutboundQueue:
         lane = self._lanes[index]
         if lane is None:
             lane = self._lanes[index] = deque()
-        lane.append((message, size))
+        lane.append((message, size, encoded))
         self._size += 1
         self._bytes += size + MESSAGE_OVERHEAD
         self._wake()
@@ -152,7 +160,7 @@ class OutboundQueue:
             for index, lane in enumerate(self._lanes):
                 if lane:
                     kept = deque(entry for entry in lane if entry[0].message_id not in ids)
-                    for message, size in lane:
+                    for message, size, _ in lane:
                         if message.message_id in ids:
                             self._size -= 1
                             self._bytes -= size + MESSAGE_OVERHEAD
@@ -183,7 +191,7 @@ class OutboundQueue:
                 break
             if self._replay is None:
                 self._replay = deque()
-            self._replay.append((message, size))
+            self._replay.append((message, size, None))
             self._size += 1
             self._bytes += size + MESSAGE_OVERHEAD
             taken += 1
@@ -230,19 +238,19 @@ class OutboundQueue:
         """Have the writer look again (at the inbox, say) with nothing new queued."""
         self._wake()
 
-    def take(self, max_messages: int = 64) -> tuple[list[edge_pb2.ServerFrame], list[message_pb2.Message]] | None:
-        """Frames to write now: control frames, then at most one PushBatch (always last), and the
-        messages in that batch. Both empty when there is nothing to write; None once the queue is
-        closed and its control frames are out."""
-        frames: list[edge_pb2.ServerFrame] = []
+    def take(self, max_messages: int = 64) -> tuple[list[OutFrame], list[message_pb2.Message]] | None:
+        """Frames to write now: control frames, then at most one PushBatch (always last, as
+        bytes: edge/frames.py), and the messages in that batch. Both empty when there is nothing
+        to write; None once the queue is closed and its control frames are out."""
+        frames: list[OutFrame] = []
         batch: list[message_pb2.Message] = []
         if self._control:
-            frames = self._control
+            frames = list(self._control)
             self._control = None
         if self._size and not self._closed and not self._held:
-            batch = self._take_messages(max_messages)
+            batch, encodings = self._take_messages(max_messages)
             if batch:
-                frames.append(edge_pb2.ServerFrame(pushes=edge_pb2.PushBatch(messages=batch)))
+                frames.append(push_batch(encodings))
         if not frames and self._closed:
             return None
         return frames, batch
@@ -251,8 +259,9 @@ class OutboundQueue:
         """Put the Welcome in front of every control frame queued before it."""
         self._control = [frame, *(self._control or ())]
 
-    def _take_messages(self, max_messages: int) -> list[message_pb2.Message]:
+    def _take_messages(self, max_messages: int) -> tuple[list[message_pb2.Message], list[bytes]]:
         batch: list[message_pb2.Message] = []
+        encodings: list[bytes] = []
         room = self.frame_bytes - FRAME_OVERHEAD
         now = now_ms()
         for queue in (self._replay, *self._lanes):
@@ -260,7 +269,7 @@ class OutboundQueue:
             # SDKs' receive limit): a larger one would be refused by the client, and the same
             # batch replayed after every reconnect.
             while queue and len(batch) < max_messages and (not batch or queue[0][1] <= room):
-                message, size = queue.popleft()
+                message, size, encoded = queue.popleft()
                 self._size -= 1
                 self._bytes -= size + MESSAGE_OVERHEAD
                 if is_expired(message, now):
@@ -268,13 +277,14 @@ class OutboundQueue:
                     DROPPED.labels("expired").inc()
                     continue
                 batch.append(message)
+                encodings.append(encoded or message.SerializeToString())
                 room -= size
             if batch:
                 # One lane per batch keeps a high batch from waiting on low serialization.
                 break
         if self.full_since is not None and self._bytes <= self.limit_bytes // 2:
             self.full_since = None
-        return batch
+        return batch, encodings
 
 
 class InFlight:

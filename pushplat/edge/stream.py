@@ -8,7 +8,7 @@ transport, so every transport gets the whole lifecycle by implementing this one 
 gRPC's ``Edge.Connect`` is one transport (``pushplat/edge/servicer.py``), WebSocket the other
 (``pushplat/edge/websocket.py``, issue 13): per accepted socket (subprotocol ``pushplat.v1``) a
 DeviceStream whose read() parses one binary message as a ClientFrame (raising DecodeError for
-bytes that are not one) and whose write() sends ServerFrame.SerializeToString() as one binary
+bytes that are not one) and whose write() sends the serialized ServerFrame as one binary
 message, with ``transport = "websocket"``; then ``await lifecycle.serve(stream)``. Returning is a
 clean end (gRPC's OK; WebSocket closes 1000); a raised ``Refused`` carries the status to end with
 (gRPC: the status and a retry-after-ms trailer; WebSocket: close code 4000 + code, the retry hint
@@ -22,6 +22,8 @@ from collections.abc import Awaitable
 
 import grpc
 from pushplat_client.v1 import edge_pb2
+
+from pushplat.edge.frames import OutFrame
 
 __all__ = ["DeviceStream", "Dropped", "Refused"]
 
@@ -65,6 +67,7 @@ class DeviceStream(ABC):
         stream's pending read is only the transport's own.)"""
 
     @abstractmethod
-    async def write(self, frame: edge_pb2.ServerFrame) -> None:
-        """Send one frame. Called by one task at a time; may wait for the device to read (flow
-        control). The lifecycle cancels a write stuck on a dead peer."""
+    async def write(self, frame: OutFrame) -> None:
+        """Send one frame (a ServerFrame, or one already serialized: edge/frames.py). Called by
+        one task at a time; may wait for the device to read (flow control). The lifecycle cancels
+        a write stuck on a dead peer."""

@@ -30,7 +30,7 @@ import grpc
 from pushplat_client.v1 import edge_pb2, message_pb2
 
 from pushplat.config import Config
-from pushplat.edge.session import Session, wire_size
+from pushplat.edge.session import Session, framed_size
 from pushplat.limits import MAX_ID_BYTES
 from pushplat.logs import LogLimiter, clip, kv
 from pushplat.metrics import (
@@ -66,7 +66,8 @@ INVALID, EXHAUSTED, UNAVAILABLE = (
     grpc.StatusCode.UNAVAILABLE.value[0],
 )
 
-Push = Callable[[Session, message_pb2.Message, int], int]  # session, message, its wire_size
+# Queue on a session: the message, its wire_size and its encoding; returns an Outcome.
+Push = Callable[[Session, message_pb2.Message, int, bytes], int]
 Record = Callable[[list[ReceiptEvent]], None]
 # Topic message ids remembered for their acks.
 RECENT_MESSAGES = 10_000
@@ -195,9 +196,11 @@ class EdgeTopics:
         outcomes: dict[int, int] = {}
         sessions = self.index.get(topic)
         if sessions:
-            size = wire_size(message)  # once per fan-out, not once per subscriber
+            # Encoded once per fan-out, not once per subscriber (edge/frames.py).
+            encoded = message.SerializeToString()
+            size = framed_size(len(encoded))
             for session in list(sessions):
-                outcome = push(session, message, size)
+                outcome = push(session, message, size, encoded)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             for outcome, count in outcomes.items():
                 TOPIC_FANOUT.labels(Outcome.Name(outcome).lower()).inc(count)

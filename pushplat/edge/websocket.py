@@ -31,6 +31,7 @@ from websockets.http11 import Request, Response
 
 from pushplat import web
 from pushplat.config import Config
+from pushplat.edge.frames import OutFrame, serialize
 from pushplat.edge.lifecycle import SessionLifecycle
 from pushplat.edge.origins import OriginCheck
 from pushplat.edge.stream import DeviceStream, Dropped, Refused
@@ -88,8 +89,8 @@ class WsDeviceStream(DeviceStream):
             raise DecodeError(f"a text message; {SUBPROTOCOL} carries each ClientFrame in a binary message")
         return edge_pb2.ClientFrame.FromString(data)
 
-    async def write(self, frame: edge_pb2.ServerFrame) -> None:
-        await self._connection.send(frame.SerializeToString())
+    async def write(self, frame: OutFrame) -> None:
+        await self._connection.send(serialize(frame))
 
 
 def close_reason(refused: Refused) -> str:

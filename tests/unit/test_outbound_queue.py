@@ -21,7 +21,8 @@ def msg(i: int, priority: int = 0, expires_at_ms: int = 0, payload: bytes = b"",
 def drain(q: OutboundQueue) -> tuple[list[edge_pb2.ServerFrame], list[str]]:
     frames, ids = [], []
     while (taken := q.take()) is not None and taken[0]:
-        frames += taken[0]
+        # A PushBatch goes out as bytes (edge/frames.py): parsed here to look inside.
+        frames += [edge_pb2.ServerFrame.FromString(f) if isinstance(f, bytes) else f for f in taken[0]]
         ids += [m.message_id for m in taken[1]]
     return frames, ids
 
@@ -33,7 +34,8 @@ def test_control_then_high_then_normal_then_low():
     q.push(msg(3, message_pb2.PRIORITY_HIGH))
     q.control(edge_pb2.ServerFrame(pong=edge_pb2.Pong()))
     frames, batch = q.take()
-    assert frames[0].HasField("pong") and frames[-1].pushes.messages[0].message_id == "3"
+    pushed = edge_pb2.ServerFrame.FromString(frames[-1])  # a PushBatch goes out as bytes
+    assert frames[0].HasField("pong") and pushed.pushes.messages[0].message_id == "3"
     assert [m.message_id for m in batch] == ["3"]
     assert drain(q)[1] == ["2", "1"]
 
