@@ -79,6 +79,26 @@ class Page:
 
         await self._call(close)
 
+    async def reload(self) -> None:
+        """Reload the page (a new page, so a new connection; a reload never keeps the old one cached)."""
+        await self._call(self.driver.refresh)
+
+    async def fill(self, element_id: str, text: str) -> None:
+        """Type text into an input, replacing what it held, as a person would."""
+        from selenium.webdriver.common.by import By
+
+        def type_text() -> None:
+            field = self.driver.find_element(By.ID, element_id)
+            field.clear()
+            field.send_keys(text)
+
+        await self._call(type_text)
+
+    async def click(self, element_id: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        await self._call(lambda: self.driver.find_element(By.ID, element_id).click())
+
     async def demo(self) -> dict[str, Any]:
         """What the demo page shows (window.demo), or {} before its script ran."""
         raw = await self._call(self.driver.execute_script, "return JSON.stringify(window.demo || {})")
