@@ -25,7 +25,8 @@ log = logging.getLogger("pushplat.gc")
 # The older generations: a full collection needs 100 middle ones, each 20 young ones.
 MIDDLE_THRESHOLD = 20
 OLD_THRESHOLD = 100
-# A pause this long is logged as well as counted (at most one line a minute).
+# A pause this long (wall time: a process starved of CPU pauses longer) is logged as well as
+# counted, at most one line a minute.
 SLOW_PAUSE_SECONDS = 0.1
 _LOG_INTERVAL_SECONDS = 60.0
 
@@ -73,7 +74,9 @@ class GcPolicy:
                     "gc.slow_pause",
                     generation=generation,
                     pause_ms=round(pause * 1000, 1),
-                    tracked=len(gc.get_objects(generation)),
+                    collected=info["collected"],
+                    # What a full collection walks (the frozen start-up objects aside).
+                    old_objects=len(gc.get_objects(2)),
                     detail="raise --gc-young-objects if this repeats",
                 )
             )

@@ -42,3 +42,18 @@ def test_zero_keeps_pythons_own_thresholds(restore_gc):
     policy.apply()
     policy.remove()
     assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+
+
+def test_a_slow_pause_is_logged_once_a_minute_at_most(restore_gc, monkeypatch, caplog):
+    monkeypatch.setattr("pushplat.gc_policy.SLOW_PAUSE_SECONDS", 0.0)  # every pause is "slow"
+    policy = GcPolicy(50_000)
+    policy.apply()
+    caplog.set_level("WARNING", logger="pushplat.gc")
+    try:
+        gc.collect()
+        gc.collect()
+    finally:
+        policy.remove()
+    lines = [r.getMessage() for r in caplog.records if "event=gc.slow_pause" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "generation=2" in lines[0] and "pause_ms=" in lines[0] and "old_objects=" in lines[0]
