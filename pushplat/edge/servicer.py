@@ -52,13 +52,25 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             # Raised only once no write is in flight: gRPC takes one send operation at a time,
             # and a status sent during a write would fail and leave the stream hanging.
             trailers = () if refused.retry_after_ms is None else ((RETRY_AFTER_KEY, str(refused.retry_after_ms)),)
-            await context.abort(refused.code, refused.message, trailing_metadata=trailers)
+            end_call(context, refused.code, refused.message, trailers)
         except Dropped as dropped:
             # A write was stuck on a peer that stopped reading; the lifecycle has cancelled it, so
             # the call takes a status again. (Raising CancelledError instead leaves the HTTP/2
             # stream open at the client: it reads what its window held, then waits forever.)
-            code, message = dropped_status(str(dropped))
-            await context.abort(code, message)
+            end_call(context, *dropped_status(str(dropped)))
+
+
+def end_call(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, trailers: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """End the call with this status when the handler returns. Not context.abort(): it keeps its
+    AbortError on the call, and that error's traceback holds the handler's frames and so the call
+    and its session (with the frame whose write was stuck): a cycle of objects old enough that
+    only a full gc pass frees them, long after the device left."""
+    context.set_code(code)
+    context.set_details(message)
+    if trailers:
+        context.set_trailing_metadata(trailers)
 
 
 def dropped_status(reason: str) -> tuple[grpc.StatusCode, str]:

@@ -1,11 +1,13 @@
 """Memory of a real `pushplat dev` process (its RSS) under slow consumers and long runs (issue 10):
 devices that stop reading are disconnected, with a status that says so, and RSS stops growing
-round after round of them; and the in-memory stores stay within their bounds however many
-messages go through."""
+round after round of them; a dropped session is freed as soon as it ends (no reference cycle
+waits for the gc); and the in-memory stores stay within their bounds however many messages go
+through."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import grpc
 import pytest
 from pushplat_client.v1 import message_pb2, push_pb2
 
+from pushplat.edge.session import Session
 from tests.helpers import Api, RawDevice, eventually, free_port
 from tests.processes import DevServer, ProcessGroup, scrape
 
@@ -43,6 +46,36 @@ def metric(body: str, name: str, **labels: str) -> float:
 
 async def read_all(device: RawDevice, count: int, timeout: float = 30) -> list[message_pb2.Message]:
     return await device.read_messages(count, timeout=timeout)
+
+
+async def test_a_dropped_slow_consumer_is_freed_without_waiting_for_the_gc(start_platform, clients):
+    """A session that lived for seconds is old for the gc, which collects old cycles rarely: a
+    dropped session caught in a cycle keeps its queue and the frame whose write was stuck long
+    after the device left. Ended with a status set on the call (not context.abort(), whose error
+    and its traceback point back at the call), it is freed by reference counting alone."""
+    server = await start_platform(slow_consumer_seconds=0.5, goaway_grace_seconds=0.5)
+    device = clients("device", f"127.0.0.1:{server.ports.edge}")
+    session_id = (await device.hello(device_id="never-reads")).session_id
+    api = clients("api", f"127.0.0.1:{server.ports.api}")
+    gc.collect()
+    gc.disable()  # from here on, only reference counting frees anything
+
+    def session_left() -> bool:
+        return any(isinstance(o, Session) and o.session_id == session_id for o in gc.get_objects())
+
+    try:
+        await api.send_many([{"device_id": "never-reads", "payload": PAYLOAD}] * 200, concurrency=20)
+        await eventually(lambda: server.edge.hub.get("never-reads") is None, what="the slow consumer's disconnect")
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(30):
+                while await device.call.read() is not grpc.aio.EOF:
+                    pass
+        assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ended.value
+        assert "slow consumer" in (ended.value.details() or ""), ended.value.details()
+        await device.close()
+        await eventually(lambda: not session_left(), what="the ended session to be freed")
+    finally:
+        gc.enable()
 
 
 async def test_slow_consumers_are_disconnected_and_their_memory_is_reused(processes: ProcessGroup):
