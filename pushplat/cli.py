@@ -171,6 +171,15 @@ def _server_options(parser: argparse.ArgumentParser, roles: Sequence[str], dev: 
         )
         add_option(
             parser,
+            "--memory-trim-seconds",
+            type=float,
+            default=d.memory_trim_seconds,
+            help="once sessions that ended held half a --session-queue-bytes between them (a slow consumer "
+            "alone does), give the memory they freed back to the OS (glibc malloc_trim, off the event loop), "
+            "at most this often; 0 = never",
+        )
+        add_option(
+            parser,
             "--max-frame-bytes",
             type=int,
             default=d.max_frame_bytes,

@@ -101,6 +101,9 @@ class Config:
     # slow_consumer_seconds gets GoAway(SLOW_CONSUMER).
     session_queue_bytes: int = 1024 * 1024
     slow_consumer_seconds: float = 5.0
+    # After sessions end with queued messages (a wave of slow consumers), give the freed heap
+    # back to the OS (malloc_trim, in a thread), at most this often; 0 = never (see memory_trim.py).
+    memory_trim_seconds: float = 10.0
     # Largest ServerFrame on a device stream, announced in Welcome; 0: 1 MiB, or one
     # maximum-size message if that is larger (see frame_bytes).
     max_frame_bytes: int = 0

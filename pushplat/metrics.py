@@ -182,3 +182,9 @@ TOPIC_FANOUT = Counter(
 TOPIC_RESTORES = Counter(
     "pushplat_topic_restores_total", "Subscriptions restored from the store when a session opened", ["result"]
 )
+MEMORY_TRIMS = Counter(
+    "pushplat_memory_trims_total", "Times the edge gave freed heap memory back to the OS after sessions ended"
+)
+MEMORY_TRIMMED_BYTES = Counter(
+    "pushplat_memory_trimmed_bytes_total", "RSS those trims gave back (the drop in RSS across each trim)"
+)

@@ -22,6 +22,7 @@ from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
 from pushplat.limits import largest_frame_message
 from pushplat.logs import kv
+from pushplat.memory_trim import MemoryTrimmer, glibc_trim
 from pushplat.receipts import Receipts
 from pushplat.registry import Registry
 from pushplat.topics import Subscriptions
@@ -51,6 +52,8 @@ def check_edge_limits(config: Config) -> None:
         raise ValueError(f"--session-queue-limit must be at least 1, got {config.session_queue_limit}")
     if not config.slow_consumer_seconds > 0:
         raise ValueError(f"--slow-consumer-seconds must be > 0, got {config.slow_consumer_seconds:g}")
+    if not config.memory_trim_seconds >= 0:
+        raise ValueError(f"--memory-trim-seconds must be >= 0 (0 turns it off), got {config.memory_trim_seconds:g}")
     if config.session_ack_memory_bytes < 0:
         raise ValueError(f"--session-ack-memory-bytes must be >= 0, got {config.session_ack_memory_bytes}")
 
@@ -82,6 +85,8 @@ class EdgeNode:
         )
         self.lifetimes = SessionLifetimes(config, self.hub)
         self.acks = AckProcessor(inbox, receipts, self.topics)
+        # A slow consumer is disconnected only while over half its queue budget: one is a wave.
+        self.trimmer = MemoryTrimmer(config.memory_trim_seconds, config.session_queue_bytes // 2, glibc_trim())
         # Every transport serves its streams through this one lifecycle (see edge/stream.py):
         # gRPC here, WebSocket in edge/websocket.py (pushplat.server starts it on --ws-port).
         self.lifecycle = SessionLifecycle(
@@ -93,6 +98,7 @@ class EdgeNode:
             inbox,
             self.acks,
             self.topics,
+            self.trimmer,
         )
         self.servicer = EdgeServicer(self.lifecycle)
         self.delivery = DeliveryServicer(self.hub, config.edge_id, self.topics)
@@ -102,6 +108,7 @@ class EdgeNode:
         await self.registration.start(delivery_address)
         self.lifetimes.start()
         self.acks.start()
+        log.info(self.trimmer.describe())
 
     async def drain(self, window_seconds: float) -> None:
         """Stop accepting, leave the registry, and spread the clients' reconnects over the window."""
@@ -135,3 +142,4 @@ class EdgeNode:
         for session in self.hub.streams():
             session.kill("shutdown")
         await self.acks.stop()
+        await self.trimmer.close()

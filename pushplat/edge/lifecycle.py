@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
+from functools import partial
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -32,6 +33,7 @@ from pushplat.edge.topics import EdgeTopics
 from pushplat.inbox import Inbox
 from pushplat.limits import MAX_ACK_IDS, LimitExceeded
 from pushplat.logs import LogLimiter, clip, kv
+from pushplat.memory_trim import MemoryTrimmer
 from pushplat.messages import new_session_id, now_ms
 from pushplat.metrics import (
     CONNECTS,
@@ -80,8 +82,10 @@ class SessionLifecycle:
         inbox: Inbox,
         acks: AckProcessor,
         topics: EdgeTopics | None = None,
+        trimmer: MemoryTrimmer | None = None,
     ) -> None:
         self.config = config
+        self.trimmer = trimmer
         self.topics = topics or EdgeTopics(config, MemorySubscriptions(), hub.get)
         self.inbox = inbox
         self.hub = hub
@@ -147,7 +151,7 @@ class SessionLifecycle:
             raise Refused(grpc.StatusCode.UNAVAILABLE, "the registry is unavailable; reconnect later") from None
         finally:
             session.close(session.close_reason or "stream_ended")
-            await self._close(session)
+            await self._close(session, stream)
 
     async def _run(self, stream: DeviceStream, session: Session) -> None:
         """The open session. This coroutine reads (acks and pings); a writer task runs only while
@@ -425,14 +429,17 @@ class SessionLifecycle:
             session.close(session.close_reason or "stream_error")
             log.debug(kv("session.read_error", session=session.session_id, error=repr(exc)))
 
-    async def _close(self, session: Session) -> None:
+    async def _close(self, session: Session, stream: DeviceStream) -> None:
         self.topics.forget(session)
         if self.hub.detach(session):
             await asyncio.shield(self.registration.unregister(session))
         OPEN_CONNECTIONS.set(len(self.hub))
         self._open_gauge(session.transport).dec()
         self._disconnect_counter(session.close_reason, session.transport).inc()
+        queued = session.outbound.bytes
         dropped = len(session.outbound.drain_messages())
+        if self.trimmer is not None and queued:
+            stream.on_finished(partial(self.trimmer.released, queued))
         log.info(
             kv(
                 "session.close",

@@ -1,0 +1,158 @@
+"""Give memory back to the OS after a wave of sessions ends (slow consumers, say).
+
+glibc keeps what the process frees for reuse, and on its own returns only the free space at the
+top of each heap. What sessions held is freed in holes below the live data (measured after 21
+slow consumers: ~23 MiB free in 370 holes of the main heap, 48 bytes at its top), so RSS stays
+at the wave's high-water mark. malloc_trim(0) gives back every free page of every arena
+(measured: 1.2-2.4 ms for a 40 MiB heap). It runs in a thread, never on the event loop, once the
+closes have gone quiet, and at most once per --memory-trim-seconds: while it holds an arena's
+lock, a thread allocating from that arena waits (the event loop included, for at most that long).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from pushplat.logs import kv
+from pushplat.metrics import MEMORY_TRIMMED_BYTES, MEMORY_TRIMS
+
+log = logging.getLogger("pushplat.memory")
+
+# A wave is over once no session has ended (with something queued) for this long: one trim then
+# returns what the whole wave freed.
+QUIET_SECONDS = 1.0
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def glibc_trim() -> Callable[[], int] | None:
+    """glibc's malloc_trim(0), or None where the C library has none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+def resident_bytes() -> int:
+    """This process's RSS (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class MemoryTrimmer:
+    """Counts what ending sessions had queued; once that reaches ``after_bytes`` and the closes
+    have been quiet for ``quiet_seconds`` (or ``interval_seconds`` have passed, for a steady
+    trickle), trims in a thread, at most once per ``interval_seconds``. ``interval_seconds`` 0
+    (or a C library without malloc_trim) turns it off."""
+
+    def __init__(
+        self,
+        interval_seconds: float,
+        after_bytes: int,
+        trim: Callable[[], int] | None,
+        quiet_seconds: float = QUIET_SECONDS,
+    ) -> None:
+        """``trim`` gives memory back (glibc_trim(); None where there is none)."""
+        self.interval_seconds = interval_seconds
+        self.after_bytes = after_bytes
+        self.quiet_seconds = quiet_seconds
+        self._trim = trim
+        self.enabled = interval_seconds > 0 and trim is not None
+        self._pending = 0
+        self._sessions = 0
+        self._first = 0.0
+        self._last = 0.0
+        self._done_at = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def describe(self) -> str:
+        if self._trim is None:
+            return kv("memory.trim_off", reason="the C library has no malloc_trim")
+        if not self.enabled:
+            return kv("memory.trim_off", reason="--memory-trim-seconds 0")
+        return kv("memory.trim_on", at_most_every_s=f"{self.interval_seconds:g}", after_bytes=self.after_bytes)
+
+    def released(self, nbytes: int) -> None:
+        """A session ended with ``nbytes`` queued (called on the event loop; O(1))."""
+        if not self.enabled or nbytes <= 0:
+            return
+        now = time.monotonic()
+        if not self._pending:
+            self._first = now
+        self._pending += nbytes
+        self._sessions += 1
+        self._last = now
+        if self._timer is None and self._task is None and self._pending >= self.after_bytes:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(self._due() - time.monotonic(), 0.0), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._due() > time.monotonic():  # the wave went on: wait for it to end
+            self._schedule()
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        pending, sessions = self._pending, self._sessions
+        self._pending = self._sessions = 0
+        try:
+            before, after, took = await asyncio.to_thread(self._trim_now)
+        finally:
+            self._task = None
+            self._done_at = time.monotonic()
+        returned = max(before - after, 0)
+        MEMORY_TRIMS.inc()
+        MEMORY_TRIMMED_BYTES.inc(returned)
+        log.info(
+            kv(
+                "memory.trim",
+                sessions=sessions,
+                queued_bytes=pending,
+                rss_before_mib=round(before / 2**20, 1),
+                rss_after_mib=round(after / 2**20, 1),
+                took_ms=round(took * 1000, 1),
+            )
+        )
+        if self._pending >= self.after_bytes:  # more sessions ended while this one trimmed
+            self._schedule()
+
+    def _due(self) -> float:
+        """When the next trim may run: the wave is quiet (or has gone on for a whole interval),
+        and the last trim was an interval ago."""
+        wave_over = min(self._last + self.quiet_seconds, self._first + self.interval_seconds)
+        return max(wave_over, self._done_at + self.interval_seconds)
+
+    def _trim_now(self) -> tuple[int, int, float]:
+        """RSS before and after a trim, and how long the trim took (it holds each arena's lock in
+        turn for part of that)."""
+        assert self._trim is not None
+        before = resident_bytes()
+        started = time.perf_counter()
+        self._trim()
+        took = time.perf_counter() - started
+        return before, resident_bytes(), took
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

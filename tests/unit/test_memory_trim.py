@@ -1,0 +1,76 @@
+"""The edge's trim policy (pushplat/memory_trim.py): a wave of ended sessions is trimmed once,
+when it is over, at most once per interval, and never when turned off."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from prometheus_client import REGISTRY
+
+from pushplat.memory_trim import MemoryTrimmer, glibc_trim, resident_bytes
+from tests.helpers import eventually
+
+
+def trims() -> float:
+    return REGISTRY.get_sample_value("pushplat_memory_trims_total") or 0.0
+
+
+class FakeTrim:
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def __call__(self) -> int:
+        self.at.append(time.monotonic())
+        return 1
+
+
+async def test_a_wave_is_trimmed_once_when_it_is_over():
+    trim = FakeTrim()
+    trimmer = MemoryTrimmer(5, after_bytes=1000, trim=trim, quiet_seconds=0.2)
+    before = trims()
+    trimmer.released(600)  # under after_bytes: not a wave yet
+    await asyncio.sleep(0.3)
+    assert trim.at == []
+    last = time.monotonic()
+    for _ in range(5):  # a wave: each close pushes the trim back until the closes stop
+        trimmer.released(600)
+        last = time.monotonic()
+        await asyncio.sleep(0.05)
+    await eventually(lambda: trim.at, timeout=5, what="the trim after the wave")
+    assert trim.at[0] >= last + 0.2
+    await asyncio.sleep(0.3)
+    assert len(trim.at) == 1
+    assert trims() == before + 1
+    await trimmer.close()
+
+
+async def test_trims_are_at_least_one_interval_apart():
+    trim = FakeTrim()
+    trimmer = MemoryTrimmer(0.8, after_bytes=100, trim=trim, quiet_seconds=0.05)
+    trimmer.released(100)
+    await eventually(lambda: len(trim.at) == 1, timeout=5, what="the first trim")
+    trimmer.released(100)  # the next wave comes at once; its trim waits out the interval
+    await eventually(lambda: len(trim.at) == 2, timeout=5, what="the second trim")
+    assert trim.at[1] - trim.at[0] >= 0.8
+    await trimmer.close()
+
+
+async def test_off_when_turned_off_or_when_there_is_no_malloc_trim():
+    trim = FakeTrim()
+    off = MemoryTrimmer(0, after_bytes=1, trim=trim, quiet_seconds=0)
+    off.released(10**9)
+    await asyncio.sleep(0.1)
+    assert trim.at == []
+    assert "memory.trim_off" in off.describe() and "--memory-trim-seconds 0" in off.describe()
+    missing = MemoryTrimmer(10, after_bytes=1, trim=None)
+    missing.released(10**9)
+    assert "malloc_trim" in missing.describe()
+    assert "memory.trim_on" in MemoryTrimmer(10, after_bytes=1, trim=trim).describe()
+
+
+def test_glibc_trim_and_rss_on_linux():
+    trim = glibc_trim()
+    assert trim is not None, "this is a glibc system: malloc_trim must be found"
+    assert trim() in (0, 1)
+    assert resident_bytes() > 10 * 2**20
