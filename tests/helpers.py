@@ -100,8 +100,8 @@ class Inbox:
 class RawDevice:
     """A device stream driven frame by frame, for protocol-level tests."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+    def __init__(self, address: str, options: list[tuple[str, Any]] | None = None) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=options)
         self.call = edge_pb2_grpc.EdgeStub(self.channel).Connect()
 
     async def hello(self, *, user_id: str = "", device_id: str = "", token: str = "") -> edge_pb2.Welcome:
