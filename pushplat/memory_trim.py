@@ -7,6 +7,9 @@ at the wave's high-water mark. malloc_trim(0) gives back every free page of ever
 (measured: 1.2-2.4 ms for a 40 MiB heap). It runs in a thread, never on the event loop, once the
 closes have gone quiet, and at most once per --memory-trim-seconds: while it holds an arena's
 lock, a thread allocating from that arena waits (the event loop included, for at most that long).
+Some of a session's memory is freed after it closed (gRPC's buffers for a stream whose status
+waits for the device to read what its window holds): one more trim an interval after each wave
+returns that too.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def resident_bytes() -> int:
 class MemoryTrimmer:
     """Counts what ending sessions had queued; once that reaches ``after_bytes`` and the closes
     have been quiet for ``quiet_seconds`` (or ``interval_seconds`` have passed, for a steady
-    trickle), trims in a thread, at most once per ``interval_seconds``. ``interval_seconds`` 0
-    (or a C library without malloc_trim) turns it off."""
+    trickle), trims in a thread, and once more ``interval_seconds`` later (a follow-up); at most
+    once per ``interval_seconds``. ``interval_seconds`` 0 (or a C library without malloc_trim)
+    turns it off."""
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class MemoryTrimmer:
         self._first = 0.0
         self._last = 0.0
         self._done_at = float("-inf")
+        self._follow_up = False  # the next trim is a wave's follow-up
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -94,8 +99,10 @@ class MemoryTrimmer:
         self._pending += nbytes
         self._sessions += 1
         self._last = now
-        if self._timer is None and self._task is None and self._pending >= self.after_bytes:
-            self._schedule()
+        if self._pending >= self.after_bytes:
+            self._follow_up = False  # a wave again: its own trim (and follow-up) come first
+            if self._timer is None and self._task is None:
+                self._schedule()
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,7 +117,9 @@ class MemoryTrimmer:
 
     async def _run(self) -> None:
         pending, sessions = self._pending, self._sessions
+        follow_up = self._follow_up
         self._pending = self._sessions = 0
+        self._follow_up = False
         try:
             before, after, took = await asyncio.to_thread(self._trim_now)
         finally:
@@ -122,6 +131,7 @@ class MemoryTrimmer:
         log.info(
             kv(
                 "memory.trim",
+                follow_up=follow_up or None,
                 sessions=sessions,
                 queued_bytes=pending,
                 rss_before_mib=round(before / 2**20, 1),
@@ -129,12 +139,16 @@ class MemoryTrimmer:
                 took_ms=round(took * 1000, 1),
             )
         )
-        if self._pending >= self.after_bytes:  # more sessions ended while this one trimmed
+        if self._pending < self.after_bytes and not follow_up:
+            self._follow_up = True
+        if self._follow_up or self._pending >= self.after_bytes:
             self._schedule()
 
     def _due(self) -> float:
         """When the next trim may run: the wave is quiet (or has gone on for a whole interval),
         and the last trim was an interval ago."""
+        if self._follow_up:
+            return self._done_at + self.interval_seconds
         wave_over = min(self._last + self.quiet_seconds, self._first + self.interval_seconds)
         return max(wave_over, self._done_at + self.interval_seconds)
 

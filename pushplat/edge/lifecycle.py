@@ -14,7 +14,6 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
-from functools import partial
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -151,7 +150,7 @@ class SessionLifecycle:
             raise Refused(grpc.StatusCode.UNAVAILABLE, "the registry is unavailable; reconnect later") from None
         finally:
             session.close(session.close_reason or "stream_ended")
-            await self._close(session, stream)
+            await self._close(session)
 
     async def _run(self, stream: DeviceStream, session: Session) -> None:
         """The open session. This coroutine reads (acks and pings); a writer task runs only while
@@ -429,7 +428,7 @@ class SessionLifecycle:
             session.close(session.close_reason or "stream_error")
             log.debug(kv("session.read_error", session=session.session_id, error=repr(exc)))
 
-    async def _close(self, session: Session, stream: DeviceStream) -> None:
+    async def _close(self, session: Session) -> None:
         self.topics.forget(session)
         if self.hub.detach(session):
             await asyncio.shield(self.registration.unregister(session))
@@ -438,8 +437,8 @@ class SessionLifecycle:
         self._disconnect_counter(session.close_reason, session.transport).inc()
         queued = session.outbound.bytes
         dropped = len(session.outbound.drain_messages())
-        if self.trimmer is not None and queued:
-            stream.on_finished(partial(self.trimmer.released, queued))
+        if self.trimmer is not None:
+            self.trimmer.released(queued)
         log.info(
             kv(
                 "session.close",

@@ -3,7 +3,7 @@ lifecycle (see edge/stream.py for the seam other transports implement)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 from pushplat_client.v1 import edge_pb2, edge_pb2_grpc
@@ -37,11 +37,6 @@ class GrpcDeviceStream(DeviceStream):
 
     async def write(self, frame: OutFrame) -> None:
         await self._context.write(frame)
-
-    def on_finished(self, callback: Callable[[], None]) -> None:
-        # Once the call is done: frames written to a peer that stopped reading stay in gRPC's
-        # buffers until the status has followed them out, or the call is cancelled.
-        self._context.add_done_callback(lambda _context: callback())
 
 
 class EdgeServicer(edge_pb2_grpc.EdgeServicer):

@@ -18,7 +18,7 @@ and message in the reason); ``Dropped`` ends it at once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import grpc
 from pushplat_client.v1 import edge_pb2
@@ -65,11 +65,6 @@ class DeviceStream(ABC):
         google.protobuf.message.DecodeError for bytes that are not a ClientFrame, and any other
         exception when the connection broke. (An awaitable rather than a coroutine, so that an idle
         stream's pending read is only the transport's own.)"""
-
-    def on_finished(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the event loop) once the connection is over and the transport has
-        let go of what it buffered for it; by default, now."""
-        callback()
 
     @abstractmethod
     async def write(self, frame: OutFrame) -> None:

@@ -1,5 +1,5 @@
-"""The edge's trim policy (pushplat/memory_trim.py): a wave of ended sessions is trimmed once,
-when it is over, at most once per interval, and never when turned off."""
+"""The edge's trim policy (pushplat/memory_trim.py): a wave of ended sessions is trimmed when it
+is over and once more an interval later, at most once per interval, and never when turned off."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ async def test_a_wave_is_trimmed_once_when_it_is_over():
     await asyncio.sleep(0.3)
     assert len(trim.at) == 1
     assert trims() == before + 1
+    await trimmer.close()
+
+
+async def test_a_wave_gets_one_follow_up_an_interval_later_and_no_more():
+    trim = FakeTrim()
+    trimmer = MemoryTrimmer(0.3, after_bytes=100, trim=trim, quiet_seconds=0.05)
+    trimmer.released(100)
+    await eventually(lambda: len(trim.at) == 2, timeout=5, what="the wave's trim and its follow-up")
+    assert trim.at[1] - trim.at[0] >= 0.3
+    await asyncio.sleep(0.8)  # nothing ended since: nothing more to give back
+    assert len(trim.at) == 2
     await trimmer.close()
 
 
