@@ -10,12 +10,21 @@ lock, a thread allocating from that arena waits (the event loop included, for at
 Some of a session's memory is freed after it closed (gRPC's buffers for a stream whose status
 waits for the device to read what its window holds): one more trim an interval after each wave
 returns that too.
+
+Before each trim, one full pass of Python's cycle collector, on the event loop: with the edge's
+large young generation (gc_policy.py) full passes are rare, and cyclic garbage that reached the
+old generation (gRPC leaves a 5-object cycle per call) would otherwise sit in the holes the trim
+is meant to return (measured: +6.5 MiB after 4 waves without it, +3.2 with it). It pauses every
+stream (2-6 ms with a few dozen open; it walks ~85 objects per open stream), at most once per
+--memory-trim-seconds, and only after a wave of ended sessions that had queued half a
+--session-queue-bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import time
@@ -121,6 +130,9 @@ class MemoryTrimmer:
         self._pending = self._sessions = 0
         self._follow_up = False
         try:
+            started = time.perf_counter()
+            gc.collect()  # see the module docstring: frees what only a full pass finds, first
+            collected_in = time.perf_counter() - started
             before, after, took = await asyncio.to_thread(self._trim_now)
         finally:
             self._task = None
@@ -137,6 +149,7 @@ class MemoryTrimmer:
                 rss_before_mib=round(before / 2**20, 1),
                 rss_after_mib=round(after / 2**20, 1),
                 took_ms=round(took * 1000, 1),
+                gc_ms=round(collected_in * 1000, 1),
             )
         )
         if self._pending < self.after_bytes and not follow_up:
