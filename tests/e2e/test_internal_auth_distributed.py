@@ -106,12 +106,20 @@ async def test_router_with_the_wrong_secret_delivers_nothing(deployment):
             what="the router's refused Deliver",
         )
 
+        seen: list[object] = []
+
         async def recorded_as_unreachable() -> bool:
             # The receipt is written just after the router logs the failure.
             status = await sender.get_status(reply.message_id)
+            seen[:] = [status]
             return [d.detail for d in status.devices] == ["edge unreachable"]
 
-        await eventually(recorded_as_unreachable, 20, what="the message's status to show the refused hand-off")
+        try:
+            await eventually(recorded_as_unreachable, 20, what="the message's status to show the refused hand-off")
+        except pytest.fail.Exception:
+            # Once seen in CI under load, with nothing to go on: say what the status and roles said.
+            print(f"last status: {seen}\nrouter:\n{router.log_tail()}\napi:\n{api.log_tail()}")
+            raise
         # An at-most-once message refused at the edge is gone: the device has nothing.
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(device), 1)
