@@ -22,7 +22,7 @@ from pushplat.edge_link import EdgeLink
 from pushplat.inbox import Inbox
 from pushplat.limits import largest_frame_message
 from pushplat.logs import kv
-from pushplat.memory_trim import MemoryTrimmer, glibc_trim
+from pushplat.memory_trim import MIN_INTERVAL_SECONDS, MemoryTrimmer, glibc_trim
 from pushplat.receipts import Receipts
 from pushplat.registry import Registry
 from pushplat.topics import Subscriptions
@@ -52,8 +52,11 @@ def check_edge_limits(config: Config) -> None:
         raise ValueError(f"--session-queue-limit must be at least 1, got {config.session_queue_limit}")
     if not config.slow_consumer_seconds > 0:
         raise ValueError(f"--slow-consumer-seconds must be > 0, got {config.slow_consumer_seconds:g}")
-    if not config.memory_trim_seconds >= 0:
-        raise ValueError(f"--memory-trim-seconds must be >= 0 (0 turns it off), got {config.memory_trim_seconds:g}")
+    if not (config.memory_trim_seconds == 0 or config.memory_trim_seconds >= MIN_INTERVAL_SECONDS):
+        raise ValueError(
+            f"--memory-trim-seconds must be 0 (off) or at least {MIN_INTERVAL_SECONDS:g}, "
+            f"got {config.memory_trim_seconds:g}"
+        )
     if config.session_ack_memory_bytes < 0:
         raise ValueError(f"--session-ack-memory-bytes must be >= 0, got {config.session_ack_memory_bytes}")
 

@@ -37,11 +37,14 @@ _MESSAGE_TAG = _tag(edge_pb2.PushBatch.DESCRIPTOR.fields_by_name["messages"])
 
 def push_batch(encodings: Iterable[bytes]) -> bytes:
     """The bytes of ServerFrame(pushes=PushBatch(messages=...)) from each message's encoding."""
-    parts: list[bytes] = []
+    parts: list[bytes] = [_PUSHES_TAG, b""]  # the batch's length goes in parts[1]
+    length = 0
     for encoded in encodings:
-        parts += (_MESSAGE_TAG, varint(len(encoded)), encoded)
-    batch = b"".join(parts)
-    return b"".join((_PUSHES_TAG, varint(len(batch)), batch))
+        size = varint(len(encoded))
+        parts += (_MESSAGE_TAG, size, encoded)
+        length += len(_MESSAGE_TAG) + len(size) + len(encoded)
+    parts[1] = varint(length)
+    return b"".join(parts)  # one copy of up to a frame's bytes, not two
 
 
 def serialize(frame: OutFrame) -> bytes:

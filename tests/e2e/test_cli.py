@@ -234,3 +234,10 @@ async def test_a_negative_gc_young_objects_is_one_line_and_exit_2(command):
     code, out, err = await run(command, "--gc-young-objects", "-5")
     assert code == 2 and out == ""
     assert err.strip() == f"pushplat {command}: --gc-young-objects must be 0 or more, got -5", err
+
+
+@pytest.mark.parametrize("value", ["-1", "0.5"])
+async def test_a_memory_trim_interval_below_one_second_is_one_line_and_exit_2(value):
+    code, out, err = await run("edge", "--memory-trim-seconds", value, "--edge-port", "0", "--delivery-port", "0")
+    assert code == 2 and out == ""
+    assert err.strip() == f"pushplat edge: --memory-trim-seconds must be 0 (off) or at least 1, got {value}", err

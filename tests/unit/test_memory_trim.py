@@ -85,3 +85,51 @@ def test_glibc_trim_and_rss_on_linux():
     assert trim is not None, "this is a glibc system: malloc_trim must be found"
     assert trim() in (0, 1)
     assert resident_bytes() > 10 * 2**20
+
+
+async def test_the_gc_pass_before_a_trim_takes_at_most_one_percent_of_the_time(monkeypatch):
+    import pushplat.memory_trim as memory_trim
+
+    passes: list[float] = []
+
+    def slow_collect() -> int:
+        passes.append(time.monotonic())
+        time.sleep(0.02)  # stands for a full pass over many streams: 20 ms
+        return 0
+
+    monkeypatch.setattr(memory_trim.gc, "collect", slow_collect)
+    trim = FakeTrim()
+    trimmer = MemoryTrimmer(0.1, after_bytes=1, trim=trim, quiet_seconds=0.0)
+    for wave in range(3):  # waves 0.1 s apart: a pass may come only 100 x 20 ms = 2 s after the last
+        trimmer.released(10)
+        await eventually(lambda wave=wave: len(trim.at) > wave, timeout=5, what=f"trim {wave}")
+    assert len(passes) == 1 and passes[0] <= trim.at[0], (passes, trim.at)
+    await trimmer.close()
+
+
+async def test_a_closed_trimmer_schedules_nothing_more():
+    trim = FakeTrim()
+    trimmer = MemoryTrimmer(0.1, after_bytes=1, trim=trim, quiet_seconds=0.0)
+    await trimmer.close()
+    trimmer.released(10)  # a session still closing during shutdown
+    trimmer.released(10)
+    assert trimmer._timer is None and trimmer._task is None
+    assert trim.at == []
+
+
+async def test_a_failing_trim_is_logged_and_the_trimmer_carries_on(caplog):
+    calls: list[int] = []
+
+    def broken() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("no")
+        return 1
+
+    trimmer = MemoryTrimmer(0.1, after_bytes=1, trim=broken, quiet_seconds=0.0)
+    caplog.set_level("WARNING", logger="pushplat.memory")
+    trimmer.released(10)
+    await eventually(lambda: "event=memory.trim_failed" in caplog.text, timeout=5, what="the failure's line")
+    trimmer.released(10)
+    await eventually(lambda: len(calls) >= 2, timeout=5, what="the next trim")
+    await trimmer.close()
