@@ -983,9 +983,12 @@ async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
     if config.workers < 1:
         print(f"pushplat {args_command(config)}: --workers must be at least 1, got {config.workers}", file=sys.stderr)
         return 2
-    if config.gc_young_objects < 0:
+    from pushplat.gc_policy import MAX_YOUNG_OBJECTS
+
+    if not 0 <= config.gc_young_objects <= MAX_YOUNG_OBJECTS:
         print(
-            f"pushplat {args_command(config)}: --gc-young-objects must be 0 or more, got {config.gc_young_objects}",
+            f"pushplat {args_command(config)}: --gc-young-objects must be 0 to {MAX_YOUNG_OBJECTS}, "
+            f"got {config.gc_young_objects}",
             file=sys.stderr,
         )
         return 2

@@ -29,6 +29,9 @@ log = logging.getLogger("pushplat.gc")
 # long-lived stream's call carries into the old generation) at about a quarter of what lives
 # there; a larger OLD_THRESHOLD would let it pile up for millions of ended connections.
 MIDDLE_THRESHOLD = 20
+# Largest --gc-young-objects: past this the young collections themselves become long pauses
+# (and past 2**31 CPython refuses the threshold with an OverflowError).
+MAX_YOUNG_OBJECTS = 10_000_000
 OLD_THRESHOLD = 10
 # A pause this long (wall time: a process starved of CPU pauses longer) is logged as well as
 # counted, at most one line a minute.

@@ -96,7 +96,7 @@ class OutboundQueue:
         # the sweeper disconnects a device that stays over budget (a slow consumer).
         self.full_since: float | None = None
         # A list, dropped once written: control frames are few, and an empty deque is 760 bytes.
-        self._control: list[edge_pb2.ServerFrame] | None = None
+        self._control: list[OutFrame] | None = None
         self._lanes: list[deque[_Entry] | None] = [None, None, None]
         self._replay: deque[_Entry] | None = None
         self._size = 0
@@ -245,7 +245,7 @@ class OutboundQueue:
         frames: list[OutFrame] = []
         batch: list[message_pb2.Message] = []
         if self._control:
-            frames = list(self._control)
+            frames = self._control
             self._control = None
         if self._size and not self._closed and not self._held:
             batch, encodings = self._take_messages(max_messages)

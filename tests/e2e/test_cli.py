@@ -229,11 +229,11 @@ async def test_send_refuses_bad_arguments_with_one_line_and_exit_2():
         assert out == ""
 
 
-@pytest.mark.parametrize("command", ["dev", "edge"])
-async def test_a_negative_gc_young_objects_is_one_line_and_exit_2(command):
-    code, out, err = await run(command, "--gc-young-objects", "-5")
+@pytest.mark.parametrize("command,value", [("dev", "-5"), ("edge", "-5"), ("edge", "99999999999")])
+async def test_a_gc_young_objects_out_of_range_is_one_line_and_exit_2(command, value):
+    code, out, err = await run(command, "--gc-young-objects", value)
     assert code == 2 and out == ""
-    assert err.strip() == f"pushplat {command}: --gc-young-objects must be 0 or more, got -5", err
+    assert err.strip() == f"pushplat {command}: --gc-young-objects must be 0 to 10000000, got {value}", err
 
 
 @pytest.mark.parametrize("value", ["-1", "0.5"])

@@ -51,3 +51,13 @@ def test_a_shared_encoding_goes_out_unchanged_and_a_frame_object_is_serialized()
     pong, pushed = (edge_pb2.ServerFrame.FromString(serialize(f)) for f in frames)
     assert pong.HasField("pong")
     assert list(pushed.pushes.messages) == [message]
+
+
+def test_the_callers_encoding_is_what_goes_out_not_a_new_one():
+    # A fan-out hands every session the same bytes; the queue must send those, not re-encode.
+    message = message_pb2.Message(message_id="m1", payload=b"live")
+    shared = message_pb2.Message(message_id="m1", payload=b"encoded once").SerializeToString()
+    queue = OutboundQueue(limit=10)
+    assert queue.push(message, framed_size(len(shared)), shared)
+    [frame], _ = queue.take()
+    assert edge_pb2.ServerFrame.FromString(frame).pushes.messages[0].payload == b"encoded once"
