@@ -1005,15 +1005,32 @@ async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
     gc_policy = GcPolicy(config.gc_young_objects)
     gc_policy.apply()
     server = Server(config)
+    server.handle_signals()
     try:
         await server.start()
     except StartupError as exc:
         print(f"pushplat {args_command(config)}: {exc}", file=sys.stderr)
+        _uncancel()
         await server.stop()
-        return 2
+        return 0 if server.stop_requested else 2
+    except asyncio.CancelledError:  # SIGTERM/SIGINT while starting (logged as server.signal)
+        _uncancel()
+        await server.stop()
+        return 0
+    if server.stop_requested:  # the signal's cancel was lost on the way, but the stop was not
+        _uncancel()
+        await server.drain()
+        return 0
     gc_policy.log_started()
     await server.serve_until_signal()
     return 0
+
+
+def _uncancel() -> None:
+    """Forget a cancel that was handled, so timeouts in what follows still raise TimeoutError."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
 
 
 def args_command(config: Config) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -94,8 +96,29 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._metrics: MetricsServer | None = None
         self._started = False
+        self._starting: asyncio.Task[Any] | None = None
+        self._signals: set[int] = set()
+        self.stop_requested = False  # a signal came before the start finished
+
+    def handle_signals(self) -> None:
+        """SIGTERM/SIGINT from before the first port opens: once started, a signal drains; while
+        starting, it cancels the start. (Installed only after start, a signal in between killed
+        the process undrained.)"""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if sig not in self._signals:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                self._signals.add(sig)
 
     async def start(self) -> None:
+        """Open the backends and ports of every role; a signal meanwhile raises CancelledError."""
+        self._starting = asyncio.current_task()
+        try:
+            await self._start()
+        finally:
+            self._starting = None
+
+    async def _start(self) -> None:
         config = self.config
         roles = set(config.roles)
         # pushplat dev: the router hands batches to the edge in process, so there is no
@@ -293,17 +316,30 @@ class Server:
             log.info(kv("server.stopped", edge_id=self.config.edge_id))
 
     async def serve_until_signal(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda s=sig: self._on_signal(s))
+        self.handle_signals()
         await self._stopped.wait()
 
     def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if not self._started:
+            if self.stop_requested:
+                # The first one's cancel can be lost on the way (Python 3.11's wait_for swallows
+                # a cancel that races its inner call), or the stop itself hangs: end it now.
+                log.warning(kv("server.signal_again", signal=name, detail="stopping now"))
+                asyncio.get_running_loop().remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_DFL)
+                os.kill(os.getpid(), sig)
+                return
+            self.stop_requested = True
+            log.info(kv("server.signal", signal=name, detail="while starting: stopping"))
+            if self._starting is not None:  # nothing is served yet, so there is nothing to drain
+                self._starting.cancel()
+            return
         if self._draining:
-            log.warning(kv("server.signal_again", signal=signal.Signals(sig).name, detail="stopping now"))
+            log.warning(kv("server.signal_again", signal=name, detail="stopping now"))
             self._tasks.add(asyncio.create_task(self.stop()))
             return
-        log.info(kv("server.signal", signal=signal.Signals(sig).name, drain_s=self.config.drain_seconds))
+        log.info(kv("server.signal", signal=name, drain_s=self.config.drain_seconds))
         self._tasks.add(asyncio.create_task(self.drain()))
 
     async def _start_ws(self) -> None:

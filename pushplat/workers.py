@@ -192,7 +192,7 @@ class Supervisor:
             code = await worker.proc.wait()
             uptime = time.monotonic() - worker.started
             if self.stopping:
-                # Killed by the very signal we forwarded (a worker still starting has no handler
+                # Killed by the very signal we forwarded (a worker still importing has no handler
                 # yet, and nothing to drain): that is a clean stop too.
                 if code not in (0, -signal.SIGTERM, -signal.SIGINT) and self.exit_code == 0:
                     self.exit_code = 1
