@@ -180,14 +180,19 @@ def edge_pb2_grpc_stub(channel):
     return edge_pb2_grpc.EdgeStub(channel)
 
 
-async def test_drain_goes_not_serving_and_spreads_goaways_over_the_window(start_platform, clients):
-    platform = await start_platform(drain_seconds=1.0, goaway_grace_seconds=2.0)
+async def draining(start_platform, clients, **settings):
+    """A platform with 10 connected devices, its drain just begun: (platform, devices, drain)."""
+    platform = await start_platform(**settings)
     devices = [clients("device", addr(platform.ports.edge)) for _ in range(10)]
     for i, device in enumerate(devices):
         await device.hello(device_id=f"d{i}")
+    return platform, devices, asyncio.create_task(platform.drain())
+
+
+async def test_drain_goes_not_serving_and_spreads_goaways_over_the_window(start_platform, clients):
     loop = asyncio.get_running_loop()
     started = loop.time()
-    drain = asyncio.create_task(platform.drain())
+    platform, devices, drain = await draining(start_platform, clients, drain_seconds=1.0, goaway_grace_seconds=2.0)
     health = health_pb2_grpc.HealthStub(grpc.aio.insecure_channel(addr(platform.ports.edge)))
 
     async def not_serving() -> bool:
@@ -256,3 +261,16 @@ async def test_metrics_endpoint_reports_open_connections(start_platform, clients
     assert grew("pushplat_messages_out_total", priority="normal") == 5
     assert grew("pushplat_send_to_push_seconds_count") == 5
     assert grew("pushplat_acks_total") == 5  # the test device acks every message
+
+
+async def test_a_drain_ends_once_every_client_has_left_not_at_the_end_of_its_window(start_platform, clients):
+    """Clients that leave on their own (a deploy that closes them, a network that drops them) leave
+    no one to spread: the drain, and so the process, ends then, not when --drain-seconds is up."""
+    platform, devices, drain = await draining(start_platform, clients, drain_seconds=30.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await next_frame(devices[0], "go_away", timeout=5)  # the first turn: the drain has begun
+    await asyncio.gather(*(device.close() for device in devices))
+    await asyncio.wait_for(drain, 10)  # a third of the 30 s window
+    print(f"drain over {loop.time() - started:.1f}s after its start, window 30 s")
+    assert len(platform.edge.hub.streams()) == 0
