@@ -37,6 +37,20 @@ OLD_THRESHOLD = 10
 # counted, at most one line a minute.
 SLOW_PAUSE_SECONDS = 0.1
 _LOG_INTERVAL_SECONDS = 60.0
+_COLLECTOR_HINT = "raise --gc-young-objects if this repeats"
+_DELIBERATE_HINT = "the memory trim's own full pass; raise --memory-trim-seconds (or 0: off) if it hurts"
+_deliberate = False
+
+
+def collect_deliberately() -> int:
+    """gc.collect() for a caller that chose the moment (the memory trim): its pause, if slow,
+    is logged as that caller's doing, not as a hint to retune the collector."""
+    global _deliberate
+    _deliberate = True
+    try:
+        return gc.collect()
+    finally:
+        _deliberate = False
 
 
 class GcPolicy:
@@ -87,6 +101,6 @@ class GcPolicy:
                     collected=info["collected"],
                     # What a full collection walks (the frozen start-up objects aside).
                     old_objects=len(gc.get_objects(2)),
-                    detail="raise --gc-young-objects if this repeats",
+                    detail=_DELIBERATE_HINT if _deliberate else _COLLECTOR_HINT,
                 )
             )

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import logging
 import os
 import time
 from collections.abc import Callable
 
+from pushplat.gc_policy import collect_deliberately
 from pushplat.logs import kv
 from pushplat.metrics import MEMORY_TRIMMED_BYTES, MEMORY_TRIMS
 
@@ -142,7 +142,7 @@ class MemoryTrimmer:
         try:
             if time.monotonic() - self._gc_at >= GC_PASS_SPACING * self._gc_took:
                 started = time.perf_counter()
-                gc.collect()  # see the module docstring: frees what only a full pass finds, first
+                collect_deliberately()  # see the module docstring: frees what only a full pass finds, first
                 collected_in = self._gc_took = time.perf_counter() - started
                 self._gc_at = time.monotonic()
             before, after, took = await asyncio.to_thread(self._trim_now)

@@ -5,7 +5,7 @@ import gc
 import pytest
 from prometheus_client import REGISTRY
 
-from pushplat.gc_policy import MIDDLE_THRESHOLD, OLD_THRESHOLD, GcPolicy
+from pushplat.gc_policy import MIDDLE_THRESHOLD, OLD_THRESHOLD, GcPolicy, collect_deliberately
 
 
 @pytest.fixture
@@ -57,3 +57,18 @@ def test_a_slow_pause_is_logged_once_a_minute_at_most(restore_gc, monkeypatch, c
     lines = [r.getMessage() for r in caplog.records if "event=gc.slow_pause" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "generation=2" in lines[0] and "pause_ms=" in lines[0] and "old_objects=" in lines[0]
+    assert "--gc-young-objects" in lines[0]
+
+
+def test_a_slow_pass_the_memory_trim_chose_says_so_not_to_retune_the_collector(restore_gc, monkeypatch, caplog):
+    monkeypatch.setattr("pushplat.gc_policy.SLOW_PAUSE_SECONDS", 0.0)
+    policy = GcPolicy(50_000)
+    policy.apply()
+    caplog.set_level("WARNING", logger="pushplat.gc")
+    try:
+        collect_deliberately()
+    finally:
+        policy.remove()
+    lines = [r.getMessage() for r in caplog.records if "event=gc.slow_pause" in r.getMessage()]
+    assert len(lines) == 1 and "memory trim" in lines[0] and "--memory-trim-seconds" in lines[0], lines
+    assert "--gc-young-objects" not in lines[0]

@@ -97,7 +97,7 @@ async def test_the_gc_pass_before_a_trim_takes_at_most_one_percent_of_the_time(m
         time.sleep(0.02)  # stands for a full pass over many streams: 20 ms
         return 0
 
-    monkeypatch.setattr(memory_trim.gc, "collect", slow_collect)
+    monkeypatch.setattr(memory_trim, "collect_deliberately", slow_collect)
     trim = FakeTrim()
     trimmer = MemoryTrimmer(0.1, after_bytes=1, trim=trim, quiet_seconds=0.0)
     for wave in range(3):  # waves 0.1 s apart: a pass may come only 100 x 20 ms = 2 s after the last
