@@ -44,7 +44,7 @@ from pushplat.metrics import (
 from pushplat.receipts import ReceiptEvent, State, receipt
 from pushplat.receipts.base import FANOUT
 from pushplat.topics import Change, Subscriptions
-from pushplat.topics.names import MAX_TOPICS_PER_REQUEST, topic_error
+from pushplat.topics.names import MAX_TOPIC_BYTES, MAX_TOPICS_PER_REQUEST, topic_error
 from pushplat.v1 import delivery_pb2
 
 log = logging.getLogger("pushplat.edge")
@@ -294,7 +294,9 @@ class EdgeTopics:
                 wanted.append(topic)
             else:
                 LIMITS_HIT.labels("topic_name").inc()
-                result.refused.add(topic=clip(topic), code=INVALID, message=error)
+                # Echoed as sent, so the client can match it; only a name over the limit is cut.
+                echo = topic if len(topic) <= MAX_TOPIC_BYTES else clip(topic)
+                result.refused.add(topic=echo, code=INVALID, message=error)
         if wanted and not self._take_token(state):
             LIMITS_HIT.labels("topic_changes").inc()
             self._log_refusal("topics.rate_limited", session)
