@@ -413,6 +413,12 @@ class SessionLifecycle:
                         session.protocol_error = error
                         session.kill("protocol_error")
                         return
+                    room = outbound.control_room()
+                    if room is not None:  # answers wait to be written: read no more until they are
+                        LIMITS_HIT.labels("session_control_frames").inc()
+                        await room
+                        if session.ending:
+                            return
                     await self.topics.on_frame(session, kind == "subscribe", change.topics, change.request_id)
                 elif kind == "hello":
                     log.debug(kv("session.extra_hello", device=session.device_id, session=session.session_id))

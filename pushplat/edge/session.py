@@ -27,8 +27,8 @@ MESSAGE_OVERHEAD = 512
 # Bytes a PushBatch frame adds around its messages: the ServerFrame field tag and length.
 FRAME_OVERHEAD = 6
 # Control frames (pongs, subscription answers, GoAway) waiting for a writer. A device that pings
-# or subscribes without reading would otherwise grow this list without end; past the cap its
-# answers are dropped (and counted): it is not reading them anyway.
+# without reading would otherwise grow this list without end; past the cap its pongs are dropped
+# (and counted). A Subscribe waits for room instead (control_room): its answer is awaited.
 MAX_CONTROL_FRAMES = 64
 # Per-session memory of pushed, unacked ids: what an ack needs to find its message's labels.
 IN_FLIGHT_ENTRY_OVERHEAD = 200  # an OrderedDict slot, the id string and the entry tuple (measured)
@@ -78,6 +78,7 @@ class OutboundQueue:
         "_held",
         "_lanes",
         "_replay",
+        "_room",
         "_size",
         "expired",
         "frame_bytes",
@@ -108,6 +109,8 @@ class OutboundQueue:
         # While held, only control frames go out: the edge is loading the inbox replay,
         # which must reach the device before any message pushed live.
         self._held = False
+        # Done when the writer takes the control frames (see control_room); made only when awaited.
+        self._room: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -213,9 +216,25 @@ class OutboundQueue:
         self._wake()
         return True
 
+    def control_room(self) -> asyncio.Future[None] | None:
+        """None when a control frame fits now; else a future done once the writer has taken the
+        queued ones (or the queue closed). A reader awaits it to stop reading a device that asks
+        faster than it reads the answers, instead of dropping answers it waits for."""
+        if self._control is None or len(self._control) < MAX_CONTROL_FRAMES or self._closed:
+            return None
+        if self._room is None or self._room.done():
+            self._room = asyncio.get_running_loop().create_future()
+        return self._room
+
+    def _free_room(self) -> None:
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
     def close(self) -> None:
         """Stop taking messages; frames already queued as control still go out."""
         self._closed = True
+        self._free_room()
         self._wake()
 
     @property
@@ -247,6 +266,7 @@ class OutboundQueue:
         if self._control:
             frames = self._control
             self._control = None
+            self._free_room()
         if self._size and not self._closed and not self._held:
             batch, encodings = self._take_messages(max_messages)
             if batch:

@@ -162,3 +162,19 @@ def test_control_frames_are_capped_for_a_device_that_pings_without_reading():
     assert len(frames) == MAX_CONTROL_FRAMES
     # Once written, there is room again.
     assert q.control(pong)
+
+
+async def test_control_room_is_awaitable_until_the_writer_takes_the_frames_or_the_queue_closes():
+    pong = edge_pb2.ServerFrame(pong=edge_pb2.Pong())
+    for end in ("take", "close"):
+        q = OutboundQueue(limit=10)
+        for _ in range(MAX_CONTROL_FRAMES - 1):
+            q.control(pong)
+        assert q.control_room() is None  # one more fits
+        q.control(pong)
+        room = q.control_room()
+        assert room is not None and not room.done()
+        assert q.control_room() is room  # one future for every waiter
+        q.take() if end == "take" else q.close()
+        assert room.done()
+        assert q.control_room() is None

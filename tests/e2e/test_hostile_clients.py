@@ -1,0 +1,84 @@
+"""Hostile and careless clients against a real `pushplat dev` process, each attack from its own
+connections: the attacker gets a clear answer (or a bounded, counted refusal), and a bystander
+device on the same edge keeps getting its messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from pushplat_client.v1 import edge_pb2
+
+from tests.helpers import Api, RawDevice
+from tests.processes import DevServer, ProcessGroup
+
+
+@dataclass
+class Platform:
+    dev: DevServer
+    bystander: RawDevice
+    api: Api
+
+    async def still_serving(self) -> None:
+        """The process is up and the bystander gets a fresh message: other clients carry on."""
+        assert self.dev.running, self.dev.log_tail()
+        sent = await self.api.send(device_id="bystander", payload=b"still here")
+        [message] = await self.bystander.read_messages(1)
+        assert message.message_id == sent.message_id
+
+
+async def start(processes: ProcessGroup, *args: str) -> AsyncIterator[Platform]:
+    dev = await processes.dev("--ws-port", "0", "--log-level", "info", *args)
+    bystander = RawDevice(dev.edge)
+    await bystander.hello(device_id="bystander")
+    api = Api(dev.api)
+    try:
+        yield Platform(dev, bystander, api)
+    finally:
+        await bystander.close()
+        await api.close()
+
+
+@pytest.fixture
+async def platform(processes: ProcessGroup) -> AsyncIterator[Platform]:
+    async for platform in start(processes):
+        yield platform
+
+
+def subscribe(request_id: str, topics: list[str]) -> edge_pb2.ClientFrame:
+    return edge_pb2.ClientFrame(subscribe=edge_pb2.Subscribe(topics=topics, request_id=request_id))
+
+
+async def test_every_subscribe_frame_is_answered_when_the_device_reads_slower_than_it_writes(platform):
+    """A device that pipelines Subscribe frames and reads its answers a little more slowly (an app
+    busy with its messages) gets exactly one SubscriptionResult per frame: the edge stops reading
+    that stream while answers wait, instead of dropping answers the device then waits for forever."""
+    device = RawDevice(platform.dev.edge)
+    try:
+        await device.hello(device_id="pipeliner")
+        frames = 1000
+        answered: list[str] = []
+
+        async def read_slowly() -> None:
+            while len(answered) < frames:
+                frame = await device.call.read()
+                assert frame is not grpc.aio.EOF and frame.HasField("subscription"), frame
+                answered.append(frame.subscription.request_id)
+                await asyncio.sleep(0.001)  # the device's own pace, not a wait for a condition
+
+        reader = asyncio.create_task(read_slowly())
+        # 100 topics a frame: over --topic-changes-per-second, so each answer carries 100
+        # refusals with their messages, and the edge's writes outpace the device's reads.
+        for i in range(frames):
+            await device.call.write(subscribe(f"r{i}", [f"t{i}-{j}" for j in range(100)]))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader, 30)  # re-raises what the reader saw; cancels it on timeout
+        assert len(answered) == frames, f"{frames - len(answered)} of {frames} Subscribe frames got no answer"
+        assert sorted(answered) == sorted(f"r{i}" for i in range(frames))
+    finally:
+        await device.close()
+    await platform.still_serving()
