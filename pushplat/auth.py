@@ -71,15 +71,16 @@ class PushAuthHandler:
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
         except jwt.InvalidTokenError as exc:
-            raise AuthError(_token_error(exc)) from exc
+            raise AuthError(_token_error(exc, token, self._secret)) from exc
         user, device = claims["sub"], claims.get(DEVICE_CLAIM)
         if not isinstance(device, str) or not isinstance(user, str):
-            raise AuthError(f"invalid token: needs string claims 'sub' and '{DEVICE_CLAIM}'")
+            raise AuthError(_STRING_CLAIMS)
         check_id("token claim 'sub'", user)
         check_id(f"token claim '{DEVICE_CLAIM}'", device)
         return Identity(user, device)
 
 
+_STRING_CLAIMS = f"invalid token: needs string claims 'sub' and '{DEVICE_CLAIM}'"
 # PyJWT's own messages can carry decoder internals ("'utf-8' codec can't decode byte ..."):
 # a client gets one of these fixed reasons instead, most specific class first.
 _TOKEN_ERRORS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
@@ -88,17 +89,44 @@ _TOKEN_ERRORS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
     (jwt.InvalidAlgorithmError, "invalid token: only HS256 tokens are accepted"),
     (jwt.ImmatureSignatureError, "invalid token: not valid yet (nbf or iat is in the future)"),
     (jwt.InvalidIssuedAtError, "invalid token: 'iat' must be a number"),
+    (jwt.exceptions.InvalidSubjectError, _STRING_CLAIMS),
+    (jwt.InvalidAudienceError, "invalid token: it has an 'aud' claim; this edge takes tokens without one"),
+    (jwt.exceptions.InvalidJTIError, "invalid token: 'jti' must be a string"),
     (jwt.DecodeError, "invalid token: not a well-formed HS256 JWT (header.payload.signature)"),
 )
+_WHAT_WE_TAKE = (
+    f"invalid token: this edge takes an HS256 JWT with string claims 'sub' and '{DEVICE_CLAIM}', "
+    "a numeric 'exp', and no critical header extensions"
+)
+_TIME_CLAIMS = ("exp", "nbf")
 
 
-def _token_error(exc: jwt.InvalidTokenError) -> str:
+def _token_error(exc: jwt.InvalidTokenError, token: str, secret: str) -> str:
     if isinstance(exc, jwt.MissingRequiredClaimError):
         return f"invalid token: missing required claim '{exc.claim}'"
+    if type(exc) is jwt.DecodeError and (claim := _bad_time_claim(token, secret)):
+        return f"invalid token: '{claim}' must be a number (seconds since the epoch)"
     for kind, message in _TOKEN_ERRORS:
         if isinstance(exc, kind):
             return message
-    return "invalid token"
+    return _WHAT_WE_TAKE
+
+
+def _bad_time_claim(token: str, secret: str) -> str | None:
+    """The exp or nbf claim that is not a number, if that is why a signed token failed: PyJWT
+    says so only in a DecodeError, the class it also raises for tokens that do not parse."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={f"verify_{claim}": False for claim in _TIME_CLAIMS}
+        )
+    except jwt.InvalidTokenError:
+        return None
+    for claim in _TIME_CLAIMS:
+        try:
+            int(claims.get(claim, 0))
+        except (TypeError, ValueError):
+            return claim
+    return None
 
 
 # Callers of an api with no --api-key configured are all this one (anonymous) sender.

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+import jwt
 import pytest
 from pushplat_client.v1 import edge_pb2
 
+from pushplat.auth import mint_token
 from tests.helpers import Api, RawDevice
 from tests.processes import DevServer, ProcessGroup
+
+SECRET = "hostile-secret-0123456789abcdef01234567"
 
 
 @dataclass
@@ -34,7 +40,10 @@ class Platform:
 async def start(processes: ProcessGroup, *args: str) -> AsyncIterator[Platform]:
     dev = await processes.dev("--ws-port", "0", "--log-level", "info", *args)
     bystander = RawDevice(dev.edge)
-    await bystander.hello(device_id="bystander")
+    if "--auth-secret" in args:
+        await bystander.hello(token=mint_token(SECRET, "u-bystander", "bystander"))
+    else:
+        await bystander.hello(device_id="bystander")
     api = Api(dev.api)
     try:
         yield Platform(dev, bystander, api)
@@ -82,3 +91,37 @@ async def test_every_subscribe_frame_is_answered_when_the_device_reads_slower_th
     finally:
         await device.close()
     await platform.still_serving()
+
+
+def signed(claims: dict, headers: dict | None = None) -> str:
+    """An HS256 JWT of exactly these claims (jwt.encode checks some claim types itself)."""
+    return jwt.api_jws.encode(json.dumps(claims).encode(), SECRET, algorithm="HS256", headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("claims", "headers", "text"),
+    [
+        ({"sub": 123, "device": "d"}, None, "needs string claims 'sub' and 'device'"),
+        ({"sub": "u", "device": "d", "exp": "tomorrow"}, None, "'exp' must be a number"),
+        ({"sub": "u", "device": "d", "nbf": "now"}, None, "'nbf' must be a number"),
+        ({"sub": "u", "device": "d", "aud": "another-service"}, None, "'aud'"),
+        ({"sub": "u", "device": "d", "jti": 7}, None, "'jti' must be a string"),
+        ({"sub": "u", "device": "d"}, {"crit": ["x-custom"]}, "HS256 JWT with string claims 'sub' and 'device'"),
+    ],
+    ids=["sub-not-a-string", "exp-not-a-number", "nbf-not-a-number", "audience", "jti-not-a-string", "crit-header"],
+)
+async def test_a_signed_token_the_edge_refuses_says_what_to_change(processes, claims, headers, text):
+    """Tokens signed with the right secret but shaped unlike ours (as another issuer's library
+    may mint them) are UNAUTHENTICATED with a reason that names the claim to fix."""
+    async for platform in start(processes, "--auth-secret", SECRET):
+        claims = {"exp": int(time.time()) + 3600, **claims}
+        device = RawDevice(platform.dev.edge)
+        try:
+            await device.call.write(edge_pb2.ClientFrame(hello=edge_pb2.Hello(token=signed(claims, headers))))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await device.call.read()
+        finally:
+            await device.close()
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert text in info.value.details(), info.value.details()
+        await platform.still_serving()
