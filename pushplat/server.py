@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pushplat_client.v1 import edge_pb2, push_pb2
 
 from pushplat.api import PushServicer
@@ -23,6 +23,7 @@ from pushplat.edge.origins import OriginCheck
 from pushplat.edge.servicer import add_edge_servicer
 from pushplat.edge.websocket import MIN_MESSAGE_BYTES, WebSocketEdge, ws_tls_context
 from pushplat.edge_link import LOCAL_ADDRESS, EdgeLink, GrpcEdgeLink, LocalEdgeLink
+from pushplat.health import BoundedHealthServicer
 from pushplat.idempotency import IdempotencyStore, open_idempotency
 from pushplat.inbox import Inbox, open_inbox
 from pushplat.internal_auth import InternalAuth
@@ -90,7 +91,7 @@ class Server:
         self.link: EdgeLink | None = None
         self.ws: WebSocketEdge | None = None
         self._servers: list[grpc.aio.Server] = []
-        self._health: list[health.aio.HealthServicer] = []
+        self._health: list[BoundedHealthServicer] = []
         self._stopped = asyncio.Event()
         self._draining = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -399,7 +400,7 @@ class Server:
         return bound
 
     async def _serve_meta(self, server: grpc.aio.Server, services: list[str], reflection: bool = True) -> None:
-        servicer = health.aio.HealthServicer()
+        servicer = BoundedHealthServicer()
         for name in ["", *services]:
             await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import grpc
 import jwt
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pushplat_client.v1 import edge_pb2
 
 from pushplat.auth import mint_token
-from tests.helpers import Api, RawDevice
+from pushplat.health import MAX_HEALTH_WATCHES
+from tests.helpers import Api, RawDevice, eventually
 from tests.processes import DevServer, ProcessGroup
 
 SECRET = "hostile-secret-0123456789abcdef01234567"
@@ -125,3 +127,43 @@ async def test_a_signed_token_the_edge_refuses_says_what_to_change(processes, cl
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert text in info.value.details(), info.value.details()
         await platform.still_serving()
+
+
+async def test_health_watch_streams_are_capped_and_unknown_services_are_named(platform):
+    """Health.Watch streams stay open for good and need no credentials, so each port holds at most
+    MAX_HEALTH_WATCHES of them (21 KiB each, measured); one more is RESOURCE_EXHAUSTED with what
+    to do instead, Check keeps answering, and a closed watch frees its place."""
+    async with grpc.aio.insecure_channel(platform.dev.edge) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(MAX_HEALTH_WATCHES)]
+        try:
+            first = await asyncio.gather(*(watch.read() for watch in watches))
+            assert {reply.status for reply in first} == {health_pb2.HealthCheckResponse.SERVING}
+            extra = health.Watch(health_pb2.HealthCheckRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await extra.read()
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "Health.Watch streams are open" in info.value.details()
+            assert "Health.Check" in info.value.details()
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            watches.pop().cancel()
+
+            async def a_watch_is_let_in() -> bool:
+                again = health.Watch(health_pb2.HealthCheckRequest())
+                try:
+                    await again.read()
+                except grpc.aio.AioRpcError:
+                    return False
+                watches.append(again)
+                return True
+
+            await eventually(a_watch_is_let_in, 10, "a place freed by the cancelled watch")
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await health.Check(health_pb2.HealthCheckRequest(service="pushplat.v1.Push"), timeout=5)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "'pushplat.v1.Push'" in info.value.details() and "pushplat.v1.Edge" in info.value.details()
+        finally:
+            for watch in watches:
+                watch.cancel()
+    await platform.still_serving()
