@@ -7,12 +7,19 @@ methods (grpc/grpc#34743). A method lives in its service's file, so look the ser
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
+
+from pushplat.metrics import LIMITS_HIT
+
+# Reflection streams open at once per port. Tools (grpcurl, ghz, Postman) hold one for the
+# length of a command; with no cap, anyone could hold them open for good, about 7 KiB each.
+MAX_REFLECTION_STREAMS = 100
 
 
 class MethodAwarePool:
@@ -38,8 +45,35 @@ class MethodAwarePool:
             return service.file
 
 
+class BoundedReflectionServicer(ReflectionServicer):
+    """At most MAX_REFLECTION_STREAMS ServerReflectionInfo streams open at once."""
+
+    def __init__(self, service_names: Iterable[str], pool: Any) -> None:
+        super().__init__(list(service_names), pool=pool)
+        self._open = 0
+
+    async def ServerReflectionInfo(
+        self,
+        request_iterator: AsyncIterable[reflection_pb2.ServerReflectionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+        if self._open >= MAX_REFLECTION_STREAMS:
+            LIMITS_HIT.labels("reflection_streams").inc()
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_REFLECTION_STREAMS} reflection streams are open on this port; close one or retry later",
+            )
+        self._open += 1
+        try:
+            async for response in super().ServerReflectionInfo(request_iterator, context):
+                yield response
+        finally:
+            self._open -= 1
+
+
 def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
     """Serve grpc.reflection.v1alpha for service_names (plus reflection itself) on server."""
-    reflection.enable_server_reflection(
-        [*service_names, reflection.SERVICE_NAME], server, pool=MethodAwarePool(descriptor_pool.Default())
+    servicer = BoundedReflectionServicer(
+        [*service_names, reflection.SERVICE_NAME], pool=MethodAwarePool(descriptor_pool.Default())
     )
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)

@@ -15,10 +15,12 @@ import grpc
 import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pushplat_client.v1 import edge_pb2
 
 from pushplat.auth import mint_token
 from pushplat.health import MAX_HEALTH_WATCHES
+from pushplat.reflection import MAX_REFLECTION_STREAMS
 from tests.helpers import Api, RawDevice, eventually
 from tests.processes import DevServer, ProcessGroup
 
@@ -166,4 +168,45 @@ async def test_health_watch_streams_are_capped_and_unknown_services_are_named(pl
         finally:
             for watch in watches:
                 watch.cancel()
+    await platform.still_serving()
+
+
+async def test_reflection_streams_are_capped_and_a_closed_one_frees_its_place(platform):
+    """Reflection needs no credentials and a stream may stay open for good, so each port holds at
+    most MAX_REFLECTION_STREAMS; one more is RESOURCE_EXHAUSTED, and the open ones keep answering."""
+    list_services = reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async def opened(stub: reflection_pb2_grpc.ServerReflectionStub):
+        stream = stub.ServerReflectionInfo()
+        await stream.write(list_services)
+        return stream, await stream.read()
+
+    async with grpc.aio.insecure_channel(platform.dev.api) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        streams = []
+        try:
+            for _ in range(MAX_REFLECTION_STREAMS):
+                stream, reply = await opened(stub)
+                streams.append(stream)
+                assert "pushplat.v1.Push" in {s.name for s in reply.list_services_response.service}
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await opened(stub)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "reflection streams are open" in info.value.details()
+            await streams[0].write(list_services)  # an open one still answers
+            assert (await streams[0].read()).list_services_response.service
+            streams.pop().cancel()
+
+            async def one_is_let_in() -> bool:
+                try:
+                    stream, _ = await opened(stub)
+                except grpc.aio.AioRpcError:
+                    return False
+                streams.append(stream)
+                return True
+
+            await eventually(one_is_let_in, 10, "a place freed by the cancelled stream")
+        finally:
+            for stream in streams:
+                stream.cancel()
     await platform.still_serving()
