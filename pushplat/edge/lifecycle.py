@@ -421,7 +421,13 @@ class SessionLifecycle:
                             return
                     await self.topics.on_frame(session, kind == "subscribe", change.topics, change.request_id)
                 elif kind == "hello":
-                    log.debug(kv("session.extra_hello", device=session.device_id, session=session.session_id))
+                    # Silently ignored, a second Hello for another device or token looked accepted.
+                    session.protocol_error = (
+                        "Hello is sent once, as the stream's first frame; open a new stream to change "
+                        "the device or the token"
+                    )
+                    session.kill("protocol_error")
+                    return
                 if session.ending:
                     return
             session.close(session.close_reason or "client_closed")

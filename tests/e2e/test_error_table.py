@@ -104,6 +104,7 @@ async def bad_first_frame(start, clients) -> Observed:
         await connect_status(edge, "empty frame first", edge_pb2.ClientFrame()),
         await connect_status(edge, "bytes that are no ClientFrame", b"\xff\xff\xff\xff nonsense"),
         await connect_status(edge, "garbage after Hello", hello(device_id="g"), b"\x0a\xff\xff"),
+        await connect_status(edge, "a second Hello", hello(device_id="h1"), hello(device_id="h2")),
     ]
 
 
@@ -465,7 +466,8 @@ Check = Callable[..., Awaitable[Observed]]
 CHECKS: dict[str, Check] = {
     "Missing target, or `ttl_seconds` out of range": bad_target_or_ttl,
     "Payload over `--max-payload-bytes` (64 KiB by default)": payload_over_limit,
-    "The first frame of a stream is not `Hello`, or a frame is not a valid `ClientFrame`": bad_first_frame,
+    "The first frame of a stream is not `Hello`, a second `Hello` on the same stream (ends that stream: open a "
+    "new one to change device or token), or a frame is not a valid `ClientFrame`": bad_first_frame,
     "A `Hello` without `device_id` while auth is off": hello_without_device,
     "A user, device or message id (in `Hello`, a token's claims, a `Send` target, `GetStatus`, `GetPresence`) "
     "that is empty, only whitespace, over 128 bytes or not printable": bad_ids,

@@ -16,7 +16,7 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from pushplat_client.v1 import edge_pb2
+from pushplat_client.v1 import edge_pb2, push_pb2
 
 from pushplat.auth import mint_token
 from pushplat.health import MAX_HEALTH_WATCHES
@@ -209,4 +209,23 @@ async def test_reflection_streams_are_capped_and_a_closed_one_frees_its_place(pl
         finally:
             for stream in streams:
                 stream.cancel()
+    await platform.still_serving()
+
+
+async def test_a_second_hello_ends_the_stream_with_invalid_argument_and_the_first_device_keeps_its_route(platform):
+    """A Hello after the Welcome (another device, another token) is a protocol error, not silently
+    ignored: the stream ends INVALID_ARGUMENT saying what to do, and nothing was rebound."""
+    device = RawDevice(platform.dev.edge)
+    try:
+        await device.hello(user_id="u-a", device_id="a")
+        await device.call.write(edge_pb2.ClientFrame(hello=edge_pb2.Hello(user_id="u-b", device_id="b")))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            while await asyncio.wait_for(device.call.read(), 10) is not grpc.aio.EOF:
+                pass
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Hello is sent once" in info.value.details() and "new stream" in info.value.details()
+    finally:
+        await device.close()
+    presence = await platform.api.stub.GetPresence(push_pb2.GetPresenceRequest(user_id="u-b"), timeout=10)
+    assert not presence.devices, "the second Hello bound nothing"
     await platform.still_serving()
