@@ -503,6 +503,15 @@ def _edge_tunables(parser: argparse.ArgumentParser, d: Config) -> None:
     )
     add_option(
         parser,
+        "--session-log-lines-per-second",
+        type=float,
+        default=d.session_log_lines_per_second,
+        help="session.open and session.close log lines written per second at most; past it they are "
+        'counted (pushplat_limits_hit_total{limit="session_log_lines"}) and the next line says how many '
+        "were held back; 0 is no limit",
+    )
+    add_option(
+        parser,
         "--heartbeat-misses",
         type=int,
         default=d.heartbeat_misses,

@@ -112,6 +112,9 @@ class Config:
     # Admission control per edge; 0 turns a limit off. Only authenticated Hellos take a token.
     max_connections: int = 100_000
     max_connects_per_second: float = 1_000.0
+    # session.open/session.close log lines per second; past it they are counted, not written (the
+    # next line written says how many were held back). Connect churn is client-driven. 0: no limit.
+    session_log_lines_per_second: float = 100.0
     # Streams open but still waiting for their Hello (each for up to hello_timeout_seconds).
     max_pending_hellos: int = 1_000
     # TCP connections that have not finished the HTTP/2 (or TLS) handshake by then are closed,

@@ -10,8 +10,9 @@ excess connects are refused early and cheaply with RESOURCE_EXHAUSTED and a retr
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
+
+from pushplat.token_bucket import TokenBucket
 
 
 @dataclass
@@ -24,28 +25,22 @@ class AdmissionControl:
     def __init__(self, max_connections: int, max_connects_per_second: float, rng: random.Random | None = None) -> None:
         self.max_connections = max_connections
         self.rate = max_connects_per_second
-        # Token bucket: a burst of up to one second's worth, refilled continuously.
-        self._tokens = max(max_connects_per_second, 1.0)
-        self._stamp = time.monotonic()
+        # A burst of up to one second's worth, refilled continuously.
+        self._bucket = TokenBucket(max_connects_per_second, max(max_connects_per_second, 1.0))
         self._rng = rng or random.Random()
 
     def admit(self, open_connections: int) -> Refusal | None:
         """None to accept; otherwise why not and when to come back (jittered, so retries spread)."""
         if self.max_connections and open_connections >= self.max_connections:
             return Refusal("edge is at its connection limit", self._hint(5_000))
-        if self.rate:
-            now = time.monotonic()
-            self._tokens = min(max(self.rate, 1.0), self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            if self._tokens < 1.0:
-                return Refusal("too many new connections per second", self._hint(1_000))
-            self._tokens -= 1.0
+        if self.rate and not self._bucket.take():
+            return Refusal("too many new connections per second", self._hint(1_000))
         return None
 
     def refund(self) -> None:
         """Give back the token of an admitted connect that was refused later (its device is taken)."""
         if self.rate:
-            self._tokens = min(max(self.rate, 1.0), self._tokens + 1.0)
+            self._bucket.give_back()
 
     def _hint(self, base_ms: int) -> int:
         return int(base_ms / 2 + self._rng.uniform(0, base_ms))

@@ -46,6 +46,7 @@ from pushplat.metrics import (
     by_priority,
 )
 from pushplat.registry import DeviceOwned, RegistryUnavailable
+from pushplat.token_bucket import TokenBucket
 from pushplat.topics.memory import MemorySubscriptions
 
 log = logging.getLogger("pushplat.edge")
@@ -94,6 +95,9 @@ class SessionLifecycle:
         self.acks = acks
         self.accepting = True
         self.admission = AdmissionControl(config.max_connections, config.max_connects_per_second)
+        rate = config.session_log_lines_per_second
+        self._session_log = TokenBucket(rate, max(rate, 1.0)) if rate > 0 else None
+        self._session_lines_held = 0
         # Streams open that have not sent their Hello yet (bounded by max_pending_hellos).
         self.awaiting_hello = 0
         self._refusal_log = LogLimiter(interval_seconds=0.1)
@@ -291,20 +295,23 @@ class SessionLifecycle:
         (replay, more), _ = await asyncio.gather(self._load_inbox(session), self.topics.restore(session))
         left = session.outbound.release(replay)
         session.behind = session.behind or more or left > 0
-        log.info(
-            kv(
-                "session.open",
-                device=session.device_id,
-                user=session.user_id,
-                session=session.session_id,
-                peer=session.peer,
-                transport=session.transport,
-                client=client_version,
-                replaced=replaced.session_id if replaced else None,
-                replay=len(replay) - left or None,
-                replay_later=left or ("more" if more else None),
+        held_back = self._session_line()
+        if held_back is not None:
+            log.info(
+                kv(
+                    "session.open",
+                    device=session.device_id,
+                    user=session.user_id,
+                    session=session.session_id,
+                    peer=session.peer,
+                    transport=session.transport,
+                    client=client_version,
+                    replaced=replaced.session_id if replaced else None,
+                    replay=len(replay) - left or None,
+                    replay_later=left or ("more" if more else None),
+                    held_back=held_back or None,
+                )
             )
-        )
 
     async def _load_inbox(self, session: Session) -> tuple[list[message_pb2.Message], bool]:
         """The device's unacked inbox, oldest first, and whether there is more than one page; a
@@ -451,18 +458,33 @@ class SessionLifecycle:
         dropped = len(session.outbound.drain_messages())
         if self.trimmer is not None:
             self.trimmer.released(queued)
-        log.info(
-            kv(
-                "session.close",
-                device=session.device_id,
-                session=session.session_id,
-                reason=session.close_reason,
-                seconds=round(time.monotonic() - session.opened_at, 3),
-                unsent=dropped or None,
+        held_back = self._session_line()
+        if held_back is not None:
+            log.info(
+                kv(
+                    "session.close",
+                    device=session.device_id,
+                    session=session.session_id,
+                    reason=session.close_reason,
+                    seconds=round(time.monotonic() - session.opened_at, 3),
+                    unsent=dropped or None,
+                    held_back=held_back or None,
+                )
             )
-        )
 
     # -- metrics and logs ---------------------------------------------------------------------
+
+    def _session_line(self) -> int | None:
+        """None: hold this session line back (over --session-log-lines-per-second); else how many
+        were held back since the last one written."""
+        if self._session_log is None:
+            return 0
+        if not self._session_log.take():
+            LIMITS_HIT.labels("session_log_lines").inc()
+            self._session_lines_held += 1
+            return None
+        held_back, self._session_lines_held = self._session_lines_held, 0
+        return held_back
 
     def _connect(self, stream: DeviceStream, result: str) -> None:
         self._connect_counter(result, stream.transport).inc()

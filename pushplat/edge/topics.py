@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -43,6 +42,7 @@ from pushplat.metrics import (
 )
 from pushplat.receipts import ReceiptEvent, State, receipt
 from pushplat.receipts.base import FANOUT
+from pushplat.token_bucket import TokenBucket
 from pushplat.topics import Change, Subscriptions
 from pushplat.topics.names import MAX_TOPIC_BYTES, MAX_TOPICS_PER_REQUEST, topic_error
 from pushplat.v1 import delivery_pb2
@@ -77,16 +77,16 @@ _REASONS = {Outcome.QUEUE_FULL: "queue_full", Outcome.NO_SESSION: "no_session", 
 class _State:
     """One session's topics on this edge."""
 
-    __slots__ = ("held", "restoring", "stale", "tokens", "topics", "updated", "version")
+    __slots__ = ("changes", "held", "restoring", "stale", "topics", "version")
 
-    def __init__(self, burst: float) -> None:
+    def __init__(self) -> None:
         self.topics: set[str] = set()
         self.version = 0
         self.restoring = True
         self.held: list[delivery_pb2.TopicChange] = []
         self.stale = False  # more changes arrived during the restore than it could hold
-        self.tokens = burst
-        self.updated = time.monotonic()
+        # Subscribe/Unsubscribe frames that change something; made on the first (most devices never do).
+        self.changes: TokenBucket | None = None
 
 
 class EdgeTopics:
@@ -123,7 +123,7 @@ class EdgeTopics:
         """Load the device's subscriptions into the index (after the session registered, so a
         change the router could not route to it is already in the store). Never raises: a store
         that is down is retried in the background while the session lives."""
-        self.states[session] = _State(self.burst)
+        self.states[session] = _State()
         if not await self._restore_once(session, first=True):
             task = asyncio.create_task(self._retry_restore(session), name=f"topics-restore-{session.session_id}")
             self._tasks.add(task)
@@ -388,13 +388,9 @@ class EdgeTopics:
     def _take_token(self, state: _State | None) -> bool:
         if state is None or self.rate <= 0:
             return True
-        now = time.monotonic()
-        state.tokens = min(self.burst, state.tokens + (now - state.updated) * self.rate)
-        state.updated = now
-        if state.tokens < 1:
-            return False
-        state.tokens -= 1
-        return True
+        if state.changes is None:
+            state.changes = TokenBucket(self.rate, self.burst)
+        return state.changes.take()
 
     def _log_refusal(self, event: str, session: Session, **fields: str) -> None:
         allowed, suppressed = self._log.allow(event)

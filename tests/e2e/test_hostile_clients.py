@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from pushplat_client.v1 import edge_pb2, push_pb2
 from pushplat.auth import mint_token
 from pushplat.health import MAX_HEALTH_WATCHES
 from pushplat.reflection import MAX_REFLECTION_STREAMS
-from tests.helpers import Api, RawDevice, eventually
-from tests.processes import DevServer, ProcessGroup
+from tests.helpers import Api, RawDevice, eventually, free_port
+from tests.processes import DevServer, ProcessGroup, scrape
 
 SECRET = "hostile-secret-0123456789abcdef01234567"
 
@@ -229,3 +230,43 @@ async def test_a_second_hello_ends_the_stream_with_invalid_argument_and_the_firs
     presence = await platform.api.stub.GetPresence(push_pb2.GetPresenceRequest(user_id="u-b"), timeout=10)
     assert not presence.devices, "the second Hello bound nothing"
     await platform.still_serving()
+
+
+async def test_connect_churn_cannot_flood_the_log_and_what_is_held_back_is_counted(processes: ProcessGroup):
+    """session.open/close lines are capped by --session-log-lines-per-second: a client cycling
+    connections writes no more than that, the rest are counted, and the next line says how many."""
+    rate, metrics = 5, free_port()
+    dev = await processes.dev(
+        "--session-log-lines-per-second", str(rate), "--log-level", "info", "--metrics-port", str(metrics)
+    )
+    events = 0
+
+    async def cycle(device_id: str) -> None:
+        nonlocal events
+        device = RawDevice(dev.edge)
+        await device.hello(device_id=device_id)
+        await device.close()
+        events += 2  # one open, one close
+
+    def lines() -> list[str]:
+        log = dev.log().splitlines()
+        return [line for line in log if "event=session.open" in line or "event=session.close" in line]
+
+    started = time.monotonic()
+    for i in range(40):
+        await cycle(f"churn-{i}")
+
+    async def a_later_line_says_how_many_were_held() -> bool:
+        await cycle(f"later-{events}")  # each try adds its own two events
+        return any("held_back=" in line for line in lines())
+
+    await eventually(a_later_line_says_how_many_were_held, 15, "a line with held_back=")
+    elapsed = time.monotonic() - started
+    written = lines()
+    held = sum(int(line.split("held_back=")[1].split()[0]) for line in written if "held_back=" in line)
+    counted = await asyncio.to_thread(scrape, metrics)
+    limit_hits = float(re.search(r'^pushplat_limits_hit_total\{limit="session_log_lines"\} (\S+)$', counted, re.M)[1])
+    # The bucket: a burst of `rate` lines, then `rate` a second.
+    assert len(written) <= rate + rate * elapsed + 1, f"{len(written)} lines in {elapsed:.1f}s for {events} events"
+    assert len(written) < events
+    assert limit_hits >= held > 0, (limit_hits, held)
