@@ -187,9 +187,12 @@ class ApiKeyChecker:
         """The caller's sender identity, or AuthError."""
         if not self._keys:
             return ANONYMOUS_SENDER
-        header = next((v for k, v in (metadata or ()) if k == "authorization"), None)
-        if header is None:
+        headers = [v for k, v in (metadata or ()) if k == "authorization"]
+        if not headers:
             raise AuthError("missing API key: send metadata 'authorization: Bearer <key>'")
+        if len(headers) > 1:  # which one counts would depend on the proxies in between
+            raise AuthError(f"{len(headers)} 'authorization' metadata entries: send exactly one 'Bearer <key>'")
+        header = headers[0]
         value = header.decode(errors="replace") if isinstance(header, bytes) else header
         scheme, _, key = value.partition(" ")
         if scheme.lower() != "bearer" or not key:

@@ -116,6 +116,12 @@ async def hello_without_device(start, clients) -> Observed:
     ]
 
 
+def twice_keyed(api: Api) -> Api:
+    """Two authorization entries (a wrong one first, then the right one): neither is picked."""
+    api.metadata = (("authorization", "Bearer nope"), ("authorization", "Bearer key-1"))
+    return api
+
+
 async def bad_credentials(start, clients) -> Observed:
     server = await start(auth_secret=SECRET, api_keys=["key-1"])
     edge, api_address = f"127.0.0.1:{server.ports.edge}", f"127.0.0.1:{server.ports.api}"
@@ -127,6 +133,7 @@ async def bad_credentials(start, clients) -> Observed:
         await connect_status(edge, "expired token", hello(token=mint_token(SECRET, "u", "d", ttl_seconds=-5))),
         await send_status(clients("api", api_address), "no API key", device_id="d", payload=b"x"),
         await send_status(clients("api", api_address, api_key="nope"), "unknown API key", device_id="d", payload=b"x"),
+        await send_status(twice_keyed(clients("api", api_address)), "two API keys", device_id="d", payload=b"x"),
     ]
 
 
@@ -475,7 +482,7 @@ CHECKS: dict[str, Check] = {
     "`collapse_key` or `content_type` over 256 bytes": labels_and_short_fields,
     "A `SendBatch` of more than 500 requests, or of more than the sender's `--send-burst`": batch_too_large,
     "An `Ack` frame with more than 1,000 ids (ends that stream); a device token over 8 KiB": ack_or_token_too_large,
-    "Bad or expired token; missing or unknown API key": bad_credentials,
+    "Bad or expired token; missing, unknown or repeated API key": bad_credentials,
     "A call on a delivery port without the internal secret": delivery_without_secret,
     "A failed TLS handshake: plaintext to a TLS port, a server certificate from another CA, "
     "no client certificate where one is required": failed_tls_handshake,

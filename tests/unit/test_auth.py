@@ -81,3 +81,11 @@ def test_token_claims_are_checked_as_ids():
     with pytest.raises(AuthError, match="not a well-formed") as info:
         handler.identify("\xff\xfe.e30.x", "", "")
     assert "codec" not in str(info.value)
+
+
+def test_two_authorization_entries_are_refused_whichever_comes_first():
+    keys = ApiKeyChecker(["key-1"])
+    for entries in ((("authorization", "Bearer key-1"), ("authorization", "Bearer nope")),
+                    (("authorization", "Bearer nope"), ("authorization", "Bearer key-1"))):  # fmt: skip
+        with pytest.raises(AuthError, match="2 'authorization' metadata entries"):
+            keys.check(entries)
