@@ -54,7 +54,15 @@ def add_option(
         )
         parser.set_defaults(**{_dest(flag) + "_env": value})
         return
-    value = type(raw) if raw is not None else default
+    try:
+        value = type(raw) if raw is not None else default
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        # Reported by main() only if this command is the one run: a variable another command
+        # reads must not break this one, and the user gets one line, not a traceback.
+        value = default
+        names = {"int": "not a whole number", "float": "not a number"}
+        reason = names.get(getattr(type, "__name__", ""), str(exc))
+        parser.set_defaults(env_errors=[*(parser.get_default("env_errors") or []), f"{env}={raw!r}: {reason}"])
     # --help must never print a secret that came from the environment.
     if value is not None and not required and not _is_secret(flag):
         text += f"; default {value}"
@@ -1001,6 +1009,11 @@ async def _run_server(config: Config, argv: Sequence[str] = ()) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        config.check()
+    except ValueError as exc:
+        print(f"pushplat {args_command(config)}: {exc}", file=sys.stderr)
+        return 2
     if config.workers > 1:
         from pushplat.workers import supervise
 
@@ -1178,6 +1191,9 @@ def _run(coro: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if getattr(args, "env_errors", None):
+        print(f"pushplat {args.command}: {args.env_errors[0]}", file=sys.stderr)
+        return 2
     from pushplat.logs import setup_logging
 
     if args.command in ("dev", "api", "router", "edge"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import uuid
@@ -11,6 +12,10 @@ ROLES = ("api", "router", "edge")
 # Frames well under gRPC clients' default 4 MiB receive limit, and small enough that a high
 # message waits behind at most one frame on a slow link.
 DEFAULT_FRAME_BYTES = 1024 * 1024
+PORTS = ("edge_port", "api_port", "delivery_port", "metrics_port", "health_port", "ws_port")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Checked where they are used, by a stricter rule whose message says all of it.
+OWN_RULES = ("memory_trim_seconds", "gc_young_objects", "workers")
 
 
 @dataclass
@@ -216,3 +221,24 @@ class Config:
     @property
     def heartbeat_timeout_seconds(self) -> float:
         return self.heartbeat_interval_ms * self.heartbeat_misses / 1000.0
+
+    def check(self) -> None:
+        """Raise ValueError, naming the flag, for a value no option takes: a port outside 0-65535
+        (gRPC would bind 99999 as 34463), a negative number (0 is each option's "off" or
+        "default"), a jitter share over 1, an unknown log level (it was taken as info)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if f.name in PORTS and not 0 <= value <= 65535:
+                raise ValueError(f"{flag} must be 0 to 65535, got {value}")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and value < 0 and f.name not in OWN_RULES:
+                raise ValueError(
+                    f"{flag} must be 0 or more, got {value:g}"
+                    if isinstance(value, float)
+                    else f"{flag} must be 0 or more, got {value}"
+                )
+        if self.max_age_jitter > 1:
+            raise ValueError(f"--max-age-jitter is a share of --max-age-seconds: 0 to 1, got {self.max_age_jitter:g}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")

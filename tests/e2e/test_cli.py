@@ -274,3 +274,43 @@ async def test_sigterm_while_starting_stops_at_once_with_one_line_and_exit_0(tmp
     assert proc.returncode == 0 and out == b"", text
     assert "event=server.signal signal=SIGTERM" in text and "while starting" in text, text
     assert "Traceback" not in text and "event=server.started" not in text, text
+
+
+# Every port at 0 first, so that a value let through binds nothing a neighbour uses.
+FREE = {
+    "dev": ("--edge-port", "0", "--api-port", "0", "--ws-port", "0"),
+    "edge": ("--edge-port", "0", "--delivery-port", "0"),
+}
+
+
+@pytest.mark.parametrize(
+    "command,flag,value,text",
+    [
+        ("dev", "--edge-port", "99999", "--edge-port must be 0 to 65535, got 99999"),  # gRPC bound it as 34463
+        ("dev", "--api-port", "-1", "--api-port must be 0 to 65535, got -1"),
+        ("dev", "--ws-port", "65536", "--ws-port must be 0 to 65535, got 65536"),
+        ("dev", "--metrics-port", "70000", "--metrics-port must be 0 to 65535, got 70000"),  # was a traceback
+        ("edge", "--delivery-port", "100000", "--delivery-port must be 0 to 65535, got 100000"),
+        ("dev", "--drain-seconds", "-5", "--drain-seconds must be 0 or more, got -5"),
+        ("dev", "--max-connections", "-3", "--max-connections must be 0 or more, got -3"),
+        ("dev", "--max-age-jitter", "2", "--max-age-jitter is a share of --max-age-seconds: 0 to 1, got 2"),
+        ("dev", "--log-level", "loud", "--log-level must be one of debug, info, warning, error, got 'loud'"),
+    ],
+)
+async def test_an_option_out_of_range_is_one_line_and_exit_2(command, flag, value, text):
+    """It started before: a port modulo 65536, a negative limit, any log level read as info."""
+    code, out, err = await run(command, *FREE[command], flag, value)
+    assert code == 2 and out == ""
+    assert err.strip() == f"pushplat {command}: {text}", err
+
+
+async def test_a_bad_environment_variable_is_one_line_and_exit_2_for_the_command_that_reads_it():
+    code, out, err = await run("dev", *FREE["dev"], env={"PUSHPLAT_DRAIN_SECONDS": "soon"})
+    assert code == 2 and out == ""
+    assert err.strip() == "pushplat dev: PUSHPLAT_DRAIN_SECONDS='soon': not a number", err  # was a traceback
+    # Another command does not read it, and carries on.
+    code, out, err = await run(
+        "token", "--user", "u", "--device", "d", env={"PUSHPLAT_DRAIN_SECONDS": "soon", "PUSHPLAT_AUTH_SECRET": SECRET}
+    )
+    assert code == 0 and out.count(".") == 2, err
+
