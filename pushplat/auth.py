@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +17,10 @@ from pushplat.limits import MAX_TOKEN_BYTES, LimitExceeded, check_id
 from pushplat.logs import clip
 
 DEVICE_CLAIM = "device"
+# RFC 7518's floor for an HS256 key. The roles and `pushplat token` warn below it in their own
+# words, once; PyJWT's own warning would add its source path (and at the first Hello, too).
+MIN_SECRET_BYTES = 32
+warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long")
 
 
 class AuthError(Exception):

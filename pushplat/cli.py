@@ -1170,11 +1170,13 @@ async def _listen(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from pushplat.auth import mint_token
+    from pushplat.auth import MIN_SECRET_BYTES, mint_token
 
     if not args.secret:
         print("pushplat token: give --secret or set PUSHPLAT_AUTH_SECRET", file=sys.stderr)
         return 2
+    if len(args.secret.encode()) < MIN_SECRET_BYTES:
+        print(f"pushplat token: warning: the secret is under {MIN_SECRET_BYTES} bytes", file=sys.stderr)
     print(mint_token(args.secret, args.user, args.device, args.ttl))
     return 0
 

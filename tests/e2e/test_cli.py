@@ -314,3 +314,14 @@ async def test_a_bad_environment_variable_is_one_line_and_exit_2_for_the_command
     )
     assert code == 0 and out.count(".") == 2, err
 
+
+async def test_a_short_secret_is_one_warning_line_of_ours(processes):
+    """PyJWT's own warning named its source file, from `pushplat token` and at a server's first Hello."""
+    code, token, err = await run("token", "--user", "u", "--device", "d", "--secret", "short")
+    assert code == 0 and token.count(".") == 2
+    assert err.strip() == "pushplat token: warning: the secret is under 32 bytes", err
+    server = await processes.dev("--auth-secret", "short")
+    await processes.client("listen", "--edge", server.edge, "--token", token.strip(), "--count", "1")
+    await eventually(lambda: "event=session.open" in server.log(), 10, what="the device's session")
+    assert "auth.weak_secret" in server.log()
+    assert "HMAC key" not in server.log() and "Warning:" not in server.log(), server.log()
