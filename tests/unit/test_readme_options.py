@@ -144,3 +144,14 @@ def test_every_server_option_is_in_the_readme(command):
     text = README.read_text()
     missing = sorted(o for o in help_options(command) - GENERIC if not re.search(re.escape(o) + r"(?![\w-])", text))
     assert not missing, f"pushplat {command} options the README never names: {missing}"
+
+
+def test_the_command_table_has_one_row_per_command():
+    """Rows were appended for new options beside the old ones: a reader got two, one stale."""
+    text = README.read_text()
+    table = text[text.index("## Command line") :].split("\n\n", 2)[1]
+    rows = [re.match(r"\| `pushplat ([a-z|\\]+)", line) for line in table.splitlines()[2:]]
+    names = [row.group(1) for row in rows if row]
+    assert len(names) == len(table.splitlines()) - 2, "a row that is not a pushplat command"
+    assert len(names) == len(set(names)), f"commands with more than one row: {names}"
+    assert {"dev", "send", "listen", "token", "status", "presence", "topics"} <= set(names)
