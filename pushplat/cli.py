@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pushplat import __version__
 from pushplat.config import Config
@@ -861,13 +861,20 @@ def label(text: str) -> tuple[str, str]:
     return key, value
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A wrong argument is one line: the server commands' usage alone is 70 lines, above it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="pushplat",
         description="pushplat: push messages to devices over long-lived gRPC streams.",
     )
     parser.add_argument("--version", action="version", version=f"pushplat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrors)
 
     dev = sub.add_parser(
         "dev",
@@ -1192,7 +1199,11 @@ def _run(coro: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command they were given to, whose --help lists what it takes
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "env_errors", None):
         print(f"pushplat {args.command}: {args.env_errors[0]}", file=sys.stderr)
         return 2

@@ -325,3 +325,19 @@ async def test_a_short_secret_is_one_warning_line_of_ours(processes):
     await eventually(lambda: "event=session.open" in server.log(), 10, what="the device's session")
     assert "auth.weak_secret" in server.log()
     assert "HMAC key" not in server.log() and "Warning:" not in server.log(), server.log()
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["dev", "--edge-port", "abc"], "pushplat dev: error: argument --edge-port: invalid int value: 'abc'"),
+        (["dev", "--bogus"], "pushplat dev: error: unrecognized arguments: --bogus"),  # was blamed on `pushplat`
+        (["edge", "--auth-secret"], "pushplat edge: error: argument --auth-secret: expected one argument"),
+        (["send", "--user", "u"], "pushplat send: error: the following arguments are required: payload"),
+    ],
+)
+async def test_a_wrong_argument_is_one_line_naming_the_command_and_exit_2(args, text):
+    """Not 70 lines of `pushplat dev` usage above the one that says what is wrong."""
+    code, out, err = await run(*args)
+    assert code == 2 and out == ""
+    assert err.strip() == f"{text} (see pushplat {args[0]} --help)", err
