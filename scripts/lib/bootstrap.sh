@@ -28,7 +28,11 @@ want="$(cat "$ROOT/pyproject.toml" "$ROOT/clients/python/pyproject.toml" "$ROOT/
 current() { [[ -f "$1" && "$(cat "$1")" == "$want" ]]; }
 if ! current "$stamp" && ! { [[ -z "$extras" ]] && current "$VENV/.pushplat-install-test.sha256"; }; then
   echo "==> installing pushplat${extras:+[$extras]} into $VENV"
-  pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --constraint "$ROOT/constraints.txt")
+  # setuptools warns about every editable install in 20 lines on stderr, the first thing a
+  # newcomer's scripts/run printed: a folder named like the package may shadow it (here it is it).
+  quiet="ignore:Editable installation"
+  pip=(env PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}$quiet"
+       "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --constraint "$ROOT/constraints.txt")
   "${pip[@]}" --upgrade pip
   # The SDK first: the server imports the generated stubs it ships.
   "${pip[@]}" -e "$ROOT/clients/python" -e "$spec"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 from tests.helpers import free_port
@@ -53,3 +54,16 @@ async def test_scripts_run_passes_every_argument_to_pushplat_dev(processes):
     assert code == 1 and "INVALID_ARGUMENT" in err and "limit is 10 bytes" in err
     assert "edge_id=run-edge-1" in server.log()
     assert await server.terminate(timeout=60) == 0
+
+
+def test_a_first_install_on_a_fresh_clone_prints_nothing_on_stderr(tmp_path):
+    """What scripts/run and scripts/test do first: their first lines were setuptools' 10-line
+    warning about editable installs, once per package."""
+    clone = tmp_path / "pushplat"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "-c", "source scripts/lib/bootstrap.sh"], cwd=clone, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"installing pushplat into {clone}/.venv" in result.stdout
+    assert result.stderr == ""
