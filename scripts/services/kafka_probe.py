@@ -7,6 +7,7 @@ Sends ApiVersions (v0) to learn the broker's supported Metadata versions, then a
 non-flexible Metadata request (v4..v8) for no topics, and exits 0 only if the
 broker answers with a broker list that contains HOST:PORT. Exits 1 otherwise.
 """
+
 import socket
 import struct
 import sys
@@ -46,7 +47,7 @@ def main():
             raise RuntimeError(f"ApiVersions error {err}")
         versions = {}
         for i in range(count):
-            key, lo, hi = struct.unpack(">hhh", data[6 + 6 * i: 12 + 6 * i])
+            key, lo, hi = struct.unpack(">hhh", data[6 + 6 * i : 12 + 6 * i])
             versions[key] = (lo, hi)
         lo, hi = versions[API_METADATA]
         v = max(lo, 4)
@@ -57,15 +58,15 @@ def main():
             body += b"\x00\x00"  # include cluster/topic authorized operations
         data = request(sock, API_METADATA, v, 2, body)
         off = 4  # throttle_time_ms
-        (nbrokers,) = struct.unpack(">i", data[off: off + 4])
+        (nbrokers,) = struct.unpack(">i", data[off : off + 4])
         off += 4
         brokers = []
         for _ in range(nbrokers):
-            node_id, hlen = struct.unpack(">ih", data[off: off + 6])
+            node_id, hlen = struct.unpack(">ih", data[off : off + 6])
             off += 6
-            bhost = data[off: off + hlen].decode()
+            bhost = data[off : off + hlen].decode()
             off += hlen
-            bport, rlen = struct.unpack(">ih", data[off: off + 6])
+            bport, rlen = struct.unpack(">ih", data[off : off + 6])
             off += 6 + max(rlen, 0)
             brokers.append((node_id, bhost, bport))
     if not any(b[2] == port for b in brokers):

@@ -19,8 +19,13 @@ State = push_pb2.DeliveryState
 
 def receipts_on_kafka(kafka_url: str, topic: str, message_id: str, timeout: float = 30) -> list[push_pb2.Receipt]:
     """Every receipt for message_id on the receipts topic (blocking; run it in a thread)."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_url.removeprefix("kafka://").split(","),
-                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_url.removeprefix("kafka://").split(","),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
     found: list[push_pb2.Receipt] = []
     deadline = time.monotonic() + timeout
     try:
@@ -29,8 +34,11 @@ def receipts_on_kafka(kafka_url: str, topic: str, message_id: str, timeout: floa
                 receipt = push_pb2.Receipt.FromString(record.value)
                 if receipt.message_id == message_id:
                     found.append(receipt)
-            if {r.state for r in found} >= {State.DELIVERY_STATE_ACCEPTED, State.DELIVERY_STATE_DELIVERED_TO_EDGE,
-                                            State.DELIVERY_STATE_ACKED}:
+            if {r.state for r in found} >= {
+                State.DELIVERY_STATE_ACCEPTED,
+                State.DELIVERY_STATE_DELIVERED_TO_EDGE,
+                State.DELIVERY_STATE_ACKED,
+            }:
                 break
     finally:
         consumer.close()
@@ -55,11 +63,15 @@ async def test_receipts_reach_kafka_and_status_reads_them_from_redis(deployment)
             status = await sender.get_status(sent.message_id)
             assert dict(status.labels) == {"variant": "A"}
             assert status.devices[0].edge_id == deployment.edge_id("edge0")
-        events = await asyncio.to_thread(receipts_on_kafka, deployment.kafka_url, f"{deployment.prefix}.receipts",
-                                         sent.message_id)
+        events = await asyncio.to_thread(
+            receipts_on_kafka, deployment.kafka_url, f"{deployment.prefix}.receipts", sent.message_id
+        )
         states = {r.state for r in events}
-        assert {State.DELIVERY_STATE_ACCEPTED, State.DELIVERY_STATE_DELIVERED_TO_EDGE,
-                State.DELIVERY_STATE_ACKED} <= states
+        assert {
+            State.DELIVERY_STATE_ACCEPTED,
+            State.DELIVERY_STATE_DELIVERED_TO_EDGE,
+            State.DELIVERY_STATE_ACKED,
+        } <= states
         assert all(dict(r.labels) == {"variant": "A"} for r in events)
     finally:
         await inbox.close()

@@ -115,4 +115,3 @@ def test_records_fetched_before_a_failed_rejoin_are_rewound_not_lost() -> None:
         consumer._poll(fake, frozenset({"high"}), 10, 0.0)  # type: ignore[arg-type]
     # Never returned, so read again from where they started.
     assert fake.seeks == [(tp, 5)]
-
