@@ -111,23 +111,23 @@ async def test_a_black_holed_edge_does_not_slow_bystanders(tmp_path: Path):
             assert_clean(await settle("black-holed edge, bystanders", everything, bystanders), min_accepted=sent)
             assert_clean(await settle("black-holed edge, control", control_tally, control), min_accepted=sent // 2)
 
-            def latencies(kind: str) -> list[float]:
-                return [
-                    bystanders.received_at[p] - tally.sent_at[p]
-                    for name, tally in windows.items()
-                    if name.startswith(kind)
-                    for p in tally.accepted
-                ]
+            def latencies(name: str) -> list[float]:
+                tally = windows[name]
+                return [bystanders.received_at[p] - tally.sent_at[p] for p in tally.accepted]
 
-            normal, holed = latencies("normal"), latencies("hole")
+            # Window by window: one hiccup of the shared machine (a gc pass, another test's processes
+            # exiting) lands in one 4 s window and would decide a p99 pooled over all of them; a
+            # slowdown the hole causes shows in every window it is there.
+            by_window = {name: p99(latencies(name)) for name in windows}
+            normal = statistics.median(v for k, v in by_window.items() if k.startswith("normal"))
+            holed = statistics.median(v for k, v in by_window.items() if k.startswith("hole"))
             print(
-                f"black-holed edge: bystander Send->push p50/p99 normal "
-                f"{statistics.median(normal) * 1000:.1f}/{p99(normal) * 1000:.1f} ms, with the hole "
-                f"{statistics.median(holed) * 1000:.1f}/{p99(holed) * 1000:.1f} ms "
-                f"({len(normal)} and {len(holed)} messages)",
+                "black-holed edge: bystander Send->push p99 per window (ms): "
+                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in by_window.items())
+                + f"; median normal {normal * 1000:.1f}, with the hole {holed * 1000:.1f}",
                 flush=True,
             )
-            assert p99(holed) <= 2 * p99(normal), "the black-holed edge slowed the bystanders down"
+            assert holed <= 2 * normal, "the black-holed edge slowed the bystanders down"
 
             metrics = await asyncio.to_thread(scrape, router.metrics_port)
             opened = re.search(r'^pushplat_router_edge_circuit_changes_total\{state="open"\} (\S+)$', metrics, re.M)
