@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import uuid
@@ -231,13 +232,14 @@ class Config:
             flag = "--" + f.name.replace("_", "-")
             if f.name in PORTS and not 0 <= value <= 65535:
                 raise ValueError(f"{flag} must be 0 to 65535, got {value}")
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if number and value < 0 and f.name not in OWN_RULES:
-                raise ValueError(
-                    f"{flag} must be 0 or more, got {value:g}"
-                    if isinstance(value, float)
-                    else f"{flag} must be 0 or more, got {value}"
-                )
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            # argparse's float takes "nan" and "inf": nan passes every comparison, and inf seconds
+            # overflow where they become gRPC's milliseconds.
+            if not math.isfinite(value):
+                raise ValueError(f"{flag} must be a finite number, got {value}")
+            if value < 0 and f.name not in OWN_RULES:
+                raise ValueError(f"{flag} must be 0 or more, got {value:g}")
         if self.max_age_jitter > 1:
             raise ValueError(f"--max-age-jitter is a share of --max-age-seconds: 0 to 1, got {self.max_age_jitter:g}")
         if self.log_level.lower() not in LOG_LEVELS:

@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from pushplat.metrics import LIMITS_HIT
 
@@ -45,7 +44,7 @@ class MethodAwarePool:
             return service.file
 
 
-class BoundedReflectionServicer(ReflectionServicer):
+class BoundedReflectionServicer(reflection.aio.ReflectionServicer):
     """At most MAX_REFLECTION_STREAMS ServerReflectionInfo streams open at once."""
 
     def __init__(self, service_names: Iterable[str], pool: Any) -> None:

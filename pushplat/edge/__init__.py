@@ -56,10 +56,6 @@ def check_edge_limits(config: Config) -> None:
             f"--memory-trim-seconds must be 0 (off) or at least {MIN_INTERVAL_SECONDS:g}, "
             f"got {config.memory_trim_seconds:g}"
         )
-    if config.session_log_lines_per_second < 0:
-        raise ValueError(
-            f"--session-log-lines-per-second must be >= 0 (0: no limit), got {config.session_log_lines_per_second:g}"
-        )
     if config.session_ack_memory_bytes < 0:
         raise ValueError(f"--session-ack-memory-bytes must be >= 0, got {config.session_ack_memory_bytes}")
 

@@ -295,23 +295,18 @@ class SessionLifecycle:
         (replay, more), _ = await asyncio.gather(self._load_inbox(session), self.topics.restore(session))
         left = session.outbound.release(replay)
         session.behind = session.behind or more or left > 0
-        held_back = self._session_line()
-        if held_back is not None:
-            log.info(
-                kv(
-                    "session.open",
-                    device=session.device_id,
-                    user=session.user_id,
-                    session=session.session_id,
-                    peer=session.peer,
-                    transport=session.transport,
-                    client=client_version,
-                    replaced=replaced.session_id if replaced else None,
-                    replay=len(replay) - left or None,
-                    replay_later=left or ("more" if more else None),
-                    held_back=held_back or None,
-                )
-            )
+        self._log_session(
+            "session.open",
+            device=session.device_id,
+            user=session.user_id,
+            session=session.session_id,
+            peer=session.peer,
+            transport=session.transport,
+            client=client_version,
+            replaced=replaced.session_id if replaced else None,
+            replay=len(replay) - left or None,
+            replay_later=left or ("more" if more else None),
+        )
 
     async def _load_inbox(self, session: Session) -> tuple[list[message_pb2.Message], bool]:
         """The device's unacked inbox, oldest first, and whether there is more than one page; a
@@ -458,33 +453,28 @@ class SessionLifecycle:
         dropped = len(session.outbound.drain_messages())
         if self.trimmer is not None:
             self.trimmer.released(queued)
-        held_back = self._session_line()
-        if held_back is not None:
-            log.info(
-                kv(
-                    "session.close",
-                    device=session.device_id,
-                    session=session.session_id,
-                    reason=session.close_reason,
-                    seconds=round(time.monotonic() - session.opened_at, 3),
-                    unsent=dropped or None,
-                    held_back=held_back or None,
-                )
-            )
+        self._log_session(
+            "session.close",
+            device=session.device_id,
+            session=session.session_id,
+            reason=session.close_reason,
+            seconds=round(time.monotonic() - session.opened_at, 3),
+            unsent=dropped or None,
+        )
 
     # -- metrics and logs ---------------------------------------------------------------------
 
-    def _session_line(self) -> int | None:
-        """None: hold this session line back (over --session-log-lines-per-second); else how many
-        were held back since the last one written."""
-        if self._session_log is None:
-            return 0
-        if not self._session_log.take():
+    def _log_session(self, event: str, **fields: object) -> None:
+        """A session.open/close line, unless over --session-log-lines-per-second: then it is
+        counted, and the next line written says how many were held back."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        if self._session_log is not None and not self._session_log.take():
             LIMITS_HIT.labels("session_log_lines").inc()
             self._session_lines_held += 1
-            return None
+            return
         held_back, self._session_lines_held = self._session_lines_held, 0
-        return held_back
+        log.info(kv(event, **fields, held_back=held_back or None))
 
     def _connect(self, stream: DeviceStream, result: str) -> None:
         self._connect_counter(result, stream.transport).inc()

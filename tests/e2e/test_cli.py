@@ -295,6 +295,10 @@ FREE = {
         ("dev", "--max-connections", "-3", "--max-connections must be 0 or more, got -3"),
         ("dev", "--max-age-jitter", "2", "--max-age-jitter is a share of --max-age-seconds: 0 to 1, got 2"),
         ("dev", "--log-level", "loud", "--log-level must be one of debug, info, warning, error, got 'loud'"),
+        ("dev", "--drain-seconds", "nan", "--drain-seconds must be a finite number, got nan"),  # passes every <
+        # inf seconds became an OverflowError where gRPC takes milliseconds
+        ("edge", "--idle-connection-seconds", "inf", "--idle-connection-seconds must be a finite number, got inf"),
+        ("dev", "--session-log-lines-per-second", "-1", "--session-log-lines-per-second must be 0 or more, got -1"),
     ],
 )
 async def test_an_option_out_of_range_is_one_line_and_exit_2(command, flag, value, text):
