@@ -42,6 +42,8 @@ from typing import Any, TextIO
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# The stand-in --floor runs: the least a grpc.aio push server does per message (see its docstring).
+FLOOR_ROOT = HERE / "floor"
 LOADGEN_SRC = HERE / "loadgen"
 SDK_GO = ROOT / "clients" / "go"
 
@@ -247,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the pushplat checkout whose server is measured, e.g. an older worktree (default: this one)",
     )
     s.add_argument(
+        "--floor",
+        action="store_true",
+        help="measure the stack's floor instead of pushplat: benchmarks/floor, a grpc.aio server that only "
+        "parses each Send, writes one frame to the device and reads its ack, run on this checkout's Python; "
+        "rows say setup floor (embedded modes only)",
+    )
+    s.add_argument(
         "--server-python",
         type=Path,
         metavar="PATH",
@@ -306,6 +315,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         role, sep, _ = item.partition(":")
         if not sep or role not in ("dev", "api", "router", "edge", "all"):
             parser.error(f"--server-arg {item!r}: want ROLE:ARG with ROLE dev, api, router, edge or all")
+    if args.floor:
+        if args.distributed or args.transport != "grpc" or args.pushplat_root != ROOT:
+            parser.error(
+                "--floor measures the embedded gRPC stand-in: leave out --distributed, --transport ws "
+                "and --pushplat-root"
+            )
+        if args.server_python is None:
+            args.server_python = ROOT / ".venv" / "bin" / "python"
+        args.pushplat_root = FLOOR_ROOT
     args.pushplat_root = args.pushplat_root.resolve()
     if args.server_python is None:
         args.server_python = args.pushplat_root / ".venv" / "bin" / "python"
@@ -873,7 +891,8 @@ def run_once(
     m = args.fanout_sends if fanout else args.messages
     targets = n if fanout else 1  # deliveries per accepted message
     inflight = args.inflight or DEFAULT_INFLIGHT[spec.mode]
-    base = {"mode": spec.label, "setup": "distributed" if args.distributed else "embedded", "devices": n, "messages": m}
+    setup = "floor" if args.floor else "distributed" if args.distributed else "embedded"
+    base = {"mode": spec.label, "setup": setup, "devices": n, "messages": m}
     # An open loop has no fixed number in flight: up to --max-open calls, as the schedule needs.
     base |= {"inflight": None if spec.rate else inflight, "offered_per_s": spec.rate or None}
     base |= {"transport": args.transport, "internal_auth": args.internal_auth if args.distributed else None}

@@ -108,6 +108,28 @@ def test_ws_transport_measures_websocket_devices_beside_grpc() -> None:
     assert row["server_cpu_us_per_msg"] > 0, row
 
 
+def test_floor_measures_the_stand_in_not_pushplat() -> None:
+    """--floor runs benchmarks/floor (the least a grpc.aio push server does) through the same
+    harness; every message still has to arrive and be counted."""
+    out, report = run_bench("--floor", "--mode", "single,batch,stream")
+    rows = {row["mode"]: row for row in report["rows"]}
+    assert set(rows) == {"single", "batch", "stream"}
+    for row in rows.values():
+        assert row["setup"] == "floor", row
+        check_row(row, processes={"dev"})
+        assert row["server_log_lines"] == 0, row  # the stand-in writes nothing: an error would show
+    assert report["machine"]["pushplat_root"].endswith("benchmarks/floor")
+    assert " floor " in out
+
+
+def test_floor_refuses_what_it_cannot_measure() -> None:
+    result = subprocess.run(
+        [str(BENCH), "--floor", "--distributed"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result
+    assert "--floor measures the embedded gRPC stand-in" in result.stderr
+
+
 def test_load_generator_unit_tests() -> None:
     """The Go side's own tests, e.g. SendStream against a fake server with the assumed proto."""
     require_go()

@@ -1,0 +1,1 @@
+"""A stand-in for pushplat that measures the stack's floor (see __main__.py)."""
