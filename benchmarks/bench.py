@@ -316,10 +316,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if not sep or role not in ("dev", "api", "router", "edge", "all"):
             parser.error(f"--server-arg {item!r}: want ROLE:ARG with ROLE dev, api, router, edge or all")
     if args.floor:
-        if args.distributed or args.transport != "grpc" or args.pushplat_root != ROOT:
+        if args.distributed or args.transport != "grpc" or args.pushplat_root.resolve() != ROOT or args.server_arg:
             parser.error(
-                "--floor measures the embedded gRPC stand-in: leave out --distributed, --transport ws "
-                "and --pushplat-root"
+                "--floor measures the embedded gRPC stand-in: leave out --distributed, --transport ws, "
+                "--pushplat-root and --server-arg"
             )
         if args.server_python is None:
             args.server_python = ROOT / ".venv" / "bin" / "python"

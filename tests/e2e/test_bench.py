@@ -111,6 +111,17 @@ def test_ws_transport_measures_websocket_devices_beside_grpc() -> None:
 def test_floor_measures_the_stand_in_not_pushplat() -> None:
     """--floor runs benchmarks/floor (the least a grpc.aio push server does) through the same
     harness; every message still has to arrive and be counted."""
+    # What the bench starts (`python -m pushplat dev` in benchmarks/floor) is the stand-in.
+    python = ROOT / ".venv" / "bin" / "python"
+    started = subprocess.run(
+        [str(python), "-m", "pushplat", "dev", "--help"],
+        cwd=ROOT / "benchmarks" / "floor",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert started.stdout.startswith("usage: floor dev"), started.stdout
     out, report = run_bench("--floor", "--mode", "single,batch,stream")
     rows = {row["mode"]: row for row in report["rows"]}
     assert set(rows) == {"single", "batch", "stream"}
@@ -118,13 +129,17 @@ def test_floor_measures_the_stand_in_not_pushplat() -> None:
         assert row["setup"] == "floor", row
         check_row(row, processes={"dev"})
         assert row["server_log_lines"] == 0, row  # the stand-in writes nothing: an error would show
+    assert sum(row["server_cpu_us_per_msg"] for row in rows.values()) > 0, "no server CPU measured at all"
     assert report["machine"]["pushplat_root"].endswith("benchmarks/floor")
     assert " floor " in out
 
 
-def test_floor_refuses_what_it_cannot_measure() -> None:
+@pytest.mark.parametrize(
+    "wrong", [["--distributed"], ["--transport", "ws"], ["--pushplat-root", "/tmp"], ["--server-arg", "dev:--x"]]
+)
+def test_floor_refuses_what_it_cannot_measure(wrong: list[str]) -> None:
     result = subprocess.run(
-        [str(BENCH), "--floor", "--distributed"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [str(BENCH), "--floor", *wrong], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 2, result
     assert "--floor measures the embedded gRPC stand-in" in result.stderr

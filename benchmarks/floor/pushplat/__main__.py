@@ -1,17 +1,20 @@
 """The transport's floor: a stand-in for `pushplat dev` that does the least any grpc.aio
-push server must do, so `scripts/bench --pushplat-root benchmarks/floor` measures what the
-stack itself costs per delivered message on this machine (see benchmarks/README.md).
+push server must do, so `scripts/bench --floor` measures what the stack itself costs per
+delivered message on this machine (see benchmarks/README.md).
 
 Per message it does what pushplat does at minimum: parse the Send, hand the message to the
 device's stream through a queue, write one frame, and read the device's ack. No validation,
 routing, receipts, limits or metrics. It is not pushplat and holds no guarantees; it exists
 so that pushplat's figures can be read against the cheapest server the same stack allows.
+It runs with the settings pushplat ships that lower the stack's own cost: channelz off and
+pushplat's collector policy (gc_policy.py), so neither side pays for what the other avoids.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import signal
 from collections.abc import AsyncIterator
@@ -23,31 +26,39 @@ from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, message_pb2, push_pb2, p
 
 ROLES = ("dev",)
 _ids = itertools.count()
+# As pushplat's SERVER_OPTIONS and its default --gc-young-objects (gc_policy.py).
+SERVER_OPTIONS = [("grpc.enable_channelz", 0)]
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 class Edge(edge_pb2_grpc.EdgeServicer):
-    def __init__(self, streams: dict[str, asyncio.Queue[bytes]]) -> None:
+    def __init__(self, streams: dict[str, asyncio.Queue[edge_pb2.ServerFrame]]) -> None:
         self.streams = streams
 
-    async def Connect(self, requests: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext):  # type: ignore[override]
-        hello = (await anext(requests)).hello
+    async def Connect(self, requests: AsyncIterator[edge_pb2.ClientFrame], context: grpc.aio.ServicerContext) -> None:
+        # context.read()/write(), as pushplat's edge does (edge/servicer.py).
+        first = await context.read()
+        if first is grpc.aio.EOF or not first.HasField("hello"):
+            return
+        device_id = first.hello.device_id
         queue: asyncio.Queue[edge_pb2.ServerFrame] = asyncio.Queue()
-        self.streams[hello.device_id] = queue
+        self.streams[device_id] = queue
         welcome = edge_pb2.Welcome(session_id=f"s{next(_ids)}", edge_id="floor", heartbeat_interval_ms=30_000)
-
-        async def drain_acks() -> None:
-            async for _ in requests:  # acks and pings: read, as an edge must, and dropped
-                pass
-
-        reader = asyncio.create_task(drain_acks())
+        await context.write(edge_pb2.ServerFrame(welcome=welcome))
+        reader = asyncio.create_task(_drain(context))
         try:
-            yield edge_pb2.ServerFrame(welcome=welcome)
             while True:
-                yield await queue.get()
+                await context.write(await queue.get())
         finally:
             reader.cancel()
-            if self.streams.get(hello.device_id) is queue:
-                del self.streams[hello.device_id]
+            if self.streams.get(device_id) is queue:
+                del self.streams[device_id]
+
+
+async def _drain(context: grpc.aio.ServicerContext) -> None:
+    """Acks and pings: read, as an edge must, and dropped."""
+    while await context.read() is not grpc.aio.EOF:
+        pass
 
 
 class Push(push_pb2_grpc.PushServicer):
@@ -84,7 +95,7 @@ async def serve(args: argparse.Namespace) -> None:
         (args.edge_port, lambda s: edge_pb2_grpc.add_EdgeServicer_to_server(Edge(streams), s)),
         (args.api_port, lambda s: push_pb2_grpc.add_PushServicer_to_server(Push(streams), s)),
     ):
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         add(server)
         checks = health.aio.HealthServicer()
         await checks.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -108,7 +119,11 @@ def main() -> None:
     # Accepted so the bench can pass them; the floor has no such features.
     for ignored in ("--log-level", "--metrics-port", "--drain-seconds", "--delivery-port", "--ws-port"):
         parser.add_argument(ignored, help="accepted and ignored")
-    uvloop.run(serve(parser.parse_args()))
+    args = parser.parse_args()
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.collect()
+    gc.freeze()
+    uvloop.run(serve(args))
 
 
 if __name__ == "__main__":
