@@ -42,7 +42,8 @@ from typing import Any, TextIO
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# The stand-in --floor runs: the least a grpc.aio push server does per message (see its docstring).
+# The stand-in --floor runs (`python -m floor` in benchmarks/): the least a grpc.aio push server
+# does per message (see its docstring).
 FLOOR_ROOT = HERE / "floor"
 LOADGEN_SRC = HERE / "loadgen"
 SDK_GO = ROOT / "clients" / "go"
@@ -315,26 +316,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         role, sep, _ = item.partition(":")
         if not sep or role not in ("dev", "api", "router", "edge", "all"):
             parser.error(f"--server-arg {item!r}: want ROLE:ARG with ROLE dev, api, router, edge or all")
+    # The module the server roles run as (`python -m MODULE ROLE`), from the cwd pushplat_root.
+    args.server_module = "pushplat"
     if args.floor:
         if args.distributed or args.transport != "grpc" or args.pushplat_root.resolve() != ROOT or args.server_arg:
             parser.error(
                 "--floor measures the embedded gRPC stand-in: leave out --distributed, --transport ws, "
                 "--pushplat-root and --server-arg"
             )
-        if args.server_python is None:
-            args.server_python = ROOT / ".venv" / "bin" / "python"
-        args.pushplat_root = FLOOR_ROOT
-    args.pushplat_root = args.pushplat_root.resolve()
-    if args.server_python is None:
-        args.server_python = args.pushplat_root / ".venv" / "bin" / "python"
-    # absolute(), not resolve(): a venv's python is a symlink, and following it leaves the venv.
-    args.server_python = args.server_python.absolute()
-    if not (args.pushplat_root / "pushplat").is_dir():
-        parser.error(f"--pushplat-root {args.pushplat_root} is not a pushplat checkout (no pushplat/ package)")
+        # benchmarks/floor imports pushplat's own settings, so it runs on this checkout's venv.
+        args.server_python = (args.server_python or ROOT / ".venv" / "bin" / "python").absolute()
+        args.pushplat_root, args.server_module = FLOOR_ROOT.parent, FLOOR_ROOT.name
+        checkout = ROOT
+    else:
+        args.pushplat_root = checkout = args.pushplat_root.resolve()
+        if not (checkout / "pushplat").is_dir():
+            parser.error(f"--pushplat-root {checkout} is not a pushplat checkout (no pushplat/ package)")
+        # absolute(), not resolve(): a venv's python is a symlink, and following it leaves the venv.
+        args.server_python = (args.server_python or checkout / ".venv" / "bin" / "python").absolute()
     if not os.access(args.server_python, os.X_OK):
         parser.error(
             f"no Python at {args.server_python}: run scripts/test or scripts/run once in "
-            f"{args.pushplat_root} to create its .venv, or pass --server-python"
+            f"{checkout} to create its .venv, or pass --server-python"
         )
     return args
 
@@ -584,14 +587,14 @@ class ServerFlags:
     """Which options each role of the measured checkout has (read from its --help), so one
     harness can drive older and newer servers."""
 
-    def __init__(self, python: Path, root: Path) -> None:
-        self.python, self.root = python, root
+    def __init__(self, python: Path, root: Path, module: str) -> None:
+        self.python, self.root, self.module = python, root, module
         self.cache: dict[str, set[str]] = {}
 
     def of(self, role: str) -> set[str]:
         if role not in self.cache:
             result = subprocess.run(
-                [str(self.python), "-m", "pushplat", role, "--help"],
+                [str(self.python), "-m", self.module, role, "--help"],
                 cwd=self.root,
                 env=server_env(),
                 capture_output=True,
@@ -706,7 +709,7 @@ class Server:
         self.edge = f"127.0.0.1:{edge_port}"
         self.api = f"127.0.0.1:{api_port}"
         self.ws = f"127.0.0.1:{ws_port}"
-        base = [str(args.server_python), "-m", "pushplat"]
+        base = [str(args.server_python), "-m", args.server_module]
         # warning: per-session info lines would cost the CPU we are measuring. A 1 s drain:
         # the devices are closed before the server stops, so a longer one only wastes time.
         wanted = {
@@ -753,7 +756,7 @@ class Server:
 
     def start(self) -> None:
         for role in self.roles:
-            log(f"starting pushplat {' '.join(role.argv[3:])}")
+            log(f"starting {self.args.server_module} {' '.join(role.argv[3:])}")
             with role.log_path.open("wb") as out:
                 role.proc = subprocess.Popen(
                     role.argv,
@@ -1193,7 +1196,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "go": go[2] if len(go) > 2 else "unknown",
-        "pushplat_root": str(args.pushplat_root),
+        "pushplat_root": str(FLOOR_ROOT if args.floor else args.pushplat_root),
         "pushplat_commit": commit or "unknown",
         "loadavg": Path("/proc/loadavg").read_text().split()[0],
         **versions,
@@ -1311,7 +1314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         loadgen = build_loadgen()
-        flags = ServerFlags(args.server_python, args.pushplat_root)
+        flags = ServerFlags(args.server_python, args.pushplat_root, args.server_module)
         machine = machine_info(args)
         if args.distributed:
             args.services = Services.start(args, args.log_dir)

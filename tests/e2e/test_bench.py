@@ -111,11 +111,11 @@ def test_ws_transport_measures_websocket_devices_beside_grpc() -> None:
 def test_floor_measures_the_stand_in_not_pushplat() -> None:
     """--floor runs benchmarks/floor (the least a grpc.aio push server does) through the same
     harness; every message still has to arrive and be counted."""
-    # What the bench starts (`python -m pushplat dev` in benchmarks/floor) is the stand-in.
+    # What the bench starts (`python -m floor dev` in benchmarks/) is the stand-in.
     python = ROOT / ".venv" / "bin" / "python"
     started = subprocess.run(
-        [str(python), "-m", "pushplat", "dev", "--help"],
-        cwd=ROOT / "benchmarks" / "floor",
+        [str(python), "-m", "floor", "dev", "--help"],
+        cwd=ROOT / "benchmarks",
         capture_output=True,
         text=True,
         timeout=60,

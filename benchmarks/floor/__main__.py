@@ -6,15 +6,14 @@ Per message it does what pushplat does at minimum: parse the Send, hand the mess
 device's stream through a queue, write one frame, and read the device's ack. No validation,
 routing, receipts, limits or metrics. It is not pushplat and holds no guarantees; it exists
 so that pushplat's figures can be read against the cheapest server the same stack allows.
-It runs with the settings pushplat ships that lower the stack's own cost: channelz off and
-pushplat's collector policy (gc_policy.py), so neither side pays for what the other avoids.
+It runs with pushplat's own gRPC server options and collector policy (imported, not copied),
+so neither side pays for what the other avoids. `python -m floor dev` in benchmarks/.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import itertools
 import signal
 from collections.abc import AsyncIterator
@@ -24,11 +23,12 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pushplat_client.v1 import edge_pb2, edge_pb2_grpc, message_pb2, push_pb2, push_pb2_grpc
 
+from pushplat.config import Config
+from pushplat.gc_policy import GcPolicy
+from pushplat.server import SERVER_OPTIONS
+
 ROLES = ("dev",)
 _ids = itertools.count()
-# As pushplat's SERVER_OPTIONS and its default --gc-young-objects (gc_policy.py).
-SERVER_OPTIONS = [("grpc.enable_channelz", 0)]
-GC_THRESHOLDS = (50_000, 20, 10)
 
 
 class Edge(edge_pb2_grpc.EdgeServicer):
@@ -120,9 +120,7 @@ def main() -> None:
     for ignored in ("--log-level", "--metrics-port", "--drain-seconds", "--delivery-port", "--ws-port"):
         parser.add_argument(ignored, help="accepted and ignored")
     args = parser.parse_args()
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.collect()
-    gc.freeze()
+    GcPolicy(Config().gc_young_objects).apply()
     uvloop.run(serve(args))
 
 
